@@ -1,0 +1,1 @@
+"""diffbench's harness: CLI, registries, records, suites, runner. Kept import-light on purpose."""

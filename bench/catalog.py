@@ -1,0 +1,58 @@
+"""Every registry a user can list, by kind: ``diffbench list [KIND]``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Listing:
+    kind: str
+    description: str
+    columns: tuple[str, ...]
+    rows: Callable[[], list[dict[str, Any]]]
+    note: str = ""
+
+
+def _families() -> list[dict[str, Any]]:
+    from models.families import FAMILIES
+
+    return [{"name": n, "title": f.title, "description": f.description} for n, f in FAMILIES.items()]
+
+
+def _presets() -> list[dict[str, Any]]:
+    from models.presets import PRESETS
+
+    rows = []
+    for n, p in PRESETS.items():
+        ref = p.reference
+        rows.append({"name": n, "family": p.family, "params": ref.get("params", ref.get("paper_params")),
+                     "gmacs": ref.get("gmacs", ref.get("paper_gflops")), "source": p.source})
+    return rows
+
+
+def _metrics() -> list[dict[str, Any]]:
+    from metrics.specs import METRICS
+
+    return [{"name": n, "unit": m.unit, "description": m.description} for n, m in METRICS.items()]
+
+
+def _commands() -> list[dict[str, Any]]:
+    from bench.cli import COMMANDS
+
+    return [{"name": n, "description": c.help} for n, c in COMMANDS.items()]
+
+
+LISTINGS: Registry[Listing] = Registry("kind", "what 'diffbench list' can show")
+LISTINGS.add("families", Listing("families", "backbone families that sizing can scale", ("name", "title", "description"),
+                                 _families))
+LISTINGS.add("presets", Listing(
+    "presets", "paper configurations", ("name", "family", "params", "gmacs", "source"), _presets,
+    note="params and GMACs are the official code's exact counts from REFERENCE.md (the DiT ablation rows: the "
+         "paper's rounded figures); tests check that 'diffbench count NAME' reproduces them"))
+LISTINGS.add("metrics", Listing("metrics", "quantities records carry", ("name", "unit", "description"), _metrics))
+LISTINGS.add("commands", Listing("commands", "CLI commands", ("name", "description"), _commands))

@@ -1,0 +1,33 @@
+"""User errors: mistakes a user can fix, shown by the CLI as one line with exit status 2.
+
+Anything that is *not* a ``UserError`` is a bug or a fault inside a case and keeps its
+traceback. ``models`` and ``metrics`` may import this module (and ``bench.registry``):
+they are the two leaf modules of ``bench`` that carry no harness logic.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message names the problem and the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A malformed or impossible configuration (suite file, CLI option, model config)."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A name that no registry holds."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BadInputError(UserError):
+    """An input file or tensor that cannot be used as given (format, dtype, shape, range)."""
+
+
+class MissingWeightsError(UserError):
+    """A weights file that is absent or does not match its published hash."""

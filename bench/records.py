@@ -1,0 +1,178 @@
+"""Records: the one schema for results. One JSON object per line (JSONL), one line per measurement.
+
+Writing appends and flushes each line under an exclusive lock, so concurrent writers (the
+runner's case processes) never interleave; reading tolerates a torn line (a writer killed
+mid-write), reports it, and keeps everything else. Reports are built from records alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.errors import BadInputError
+from bench.provenance import Provenance, utc_now
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "oom", "timeout", "error", "crash", "unsupported", "skipped"]
+STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "error", "crash", "unsupported", "skipped")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measurement (or one failed attempt at one).
+
+    Fields, in the order they appear in the JSON object:
+
+    - ``schema_version``: integer version of this layout; readers refuse newer versions.
+    - ``run_id``: identifies one invocation of a suite (all records of a run directory share it,
+      a resumed run gets a new one).
+    - ``case_id``: hash of the case's resolved config; the identity used by ``--resume``.
+    - ``suite``: the suite's name (``smoke``, ``dit-table``, ... or a file stem).
+    - ``config``: the case's resolved config (model, input shape, batch size, precision, ...).
+    - ``metric``: what was measured, e.g. ``params``, ``gmacs``, ``latency_ms``, ``fid``.
+    - ``value``: the number, or ``null`` when the status is not ``ok`` or the quantity is not
+      available here (never a string, never a made-up number).
+    - ``unit``: unit of ``value`` (``count``, ``GMAC``, ``ms``, ``images/s``, ``bytes``, ``J``, ``1``).
+    - ``status``: ``ok``, ``oom``, ``timeout``, ``error``, ``crash``, ``unsupported`` or ``skipped``.
+    - ``error``: one-line reason when the status is not ``ok`` or the value is null, else null.
+    - ``samples``: raw samples behind ``value`` (e.g. every timed iteration), or null.
+    - ``extra``: metric-specific context (detector name and weights hash, verified flag, ...).
+    - ``provenance``: git commit and dirtiness, versions, device, host, precision flags, seed,
+      timestamps: see :class:`bench.provenance.Provenance`.
+    """
+
+    run_id: str
+    case_id: str
+    suite: str
+    config: dict[str, Any]
+    metric: str
+    value: float | None
+    unit: str
+    status: str = "ok"
+    error: str | None = None
+    samples: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.value is not None:
+            if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+                raise TypeError(f"value must be a number or None, got {type(self.value).__name__}")
+            if not math.isfinite(self.value):
+                raise ValueError(f"value must be finite (use value=None with an error), got {self.value}")
+        if self.status != "ok" and self.value is not None:
+            raise ValueError("a record whose status is not 'ok' carries no value")
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        ordered = {"schema_version": d.pop("schema_version"), **d}
+        return json.dumps(ordered, sort_keys=False, separators=(",", ":"), default=_json_default)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _json_default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def stamp(record: Record, provenance: Provenance | dict[str, Any]) -> Record:
+    """Attach provenance with ``recorded_at`` set to now."""
+    prov = dataclasses.asdict(provenance) if isinstance(provenance, Provenance) else dict(provenance)
+    prov["recorded_at"] = utc_now()
+    return dataclasses.replace(record, provenance=prov)
+
+
+def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> None:
+    """Append records to a JSONL file: one ``write`` per line, under ``flock``, flushed and fsynced.
+
+    If the file ends in a torn line (a writer died mid-line), a newline is written first so
+    the torn fragment stays a line of its own and the new record is intact.
+    """
+    items = [records] if isinstance(records, Record) else list(records)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                with open(path, "rb") as f:
+                    f.seek(size - 1)
+                    needs_newline = f.read(1) != b"\n"
+                if needs_newline:
+                    os.write(fd, b"\n")
+            for rec in items:
+                os.write(fd, (rec.to_json() + "\n").encode())
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ReadResult:
+    records: list[Record]
+    problems: list[str]  # one line per unreadable line: torn or corrupt, with its line number
+
+
+def read(path: str | os.PathLike[str]) -> ReadResult:
+    """Read every intact record; unreadable lines are reported in ``problems``, never fatal.
+
+    Raises ``BadInputError`` for a missing file or a record from a newer schema version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"no records file at {path}: give a run directory written by 'diffbench run'")
+    records: list[Record] = []
+    problems: list[str] = []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    last_complete = raw.endswith(b"\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        torn = i == len(lines) and not last_complete
+        try:
+            d = json.loads(line)
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            what = "torn last line" if torn else "unreadable line"
+            problems.append(f"{path}:{i}: {what} skipped ({len(line)} bytes): {str(e)[:80]}")
+            continue
+        version = d.get("schema_version")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise BadInputError(
+                f"{path}:{i}: record schema version {version} is newer than this diffbench's "
+                f"({SCHEMA_VERSION}); upgrade diffbench to read it"
+            )
+        try:
+            records.append(Record.from_dict(d))
+        except (TypeError, ValueError) as e:
+            problems.append(f"{path}:{i}: invalid record skipped: {e}")
+    return ReadResult(records, problems)

@@ -1,0 +1,141 @@
+"""The models package's front door: resolve a name or config, build it, count it, load weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import BadInputError, ConfigError, UnknownNameError
+from metrics.counting import count_flops, count_params, flops_to_gmacs
+from models.families import FAMILIES, Family, family_of
+from models.presets import PRESETS
+
+
+def resolve(spec: Any, **overrides: Any) -> Any:
+    """A preset name (``DiT-XL/2``), a family name (its default config) or a config -> a config.
+
+    ``overrides`` replace config fields (``input_size=64``); an unknown field is a ``ConfigError``.
+    """
+    if isinstance(spec, str):
+        if spec in PRESETS:
+            config = PRESETS.get(spec).config
+        elif spec in FAMILIES:
+            config = FAMILIES.get(spec).config_cls()
+        else:
+            raise UnknownNameError(PRESETS.unknown_message(spec) + f"; families: {', '.join(FAMILIES.names())}")
+    elif dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        config = spec
+    else:
+        raise ConfigError(f"expected a preset name, family name or config, got {type(spec).__name__}")
+    if overrides:
+        fields = {f.name for f in dataclasses.fields(config)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ConfigError(f"{type(config).__name__} has no field(s) {', '.join(unknown)}; "
+                              f"fields are {', '.join(sorted(fields))}")
+        config = dataclasses.replace(config, **overrides)
+    return config
+
+
+def build(spec: Any, device: str | torch.device | None = None, **overrides: Any) -> nn.Module:
+    """Build the backbone for a preset name, family name or config; ``device="meta"`` allocates nothing."""
+    config = resolve(spec, **overrides)
+    with torch.device(device or "cpu"):
+        return config.build()
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    name: str
+    family: str
+    params: int
+    params_trainable: int
+    params_by_module: dict[str, int]
+    flops: int  # one network evaluation, batch 1 (2 FLOPs per MAC)
+    gmacs: float  # flops / 2 / 1e9
+    config: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def count(spec: Any, name: str | None = None, **overrides: Any) -> ModelCounts:
+    """Params and GMACs of one network evaluation at batch 1, counted on the meta device."""
+    config = resolve(spec, **overrides)
+    family = family_of(config)
+    meta = torch.device("meta")
+    with meta:
+        model = config.build().eval()
+        inputs = family.make_inputs(config, 1, meta, torch.float32)
+    params = count_params(model)
+    with torch.no_grad():
+        flops = count_flops(lambda: family.denoise(model, inputs))
+    label = name or (spec if isinstance(spec, str) else family.name)
+    return ModelCounts(label, family.name, params.total, params.trainable, params.by_module, flops,
+                       flops_to_gmacs(flops), config_dict(config))
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def family(name: str) -> Family:
+    return FAMILIES.get(name)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or a plain torch file, never executing code from the file.
+
+    Accepts a bare state dict (DiT releases) or one nested under ``model`` / ``state_dict`` / ``ema``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"no checkpoint at {path}: give the path of a .pt/.pth/.safetensors file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:120]})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses pickles that need code execution
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise BadInputError(f"{path}: refused or unreadable as weights only ({msg}); "
+                            "convert it to safetensors or a plain state dict") from None
+    for key in ("ema", "model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BadInputError(f"{path}: does not hold a state dict of tensors")
+    return obj
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load weights with ``strict=True``; a key or shape mismatch is one line naming the first problems."""
+    state = load_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise BadInputError(f"{path} does not fit this model: {'; '.join(parts)}; "
+                            "build the config the checkpoint was trained with")
+    model.load_state_dict(state, strict=True)
+    return model

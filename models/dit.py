@@ -1,0 +1,247 @@
+"""DiT: "Scalable Diffusion Models with Transformers" (Peebles & Xie, ICCV 2023), written here.
+
+Faithful to facebookresearch/DiT ``models.py``: same modules, parameter names and init, so a
+released checkpoint (a plain state dict such as ``DiT-XL-2-256x256.pt``) loads with
+``strict=True`` and ``forward(x, t, y)`` means what it means there. Besides adaLN-Zero (the
+paper's choice) the block offers the three other conditioning designs of its Section 3.2 /
+Figure 5 ablation: in-context tokens, cross-attention and adaLN (no zero init). The
+ablation's code was not released; these follow the paper's description and match its
+parameter counts within 0.3% (see ``tests/test_presets.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.layers import Attention, CrossAttention, Mlp, PatchEmbed, check_divisible, sincos_pos_embed_2d
+from models.layers import timestep_embedding as _timestep_embedding
+
+CONDITIONINGS = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    input_size: int = 32  # latent height = width
+    patch_size: int = 2
+    in_channels: int = 4
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    class_dropout_prob: float = 0.1  # > 0 adds the null class used by classifier-free guidance
+    num_classes: int = 1000  # 0: unconditional (no label embedder)
+    learn_sigma: bool = True  # 2x output channels (epsilon and the variance interpolation)
+    conditioning: str = "adaLN-Zero"
+
+    def __post_init__(self) -> None:
+        from bench.errors import ConfigError
+
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"DiT conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"DiT hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        check_divisible(self.input_size, self.patch_size, "DiT input")
+
+    def build(self) -> DiT:
+        return DiT(self)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class TimestepEmbedder(nn.Module):
+    """256-d sinusoidal frequencies -> MLP -> (N, D)."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+        self.frequency_embedding_size = frequency_embedding_size
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(_timestep_embedding(t, self.frequency_embedding_size))
+
+
+class LabelEmbedder(nn.Module):
+    """Class table with one extra row, the null class, when labels are dropped for guidance."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def token_drop(self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if force_drop_ids is None:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop = force_drop_ids == 1
+        return torch.where(drop, self.num_classes, labels)
+
+    def forward(self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)
+        return self.embedding_table(labels)
+
+
+class DiTBlock(nn.Module):
+    """Transformer block; how ``c`` enters depends on the conditioning design."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, conditioning: str) -> None:
+        super().__init__()
+        self.conditioning = conditioning
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), approximate_gelu=True)
+        if conditioning in ("adaLN-Zero", "adaLN"):
+            # adaLN-Zero regresses shift, scale and gate for both sub-layers; adaLN only shift, scale.
+            n_mod = 6 if conditioning == "adaLN-Zero" else 4
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, n_mod * hidden_size))
+        elif conditioning == "cross-attention":
+            self.norm_cross = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+            self.cross_attn = CrossAttention(hidden_size, num_heads)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.conditioning == "adaLN-Zero":
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+            x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+            return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        if self.conditioning == "adaLN":
+            shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
+            x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+            return x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + self.attn(self.norm1(x))
+        if self.conditioning == "cross-attention":
+            x = x + self.cross_attn(self.norm_cross(x), c)  # c: (N, 2, D) time and class tokens
+        return x + self.mlp(self.norm2(x))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, adaptive: bool) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaptive = adaptive
+        if adaptive:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = self.norm_final(x)
+        if self.adaptive:
+            shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+            x = modulate(x, shift, scale)
+        return self.linear(x)  # (N, T, p*p*C_out)
+
+
+class DiT(nn.Module):
+    """Diffusion transformer. ``forward(x, t, y)``: (N, C, H, W), (N,), (N,) -> (N, C_out, H, W)."""
+
+    def __init__(self, config: DiTConfig | None = None, **kwargs: object) -> None:
+        super().__init__()
+        cfg = config if config is not None else DiTConfig(**kwargs)  # type: ignore[arg-type]
+        self.config = cfg
+        self.learn_sigma = cfg.learn_sigma
+        self.in_channels = cfg.in_channels
+        self.out_channels = cfg.in_channels * 2 if cfg.learn_sigma else cfg.in_channels
+        self.patch_size = cfg.patch_size
+        self.num_heads = cfg.num_heads
+        d = cfg.hidden_size
+
+        self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d)
+        self.t_embedder = TimestepEmbedder(d)
+        self.y_embedder = (
+            LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
+        )
+        self.num_patches = (cfg.input_size // cfg.patch_size) ** 2
+        # Fixed sin-cos embedding, stored as a frozen parameter as the official code does (it
+        # is in the checkpoints and in the paper's parameter count: "all" vs "trainable").
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, d), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            [DiTBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.conditioning) for _ in range(cfg.depth)]
+        )
+        adaptive_final = cfg.conditioning in ("adaLN-Zero", "adaLN")
+        self.final_layer = FinalLayer(d, cfg.patch_size, self.out_channels, adaptive_final)
+        if not self.pos_embed.is_meta:
+            self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0)
+
+        self.apply(_basic_init)
+        grid = int(self.num_patches**0.5)
+        pos = sincos_pos_embed_2d(self.pos_embed.shape[-1], grid)
+        self.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
+        w = self.x_embedder.proj.weight.data  # patch embedding initialised like nn.Linear
+        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+        nn.init.constant_(self.x_embedder.proj.bias, 0)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.config.conditioning == "adaLN-Zero":  # the "-Zero": every block starts as the identity
+            for block in self.blocks:
+                nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
+                nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
+        if self.final_layer.adaptive:
+            nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
+            nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
+        nn.init.constant_(self.final_layer.linear.weight, 0)
+        nn.init.constant_(self.final_layer.linear.bias, 0)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        c, p = self.out_channels, self.patch_size
+        h = w = int(x.shape[1] ** 0.5)
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(x.shape[0], c, h * p, w * p)  # (N, C_out, H, W)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = H * W / p^2
+        t_emb = self.t_embedder(t)  # (N, D)
+        y_emb = self._label_embedding(y)  # (N, D) or None when unconditional
+        if self.config.conditioning in ("adaLN-Zero", "adaLN"):
+            c = t_emb if y_emb is None else t_emb + y_emb  # (N, D)
+            for block in self.blocks:
+                x = block(x, c)
+            x = self.final_layer(x, c)  # (N, T, p*p*C_out)
+        else:
+            tokens = torch.stack([t_emb] if y_emb is None else [t_emb, y_emb], dim=1)  # (N, K, D)
+            if self.config.conditioning == "in-context":
+                x = torch.cat([tokens, x], dim=1)  # (N, K + T, D)
+            for block in self.blocks:
+                x = block(x, tokens)
+            x = x[:, x.shape[1] - self.num_patches:]  # in-context: drop the K tokens after the last block
+            x = self.final_layer(x, tokens)  # (N, T, p*p*C_out)
+        return self.unpatchify(x)  # (N, C_out, H, W)
+
+    def _label_embedding(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        if self.y_embedder is None:
+            return None
+        if y is None:
+            raise ValueError("this DiT is class-conditional: pass labels y (num_classes is the null class)")
+        return self.y_embedder(y, self.training)
+
+    def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float,
+                         guided_channels: int | None = 3) -> torch.Tensor:
+        """Classifier-free guidance on a batch whose second half carries null labels.
+
+        The official sampler guides only the first 3 of the 4 latent channels (its comment: "for
+        exact reproducibility reasons"); ``guided_channels=None`` guides all ``in_channels``.
+        """
+        half = x[: len(x) // 2]
+        out = self.forward(torch.cat([half, half], dim=0), t, y)
+        k = self.in_channels if guided_channels is None else guided_channels
+        eps, rest = out[:, :k], out[:, k:]
+        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+        return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)

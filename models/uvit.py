@@ -1,0 +1,167 @@
+"""U-ViT: "All are Worth Words: A ViT Backbone for Diffusion Models" (Bao et al., CVPR 2023), written here.
+
+Faithful to baofff/U-ViT ``libs/uvit.py`` (class-conditional / unconditional) and
+``libs/uvit_t2i.py`` (text-conditional): every input is a token (time, label or 77 text
+tokens, patches), learned position embeddings, long skips joining in-blocks to out-blocks
+through ``Linear(2D, D)`` on the concatenation, ``depth`` counting in + out blocks (so
+depth 12 builds 13 blocks: 6 in, 1 mid, 6 out), optional 3x3 conv after unpatchify.
+Parameter names are the official ones, so official checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.layers import Attention, Mlp, PatchEmbed, check_divisible, timestep_embedding
+
+
+@dataclass(frozen=True)
+class UViTConfig:
+    img_size: int = 32
+    patch_size: int = 2
+    in_chans: int = 3
+    embed_dim: int = 512
+    depth: int = 12  # in + out blocks; one mid block is added
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = False
+    mlp_time_embed: bool = False
+    num_classes: int = -1  # -1: no label token; ImageNet configs use 1001 (1000 + the null class)
+    clip_dim: int = 0  # > 0: text-conditional, context tokens projected from this width
+    num_clip_token: int = 77
+    conv: bool = True  # 3x3 conv after unpatchify
+    skip: bool = True  # long skips (False gives the ablation without them)
+
+    def __post_init__(self) -> None:
+        from bench.errors import ConfigError
+
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"U-ViT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.clip_dim > 0 and self.num_classes > 0:
+            raise ConfigError("U-ViT is either class-conditional (num_classes) or text-conditional (clip_dim), not both")
+        check_divisible(self.img_size, self.patch_size, "U-ViT input")
+
+    def build(self) -> UViT:
+        return UViTT2I(self) if self.clip_dim > 0 else UViT(self)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; an out-block first fuses its long skip: Linear(cat(x, skip))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, skip: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), approximate_gelu=False)
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if self.skip_linear is not None:
+            x = self.skip_linear(torch.cat([x, skip], dim=-1))  # (N, L, 2D) -> (N, L, D)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def unpatchify(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, h*w, p*p*C) -> (N, C, h*p, w*p), patch values laid out (p1, p2, C) as in the official code."""
+    n, length, dim = x.shape
+    p = int((dim // channels) ** 0.5)
+    h = w = int(length**0.5)
+    x = x.reshape(n, h, w, p, p, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(n, channels, h * p, w * p)
+
+
+class _UViTBase(nn.Module):
+    def __init__(self, cfg: UViTConfig, extras: int) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_dim = d = cfg.embed_dim
+        self.in_chans = cfg.in_chans
+        self.extras = extras
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
+        num_patches = (cfg.img_size // cfg.patch_size) ** 2
+        self.time_embed = (
+            nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d)) if cfg.mlp_time_embed else nn.Identity()
+        )
+        self._make_condition_embedding(cfg)
+        self.pos_embed = nn.Parameter(torch.zeros(1, extras + num_patches, d))
+        args = (d, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias)
+        self.in_blocks = nn.ModuleList([Block(*args) for _ in range(cfg.depth // 2)])
+        self.mid_block = Block(*args)
+        self.out_blocks = nn.ModuleList([Block(*args, skip=cfg.skip) for _ in range(cfg.depth // 2)])
+        self.norm = nn.LayerNorm(d)
+        self.patch_dim = cfg.patch_size**2 * cfg.in_chans
+        self.decoder_pred = nn.Linear(d, self.patch_dim)
+        self.final_layer = nn.Conv2d(cfg.in_chans, cfg.in_chans, 3, padding=1) if cfg.conv else nn.Identity()
+        if not self.pos_embed.is_meta:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            self.apply(self._init_weights)
+
+    def _make_condition_embedding(self, cfg: UViTConfig) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    def time_token(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.time_embed(timestep_embedding(timesteps, self.embed_dim)).unsqueeze(1)  # (N, 1, D)
+
+    def _run(self, x: torch.Tensor, prefix: list[torch.Tensor]) -> torch.Tensor:
+        """Patches after the ``prefix`` tokens, through in-, mid- and out-blocks; back to an image."""
+        x = self.patch_embed(x)  # (N, L, D)
+        length = x.shape[1]
+        x = torch.cat([*prefix, x], dim=1) + self.pos_embed  # (N, extras + L, D)
+        skips = []
+        for blk in self.in_blocks:
+            x = blk(x)
+            skips.append(x)
+        x = self.mid_block(x)
+        for blk in self.out_blocks:
+            x = blk(x, skips.pop())
+        x = self.decoder_pred(self.norm(x))  # (N, extras + L, p*p*C)
+        x = x[:, x.shape[1] - length:]  # drop the extra tokens
+        return self.final_layer(unpatchify(x, self.in_chans))  # (N, C, H, W)
+
+
+class UViT(_UViTBase):
+    """Unconditional or class-conditional U-ViT. ``forward(x, timesteps, y=None)``; tokens [label,] time, patches."""
+
+    def __init__(self, config: UViTConfig | None = None, **kwargs: object) -> None:
+        cfg = config if config is not None else UViTConfig(**kwargs)  # type: ignore[arg-type]
+        super().__init__(cfg, extras=2 if cfg.num_classes > 0 else 1)
+
+    def _make_condition_embedding(self, cfg: UViTConfig) -> None:
+        self.num_classes = cfg.num_classes
+        if cfg.num_classes > 0:
+            self.label_emb = nn.Embedding(cfg.num_classes, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        prefix = [self.time_token(timesteps)]
+        if y is not None:
+            prefix.insert(0, self.label_emb(y).unsqueeze(1))  # (N, 1, D), before the time token
+        return self._run(x, prefix)
+
+
+class UViTT2I(_UViTBase):
+    """Text-conditional U-ViT. ``forward(x, timesteps, context)``; context (N, 77, clip_dim); tokens time, text, patches."""
+
+    def __init__(self, config: UViTConfig | None = None, **kwargs: object) -> None:
+        cfg = config if config is not None else UViTConfig(**kwargs)  # type: ignore[arg-type]
+        super().__init__(cfg, extras=1 + cfg.num_clip_token)
+
+    def _make_condition_embedding(self, cfg: UViTConfig) -> None:
+        self.context_embed = nn.Linear(cfg.clip_dim, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self._run(x, [self.time_token(timesteps), self.context_embed(context)])  # (N, 77, D) text tokens
