@@ -1,0 +1,1 @@
+"""Measurements: counting, timing, memory, energy, quality. Knows nothing of the harness."""

@@ -1,0 +1,1 @@
+"""Reports: records -> pandas, tables, fits, plots. Reads records only; never imports models."""
