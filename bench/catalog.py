@@ -48,8 +48,8 @@ def _commands() -> list[dict[str, Any]]:
 
 
 LISTINGS: Registry[Listing] = Registry("kind", "what 'diffbench list' can show")
-LISTINGS.add("families", Listing("families", "backbone families that sizing can scale", ("name", "title", "description"),
-                                 _families))
+LISTINGS.add("families", Listing("families", "backbone families that sizing can scale",
+                                 ("name", "title", "description"), _families))
 LISTINGS.add("presets", Listing(
     "presets", "paper configurations", ("name", "family", "params", "gmacs", "source"), _presets,
     note="params and GMACs are the official code's exact counts from REFERENCE.md (the DiT ablation rows: the "

@@ -17,7 +17,7 @@ from bench.errors import UnknownNameError, UserError
 from bench.registry import Registry
 
 PROG = "diffbench"
-COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting")
+COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ parameter counts within 0.3% (see ``tests/test_presets.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +48,11 @@ class DiTConfig:
 
     def build(self) -> DiT:
         return DiT(self)
+
+
+def _zero_linear(layer: Any) -> None:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -183,20 +189,20 @@ class DiT(nn.Module):
         self.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
         w = self.x_embedder.proj.weight.data  # patch embedding initialised like nn.Linear
         nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
-        nn.init.constant_(self.x_embedder.proj.bias, 0)
+        nn.init.zeros_(self.x_embedder.proj.bias)  # type: ignore[arg-type]
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        t_mlp: Any = self.t_embedder.mlp
+        nn.init.normal_(t_mlp[0].weight, std=0.02)
+        nn.init.normal_(t_mlp[2].weight, std=0.02)
         if self.config.conditioning == "adaLN-Zero":  # the "-Zero": every block starts as the identity
-            for block in self.blocks:
-                nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
-                nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
-        if self.final_layer.adaptive:
-            nn.init.constant_(self.final_layer.adaLN_modulation[-1].weight, 0)
-            nn.init.constant_(self.final_layer.adaLN_modulation[-1].bias, 0)
-        nn.init.constant_(self.final_layer.linear.weight, 0)
-        nn.init.constant_(self.final_layer.linear.bias, 0)
+            blocks: Any = self.blocks
+            for block in blocks:
+                _zero_linear(block.adaLN_modulation[-1])
+        final: Any = self.final_layer
+        if final.adaptive:
+            _zero_linear(final.adaLN_modulation[-1])
+        _zero_linear(self.final_layer.linear)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         c, p = self.out_channels, self.patch_size

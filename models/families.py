@@ -33,6 +33,7 @@ class Family:
     input_shape: Callable[[Any], tuple[int, int, int]]  # (C, H, W) of the noisy input
     make_inputs: Callable[[Any, int, torch.device, torch.dtype], Inputs]
     denoise: Callable[[nn.Module, Inputs], torch.Tensor]
+    tiny: Callable[[], Any]  # a config small enough for a CPU forward and backward in well under a second
 
     def build(self, config: Any) -> nn.Module:
         return config.build()
@@ -65,6 +66,7 @@ FAMILIES.add("dit", Family(
     "dit", "DiT", "ViT with adaLN-Zero conditioning (Peebles & Xie 2023); also adaLN / cross-attention / in-context",
     DiTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), _dit_inputs,
     lambda m, i: m(i["x"], i["t"], i.get("y")),
+    lambda: DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=10),
 ))
 
 
@@ -88,6 +90,7 @@ def _uvit_denoise(model: nn.Module, i: Inputs) -> torch.Tensor:
 FAMILIES.add("uvit", Family(
     "uvit", "U-ViT", "ViT with long skips, every input a token (Bao et al. 2023)",
     UViTConfig, lambda c: (c.in_chans, c.img_size, c.img_size), _uvit_inputs, _uvit_denoise,
+    lambda: UViTConfig(img_size=8, patch_size=2, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=11),
 ))
 
 
@@ -104,6 +107,7 @@ FAMILIES.add("vit", Family(
     "vit", "ViT", "plain isotropic transformer, in-context conditioning, no long skips (baseline)",
     ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), _vit_inputs,
     lambda m, i: m(i["x"], i["t"], i.get("y")),
+    lambda: ViTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=10),
 ))
 
 
@@ -141,13 +145,19 @@ FAMILIES.add("unet-adm", Family(
     "unet-adm", "ADM U-Net", "pixel U-Net of guided-diffusion (Dhariwal & Nichol 2021) via diffusers UNet2DModel",
     ADMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _unet_common,
     lambda m, i: m(_with_low_res(i), i["t"], class_labels=i.get("y")).sample,
+    lambda: ADMUNetConfig(image_size=8, in_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_resolutions=(4,), num_head_channels=32, num_classes=10),
 ))
 
 FAMILIES.add("unet-ldm", Family(
-    "unet-ldm", "LDM U-Net", "latent U-Net with cross-attention (LDM / Stable Diffusion) via diffusers UNet2DConditionModel",
+    "unet-ldm", "LDM U-Net",
+    "latent U-Net with cross-attention (LDM / Stable Diffusion) via diffusers UNet2DConditionModel",
     LDMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _ldm_inputs,
     lambda m, i: m(_with_low_res(i), i["t"], encoder_hidden_states=i["context"], class_labels=i.get("y"),
                    added_cond_kwargs=i.get("added")).sample,
+    lambda: LDMUNetConfig(image_size=8, in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
+                          num_res_blocks=1, attention_resolutions=(8, 4), num_heads=4, context_dim=16,
+                          context_tokens=5),
 ))
 
 

@@ -58,7 +58,8 @@ for _n, _d, _h, _nh, _p, _all, _tr, _g, _pg, _fid in _DIT_TABLE:
          fid_note="FID-50K at 400K steps, no guidance")
 
 # DiT conditioning ablation (Figure 5 / Section 3.2) on XL/2: paper params (rounded), Gflops, FID.
-for _cond, _pp, _pg, _fid in [("in-context", 449_000_000, 119.37, 35.24), ("cross-attention", 598_000_000, 137.62, 26.14),
+for _cond, _pp, _pg, _fid in [("in-context", 449_000_000, 119.37, 35.24),
+                              ("cross-attention", 598_000_000, 137.62, 26.14),
                               ("adaLN", 600_000_000, 118.56, 25.21)]:
     _add(f"DiT-XL/2-{_cond}", "dit", DiTConfig(conditioning=_cond), DIT_PAPER + ", conditioning ablation",
          paper_params=_pp, paper_gflops=_pg, paper_fid=_fid,
@@ -81,8 +82,8 @@ _UVIT = [
     ("U-ViT-S/2-T2I-Deep", UViTConfig(img_size=32, patch_size=2, in_chans=4, embed_dim=512, depth=16, num_heads=8,
                                       clip_dim=768), 58_345_636, 21.24, 5.48, "MS-COCO U-ViT-S/2 deep"),
 ]
-for _n, _c, _p, _g, _fid, _model in _UVIT:
-    _add(_n, "uvit", _c, f"{UVIT_PAPER}, {_model}", params=_p, params_trainable=_p, gmacs=_g, paper_fid=_fid)
+for _n, _uc, _p, _g, _fid, _model in _UVIT:
+    _add(_n, "uvit", _uc, f"{UVIT_PAPER}, {_model}", params=_p, params_trainable=_p, gmacs=_g, paper_fid=_fid)
 
 # ADM (guided-diffusion model cards / script flags)
 _ADM = [
@@ -98,8 +99,8 @@ _ADM = [
                                    concat_channels=3),
      311_795_910, 631.64, "upsampler 64->256 (cond); base 64 + this = 741.32 GMACs (DiT cites 742)"),
 ]
-for _n, _c, _p, _g, _note in _ADM:
-    _add(_n, "unet-adm", _c, ADM_PAPER, params=_p, params_trainable=_p, gmacs=_g, note=_note)
+for _n, _ac, _p, _g, _note in _ADM:
+    _add(_n, "unet-adm", _ac, ADM_PAPER, params=_p, params_trainable=_p, gmacs=_g, note=_note)
 
 # LDM / Stable Diffusion U-Nets (latent-diffusion configs, diffusers model cards)
 _add("LDM-4", "unet-ldm",

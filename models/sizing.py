@@ -51,6 +51,8 @@ class Structure:
     depths: Callable[[int], Sequence[int]]  # allowed depths for a width
     probe_widths: tuple[int, int, int]
     probe_depths: tuple[int, ...]  # two depths for transformers (affine), one for U-Nets (fixed)
+    flops_through_origin: bool = False  # no width-independent FLOPs: two probes fix the quadratic
+    tier: int = 0  # searched in order; a later tier is probed only if earlier ones miss (see ``match``)
 
 
 def _heads(width: int) -> int:
@@ -168,6 +170,13 @@ def _unet_atypicality(mult_index: int, nres: int, attn_index: int) -> float:
     return 0.1 * abs(nres - 2) + 0.05 * mult_index + 0.05 * attn_index
 
 
+def _constant(value: float) -> Callable[[int, int], float]:
+    return lambda w, d: value
+
+
+UNET_TIER_0 = 0.15  # structures at most this atypical are searched first
+
+
 def _mults(table: dict[int, list[tuple[int, ...]]], size: int, family: str) -> list[tuple[int, ...]]:
     if size < 8 or size & (size - 1):
         raise ConfigError(f"no {family} shape rules for input size {size}; use a power-of-two size from 8 to 256")
@@ -206,9 +215,10 @@ def adm_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
                                          num_head_channels=_groups(w), norm_num_groups=_groups(w),
                                          num_classes=cond.num_classes if cond.kind == "class" else 0)
 
-                out.append(Structure(("unet-adm", mult, nres, attn), make,
-                                     lambda w, d, i=i, n=nres, a=a: _unet_atypicality(i, n, a),
-                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,)))
+                atyp = _unet_atypicality(i, nres, a)
+                out.append(Structure(("unet-adm", mult, nres, attn), make, _constant(atyp),
+                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,), flops_through_origin=True,
+                                     tier=int(atyp > UNET_TIER_0)))
     return out
 
 
@@ -233,9 +243,10 @@ def ldm_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
                                          context_tokens=cond.context_tokens if text else 1,
                                          norm_num_groups=_groups(w))
 
-                out.append(Structure(("unet-ldm", mult, nres, attn), make,
-                                     lambda w, d, i=i, n=nres, a=a: _unet_atypicality(i, n, a),
-                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,)))
+                atyp = _unet_atypicality(i, nres, a)
+                out.append(Structure(("unet-ldm", mult, nres, attn), make, _constant(atyp),
+                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,), flops_through_origin=True,
+                                     tier=int(atyp > UNET_TIER_0)))
     return out
 
 
@@ -303,7 +314,10 @@ def fit_counts(s: Structure, by: str) -> CountModel:
     idx = 0 if by == "params" else 1
     qs = []
     for d in s.probe_depths:
-        pts = [(w, _probe(s.make(w, d), by != "params")[idx]) for w in s.probe_widths]
+        if by != "params" and s.flops_through_origin:  # U-Net FLOPs: every term scales with the width
+            pts = [(0, 0)] + [(w, _probe(s.make(w, d), True)[idx]) for w in s.probe_widths[:2]]
+        else:
+            pts = [(w, _probe(s.make(w, d), by != "params")[idx]) for w in s.probe_widths]
         qs.append(_quadratic(pts))
     if len(qs) == 1:
         return CountModel(s.probe_depths[0], None, qs[0], None)
@@ -327,7 +341,8 @@ class MatchResult:
     def as_dict(self) -> dict[str, Any]:
         from models.api import config_dict
 
-        return {"family": self.family, "by": self.by, "target": self.target,
+        target = int(self.target) if self.by == "params" and self.target.is_integer() else self.target
+        return {"family": self.family, "by": self.by, "target": target,
                 "input": "x".join(map(str, self.input_shape)), "params": self.params,
                 "params_trainable": self.params_trainable, "gmacs": self.gmacs, "rel_error": self.rel_error,
                 "config": config_dict(self.config)}
@@ -359,13 +374,19 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
     scale = 1.0 if by == "params" else 2e9  # gmacs target -> flops
     scored: list[tuple[float, float, Structure, int, int]] = []  # (error, atypicality, structure, w, d)
     lo, hi = math.inf, 0.0
-    for s in structures:
-        model = fit_counts(s, by)
-        for w in s.widths:
-            for d in s.depths(w):
-                est = model(w, d) / scale
-                lo, hi = min(lo, est), max(hi, est)
-                scored.append((abs(est / target - 1), s.atypicality(w, d), s, w, d))
+    # Tiers: a later tier's structures are all more atypical than an earlier tier's, so when an
+    # earlier tier already has a candidate within the preference slack, the full search would pick
+    # from it too; probing the later tiers (the costly part) is skipped.
+    for tier in sorted({s.tier for s in structures}):
+        for s in (s for s in structures if s.tier == tier):
+            model = fit_counts(s, by)
+            for w in s.widths:
+                for d in s.depths(w):
+                    est = model(w, d) / scale
+                    lo, hi = min(lo, est), max(hi, est)
+                    scored.append((abs(est / target - 1), s.atypicality(w, d), s, w, d))
+        if min(c[0] for c in scored) <= PREFERENCE_SLACK:
+            break
     best_err = min(c[0] for c in scored)
     # Near-ties (within 0.8%) go to the shape closest to the paper's own proportions.
     pool = [c for c in scored if c[0] <= max(best_err, PREFERENCE_SLACK)]

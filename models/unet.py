@@ -30,7 +30,8 @@ def _level_resolutions(image_size: int, levels: int) -> list[int]:
 def _check_groups(channels: list[int], groups: int, what: str) -> None:
     bad = [c for c in channels if c % groups]
     if bad:
-        raise ConfigError(f"{what} channels {bad} are not divisible by {groups} GroupNorm groups; use multiples of {groups}")
+        raise ConfigError(f"{what} channels {bad} are not divisible by {groups} GroupNorm groups; "
+                          f"use multiples of {groups}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class ADMUNetConfig:
         from diffusers import UNet2DModel
         from diffusers.models.embeddings import Timesteps
 
-        model = UNet2DModel(**self.diffusers_kwargs())
+        model: Any = UNet2DModel(**self.diffusers_kwargs())
         if self.block_out_channels[0] != self.model_channels:
             # ADM embeds timesteps at model_channels even when the first level is narrower
             # (512 px: channel_mult starts at 0.5); diffusers would use block_out_channels[0].
@@ -176,7 +177,8 @@ class LDMUNetConfig:
     def build(self) -> nn.Module:
         from diffusers import UNet2DConditionModel
 
-        return UNet2DConditionModel(**self.diffusers_kwargs())
+        model: Any = UNet2DConditionModel(**self.diffusers_kwargs())
+        return model
 
 
 SDXL_POOLED_DIM = 1280  # OpenCLIP bigG pooled text embedding fed to SDXL's addition embedding

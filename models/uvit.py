@@ -41,10 +41,11 @@ class UViTConfig:
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"U-ViT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.clip_dim > 0 and self.num_classes > 0:
-            raise ConfigError("U-ViT is either class-conditional (num_classes) or text-conditional (clip_dim), not both")
+            raise ConfigError("U-ViT is either class-conditional (num_classes) or text-conditional (clip_dim), "
+                              "not both")
         check_divisible(self.img_size, self.patch_size, "U-ViT input")
 
-    def build(self) -> UViT:
+    def build(self) -> _UViTBase:
         return UViTT2I(self) if self.clip_dim > 0 else UViT(self)
 
 
@@ -61,6 +62,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip_linear is not None:
+            assert skip is not None, "an out-block with a long skip needs the matching in-block output"
             x = self.skip_linear(torch.cat([x, skip], dim=-1))  # (N, L, 2D) -> (N, L, D)
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
@@ -154,7 +156,10 @@ class UViT(_UViTBase):
 
 
 class UViTT2I(_UViTBase):
-    """Text-conditional U-ViT. ``forward(x, timesteps, context)``; context (N, 77, clip_dim); tokens time, text, patches."""
+    """Text-conditional U-ViT. ``forward(x, timesteps, context)``, context (N, 77, clip_dim).
+
+    Tokens: time, text, patches.
+    """
 
     def __init__(self, config: UViTConfig | None = None, **kwargs: object) -> None:
         cfg = config if config is not None else UViTConfig(**kwargs)  # type: ignore[arg-type]

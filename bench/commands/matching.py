@@ -1,0 +1,83 @@
+"""``diffbench match``: the config of each family closest to each target, by params or GMACs."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.cli import arg, command
+from bench.errors import ConfigError
+from bench.formatting import FORMATS, render
+
+COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input {text!r} is not CxHxW with positive integers (e.g. 4x32x32)")
+    return shape  # type: ignore[return-value]
+
+
+def shape_summary(config: dict) -> str:
+    keys = ("hidden_size", "embed_dim", "model_channels", "depth", "num_heads", "patch_size", "channel_mult",
+            "num_res_blocks", "attention_resolutions")
+    return " ".join(f"{k}={config[k]}" for k in keys if k in config)
+
+
+@command(
+    "match",
+    help="size each family to each target parameter count (or GMACs) and report the closest config",
+    examples=[
+        "diffbench match --families dit,uvit,vit,unet-adm,unet-ldm --params 33M,130M,458M,675M",
+        "diffbench match --families dit,unet-adm --params 1M,4M --input 3x32x32 --classes 10",
+        "diffbench match --families dit,uvit --by gmacs --gmacs 6G,23G --format json",
+    ],
+    args=[
+        arg("--families", required=True, help="comma-separated families (see 'diffbench list families')"),
+        arg("--params", help="comma-separated parameter targets, e.g. 33M,130M,1.5B"),
+        arg("--gmacs", help="comma-separated GMACs targets, e.g. 6G,23G (a bare number means GMACs)"),
+        arg("--by", choices=("params", "gmacs"), help="what to match (default: whichever targets were given)"),
+        arg("--input", default="4x32x32", help="input shape CxHxW (default: 4x32x32, the SD-VAE latent of 256 px)"),
+        arg("--cond", choices=("class", "text", "none"), default="class", help="conditioning (default: class)"),
+        arg("--classes", type=int, default=1000, help="number of classes for --cond class (default: 1000)"),
+        arg("--patch", type=int, help="patch size for the transformer families (default: 2)"),
+        arg("--tolerance", type=float, default=0.02, help="largest relative error accepted (default: 0.02)"),
+        arg("--format", choices=FORMATS, default="table", help="output format (default: table)"),
+    ],
+)
+def run_match(args: argparse.Namespace) -> int:
+    from models.families import FAMILIES
+    from models.sizing import Conditioning, match, parse_quantity
+
+    by = args.by or ("gmacs" if args.gmacs and not args.params else "params")
+    raw = args.params if by == "params" else args.gmacs
+    if not raw:
+        raise ConfigError(f"--by {by} needs --{by} with at least one target (e.g. --{by} "
+                          f"{'33M' if by == 'params' else '6G'})")
+    targets = [parse_quantity(t, f"--{by} target") for t in raw.split(",") if t.strip()]
+    if by == "gmacs":  # '6G' means 6 GMACs, and so does a bare '6'
+        targets = [t / 1e9 if t >= 1e6 else t for t in targets]
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    for f in families:
+        FAMILIES.get(f)
+    if args.classes < 1:
+        raise ConfigError(f"--classes must be at least 1, got {args.classes}")
+    shape = parse_input_shape(args.input)
+    cond = Conditioning(kind=args.cond, num_classes=args.classes)
+    rows = []
+    for fam in families:
+        for t in targets:
+            r = match(fam, input_shape=shape, cond=cond, patch=args.patch, tolerance=args.tolerance, **{by: t})
+            rows.append(r.as_dict())
+    if args.format == "table":
+        for d in rows:
+            d["shape"] = shape_summary(d["config"])
+            d["rel_error"] = f"{d['rel_error']:+.2%}"
+        print(render(rows, COLUMNS, "table"))
+    else:
+        print(render(rows, list(rows[0]), args.format))
+    return 0

@@ -1,0 +1,123 @@
+"""match(): every family hits the targets; the count polynomials are exact; bad targets are user errors."""
+
+import json
+
+import pytest
+
+import models
+from bench.errors import ConfigError, UnknownNameError
+from models.sizing import RULES, Conditioning, fit_counts, match, parse_quantity
+
+FAMILIES = ["dit", "uvit", "vit", "unet-adm", "unet-ldm"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("target", [33e6, 130e6, 458e6, 675e6])
+def test_latent_targets_within_one_percent(family, target):
+    r = match(family, params=target, input_shape=(4, 32, 32))
+    assert abs(r.params / target - 1) <= 0.01
+    assert r.rel_error == pytest.approx(r.params / target - 1)
+    assert models.count(r.config).params == r.params  # reported counts are real counts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("target", [1e6, 4e6, 16e6])
+def test_tiny_pixel_targets_within_two_percent(family, target):
+    r = match(family, params=target, input_shape=(3, 32, 32))
+    assert abs(r.params / target - 1) <= 0.02
+
+
+@pytest.mark.parametrize("family", ["dit", "uvit", "unet-adm"])
+def test_match_by_gmacs_within_two_percent(family):
+    r = match(family, gmacs=6.0, input_shape=(4, 32, 32))
+    assert abs(r.gmacs / 6.0 - 1) <= 0.02
+
+
+def test_paper_sizes_are_found_where_the_paper_has_them():
+    # 33M at patch 2 is exactly DiT-S/2's shape: the rules prefer the paper's own proportions
+    r = match("dit", params=33e6, input_shape=(4, 32, 32))
+    assert (r.config.hidden_size, r.config.depth) == (384, 12)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_count_polynomials_are_exact_off_the_probe_points(family):
+    for s in RULES[family]((4, 32, 32), Conditioning())[:2]:
+        params, flops = fit_counts(s, "params"), fit_counts(s, "gmacs")
+        for w in (s.widths[3], s.widths[-5]):
+            d = s.depths(w)[-1]
+            exact = models.count(s.make(w, d))
+            assert params(w, d) == exact.params
+            assert flops(w, d) == exact.flops
+
+
+def test_text_conditioning_is_sized_for_the_families_that_take_it():
+    r = match("uvit", params=45e6, input_shape=(4, 32, 32), cond=Conditioning(kind="text"))
+    assert r.config.clip_dim == 768 and abs(r.rel_error) <= 0.02
+    with pytest.raises(ConfigError, match="class-conditional or unconditional"):
+        match("dit", params=45e6, cond=Conditioning(kind="text"))
+
+
+def test_unreachable_target_names_the_reachable_range():
+    with pytest.raises(ConfigError, match=r"no dit config within 2% of 10T params .* reach .* to .* params"):
+        match("dit", params=10e12)
+
+
+def test_patch_that_does_not_divide_the_input():
+    with pytest.raises(ConfigError, match="not divisible by the patch size 4"):
+        match("dit", params=33e6, input_shape=(4, 30, 30), patch=4)
+
+
+def test_unknown_family():
+    with pytest.raises(UnknownNameError, match="did you mean 'uvit'"):
+        match("uvitt", params=1e6)
+
+
+@pytest.mark.parametrize("text,value", [("33M", 33e6), ("1.5B", 1.5e9), ("6G", 6e9), ("675000000", 6.75e8),
+                                        ("4k", 4e3)])
+def test_parse_quantity(text, value):
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["12Q", "", "M", "-3M", "0", "nan"])
+def test_parse_quantity_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_quantity(text)
+
+
+def test_cli_match_json(cli):
+    proc = cli("match", "--families", "dit,vit", "--params", "33M", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["family"] for r in rows] == ["dit", "vit"]
+    for r in rows:
+        assert {"family", "target", "by", "params", "gmacs", "rel_error", "config"} <= set(r)
+        assert r["target"] == 33_000_000 and abs(r["rel_error"]) <= 0.01
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--families", "dit", "--params", "12Q"], "'12Q' is not a number"),
+    (["--families", "dit", "--params", "10T"], "no dit config within 2%"),
+    (["--families", "ditt", "--params", "1M"], "did you mean 'dit'"),
+    (["--families", "dit", "--params", "1M", "--input", "4x32"], "is not CxHxW"),
+    (["--families", "dit", "--params", "33M", "--input", "4x30x30", "--patch", "4"], "not divisible by the patch"),
+    (["--families", "dit", "--by", "gmacs"], "--by gmacs needs --gmacs"),
+])
+def test_cli_match_bad_input(cli, args, fragment):
+    proc = cli("match", *args)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_count_json(cli):
+    proc = cli("count", "DiT-XL/2", "U-ViT-H/2", "--format", "json")
+    rows = json.loads(proc.stdout)
+    assert rows[0]["name"] == "DiT-XL/2" and rows[0]["params"] == 675_129_632
+    assert rows[0]["params_trainable"] == 674_834_720 and rows[0]["gmacs"] == pytest.approx(118.621, rel=1e-4)
+    assert rows[0]["flops"] == pytest.approx(2e9 * rows[0]["gmacs"])
+    assert rows[1]["params"] == 500_832_016
+
+
+def test_cli_count_unknown_preset(cli):
+    proc = cli("count", "DiT-XL/3")
+    assert proc.returncode == 2 and "did you mean" in proc.stderr and "'DiT-XL/2'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
