@@ -17,7 +17,8 @@ from bench.errors import UnknownNameError, UserError
 from bench.registry import Registry
 
 PROG = "diffbench"
-COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching")
+COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching",
+                   "bench.commands.running")
 
 
 @dataclass(frozen=True)

@@ -31,3 +31,7 @@ class BadInputError(UserError):
 
 class MissingWeightsError(UserError):
     """A weights file that is absent or does not match its published hash."""
+
+
+class CaseUnsupported(Exception):
+    """Raised inside a case for a setting this device cannot run (tf32 on CPU, ...): status ``unsupported``."""

@@ -76,18 +76,9 @@ def nvidia_driver_version() -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_name(device: str = "cpu") -> str:
+    from metrics.device import cpu_name
+
     if device.startswith("cuda"):
         import torch
 

@@ -48,6 +48,8 @@ class Record:
     - ``extra``: metric-specific context (detector name and weights hash, verified flag, ...).
     - ``provenance``: git commit and dirtiness, versions, device, host, precision flags, seed,
       timestamps: see :class:`bench.provenance.Provenance`.
+    - ``case_size``: how many records the case wrote in its batch; a case with fewer records under
+      one ``run_id`` is incomplete (its writer was killed) and ``--resume`` runs it again.
     """
 
     run_id: str
@@ -62,6 +64,7 @@ class Record:
     samples: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    case_size: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

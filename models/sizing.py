@@ -426,3 +426,14 @@ def format_quantity(v: float) -> str:
         if abs(v) >= f:
             return f"{v / f:.4g}{suffix}"
     return f"{v:.4g}"
+
+
+def parse_input_shape(text: str) -> InputShape:
+    """'4x32x32' -> (4, 32, 32)."""
+    try:
+        shape = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input shape {text!r} is not CxHxW with positive integers (e.g. 4x32x32)")
+    return shape  # type: ignore[return-value]

@@ -11,17 +11,6 @@ from bench.formatting import FORMATS, render
 COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
 
 
-def parse_input_shape(text: str) -> tuple[int, int, int]:
-    parts = text.lower().split("x")
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"--input {text!r} is not CxHxW with positive integers (e.g. 4x32x32)")
-    return shape  # type: ignore[return-value]
-
-
 def shape_summary(config: dict) -> str:
     keys = ("hidden_size", "embed_dim", "model_channels", "depth", "num_heads", "patch_size", "channel_mult",
             "num_res_blocks", "attention_resolutions")
@@ -51,7 +40,7 @@ def shape_summary(config: dict) -> str:
 )
 def run_match(args: argparse.Namespace) -> int:
     from models.families import FAMILIES
-    from models.sizing import Conditioning, match, parse_quantity
+    from models.sizing import Conditioning, match, parse_input_shape, parse_quantity
 
     by = args.by or ("gmacs" if args.gmacs and not args.params else "params")
     raw = args.params if by == "params" else args.gmacs

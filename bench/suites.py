@@ -1,0 +1,257 @@
+"""Suites: TOML files validated into frozen configs, expanded into cases.
+
+A suite has optional ``name`` / ``description``, a ``[defaults]`` table, and one or more
+``[[sweeps]]``; each sweep names ``families`` (sized to ``params`` or ``gmacs`` targets at
+each of its ``inputs``) or ``presets``, and inherits every setting it does not set from the
+defaults. Every mistake names the file and the key (or the TOML line) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ConfigError, UnknownNameError
+from bench.precision import ATTENTION_BACKENDS, PRECISIONS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
+MEASURES = ("counts", "speed", "memory", "energy")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-case settings: in ``[defaults]`` and overridable in each sweep."""
+
+    batch_sizes: tuple[int, ...] = (1,)
+    precisions: tuple[str, ...] = ("fp32",)
+    warmup: int = 2
+    repeats: int = 10
+    min_time_s: float = 0.0
+    timeout_s: float = 600.0
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool = False
+    attention: str = "auto"
+    measure: tuple[str, ...] = MEASURES
+    oom_retry: bool = True  # on GPU, retry an out-of-memory case at half the batch size
+
+
+@dataclass(frozen=True)
+class Sweep:
+    settings: Settings
+    families: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    gmacs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ("4x32x32",)
+    cond: str = "class"
+    classes: int = 1000
+    patch: int = 0  # 0: the family's default
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    source: str
+    sweeps: tuple[Sweep, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str  # hash of the resolved config (timeout excluded): the identity --resume uses
+    name: str  # human label, also what --only matches
+    config: dict[str, Any] = field(hash=False)
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
+def _strs(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _choices(options: tuple[str, ...] | list[str]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and v in options
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_sizes": (_list_of(_pos_int), "a non-empty list of positive integers"),
+    "precisions": (_list_of(_choices(PRECISIONS)), f"a non-empty list of {', '.join(PRECISIONS)}"),
+    "warmup": (_nonneg_int, "a non-negative integer"),
+    "repeats": (_pos_int, "a positive integer"),
+    "min_time_s": (_number, "a non-negative number"),
+    "timeout_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
+    "seed": (_nonneg_int, "a non-negative integer"),
+    "compile": (lambda v: isinstance(v, bool), "true or false"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "attention": (_choices(tuple(ATTENTION_BACKENDS)), f"one of {', '.join(ATTENTION_BACKENDS)}"),
+    "measure": (_list_of(_choices(MEASURES)), f"a non-empty list of {', '.join(MEASURES)}"),
+    "oom_retry": (lambda v: isinstance(v, bool), "true or false"),
+}
+SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "families": (_strs, "a non-empty list of family names"),
+    "presets": (_strs, "a non-empty list of preset names"),
+    "params": (_strs, "a non-empty list of targets such as \"33M\""),
+    "gmacs": (_strs, "a non-empty list of targets such as \"6G\""),
+    "inputs": (_strs, "a non-empty list of input shapes such as \"4x32x32\""),
+    "cond": (_choices(("class", "text", "none")), "one of class, text, none"),
+    "classes": (_pos_int, "a positive integer"),
+    "patch": (_pos_int, "a positive integer"),
+    **SETTING_KEYS,
+}
+TOP_KEYS = {"name", "description", "defaults", "sweeps"}
+
+
+def _check_table(table: Any, allowed: dict[str, tuple[Callable[[Any], bool], str]], where: str, file: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {where}: expected a table")
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(f"{file}: {where}.{key}: unknown key (expected one of {', '.join(sorted(allowed))})")
+        check, expected = allowed[key]
+        if isinstance(value, list) and not value:
+            raise ConfigError(f"{file}: {where}.{key}: empty list; expected {expected}")
+        if not check(value):
+            raise ConfigError(f"{file}: {where}.{key}: expected {expected}, got {value!r}")
+
+
+def _settings(raw: dict[str, Any], base: Settings) -> Settings:
+    updates = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in SETTING_KEYS}
+    return dataclasses.replace(base, **updates)
+
+
+def parse(text: str, file: str, name: str) -> Suite:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: TOML syntax error: {e}") from None
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{file}: {sorted(unknown)[0]}: unknown key (expected one of {', '.join(sorted(TOP_KEYS))})")
+    _check_table(data.get("defaults", {}), SETTING_KEYS, "defaults", file)
+    defaults = _settings(data.get("defaults", {}), Settings())
+    raw_sweeps = data.get("sweeps")
+    if not isinstance(raw_sweeps, list) or not raw_sweeps:
+        raise ConfigError(f"{file}: sweeps: expected one or more [[sweeps]] tables")
+    sweeps = []
+    for i, raw in enumerate(raw_sweeps):
+        where = f"sweeps[{i}]"
+        _check_table(raw, SWEEP_KEYS, where, file)
+        sweeps.append(_sweep(raw, defaults, where, file))
+    return Suite(str(data.get("name", name)), str(data.get("description", "")), file, tuple(sweeps))
+
+
+def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sweep:
+    from models.families import FAMILIES
+    from models.presets import PRESETS
+
+    fams, presets = raw.get("families", []), raw.get("presets", [])
+    if bool(fams) == bool(presets):
+        raise ConfigError(f"{file}: {where}: give exactly one of families or presets")
+    for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets")):
+        for n in names:
+            if n not in registry:
+                raise UnknownNameError(f"{file}: {where}.{key}: {registry.unknown_message(n)}")
+    if fams and bool(raw.get("params")) == bool(raw.get("gmacs")):
+        raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in SWEEP_KEYS and k not in SETTING_KEYS
+          and k != "name"}
+    return Sweep(settings=_settings(raw, defaults), **kw)
+
+
+def load(spec: str) -> Suite:
+    """A built-in suite name (``smoke``) or a path to a TOML file."""
+    path = Path(spec)
+    if not path.suffix and (BUILTIN_DIR / f"{spec}.toml").is_file():
+        path = BUILTIN_DIR / f"{spec}.toml"
+    if not path.is_file():
+        builtin = sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+        raise ConfigError(f"no suite {spec!r}: not a file, and the built-in suites are {', '.join(builtin)}")
+    return parse(path.read_text(), str(path), path.stem)
+
+
+def builtin_suites() -> list[Suite]:
+    return [load(p.stem) for p in sorted(BUILTIN_DIR.glob("*.toml"))]
+
+
+# --- expansion ------------------------------------------------------------------------------------
+
+def case_id(config: dict[str, Any]) -> str:
+    identity = {k: v for k, v in config.items() if k != "timeout_s"}
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
+    """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
+    from models.api import config_dict, resolve
+    from models.families import family_of
+    from models.sizing import Conditioning, match, parse_input_shape, parse_quantity
+
+    out = []
+    for name in sweep.presets:
+        cfg = resolve(name)
+        out.append({"label": name, "family": family_of(cfg).name, "preset": name, "config": config_dict(cfg)})
+    by = "params" if sweep.params else "gmacs"
+    for fam in sweep.families:
+        for shape_text in sweep.inputs:
+            shape = parse_input_shape(shape_text)
+            for t in sweep.params or sweep.gmacs:
+                value = parse_quantity(t, f"{file}: {by} target")
+                value = value / 1e9 if by == "gmacs" and value >= 1e6 else value
+                r = match(fam, input_shape=shape, cond=Conditioning(sweep.cond, sweep.classes),
+                          patch=sweep.patch or None, **{by: value})
+                out.append({"label": f"{fam}@{t}", "family": fam, "preset": None, "target": {by: value},
+                            "input": list(shape), "config": config_dict(r.config)})
+    return out
+
+
+def expand(suite: Suite, device: str) -> list[Case]:
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for sweep in suite.sweeps:
+        s = sweep.settings
+        for model in _models(sweep, suite.source):
+            for prec in s.precisions:
+                for batch in s.batch_sizes:
+                    config = {"model": model, "batch_size": batch, "precision": prec, "device": device,
+                              "compile": s.compile, "channels_last": s.channels_last, "attention": s.attention,
+                              "warmup": s.warmup, "repeats": s.repeats, "min_time_s": s.min_time_s,
+                              "seed": s.seed, "measure": list(s.measure), "oom_retry": s.oom_retry,
+                              "timeout_s": s.timeout_s}
+                    cid = case_id(config)
+                    if cid in seen:
+                        continue
+                    seen.add(cid)
+                    shape = "x".join(map(str, model.get("input") or []))
+                    name = "/".join(p for p in (model["label"], shape, f"b{batch}", prec) if p)
+                    cases.append(Case(cid, name, config))
+    return cases

@@ -1,0 +1,71 @@
+"""Device facts recorded with a run: name, memory, driver, CUDA, compute capability, MIG, clocks."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from metrics.nvml import handle_for, text
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def resolve_device(spec: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; validates 'cuda:N'."""
+    import torch
+
+    from bench.errors import ConfigError
+
+    if spec == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: no CUDA device is visible here; use --device cpu or auto")
+        idx = torch.device(spec).index or 0
+        if idx >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return f"cuda:{idx}"
+    raise ConfigError(f"--device {spec!r} is not auto, cpu or cuda[:N]")
+
+
+def device_facts(device: str) -> dict[str, Any]:
+    import torch
+
+    facts: dict[str, Any] = {"device": device, "torch": torch.__version__, "cuda_runtime": torch.version.cuda}
+    if not device.startswith("cuda"):
+        facts.update(name=cpu_name(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                     machine=platform.machine())
+        return facts
+    idx = torch.device(device).index or 0
+    props = torch.cuda.get_device_properties(idx)
+    facts.update(name=props.name, total_memory_bytes=props.total_memory,
+                 compute_capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count)
+    lib, handle, reason = handle_for(device)
+    if handle is None:
+        facts["nvml"] = reason
+        return facts
+    facts["driver"] = text(lib.nvmlSystemGetDriverVersion())
+    for key, fn in [("mig_mode", lambda: lib.nvmlDeviceGetMigMode(handle)[0]),
+                    ("sm_clock_mhz", lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_SM)),
+                    ("max_sm_clock_mhz", lambda: lib.nvmlDeviceGetMaxClockInfo(handle, lib.NVML_CLOCK_SM)),
+                    ("mem_clock_mhz", lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_MEM)),
+                    ("power_limit_w", lambda: lib.nvmlDeviceGetPowerManagementLimit(handle) / 1e3)]:
+        try:
+            facts[key] = fn()
+        except Exception as e:
+            facts[key] = f"not available: {str(e)[:60]}"
+    return facts
