@@ -65,7 +65,8 @@ def _speed(case: dict[str, Any], family: Any, config: Any, flops: int | None) ->
     out["latency_p90_ms"] = Reading(t.p90_ms, "ms")
     out["latency_per_image_ms"] = Reading(t.median_ms / batch, "ms")
     out["throughput_img_s"] = Reading(batch / (t.median_ms / 1e3), "images/s")
-    out["first_call_ms"] = Reading(t.first_call_ms, "ms", extra={"includes": "compile" if case["compile"] else "init"})
+    includes = "compile" if case["compile"] else "init"
+    out["first_call_ms"] = Reading(t.first_call_ms, "ms", extra={"includes": includes})
     if case["compile"]:
         out["compile_ms"] = Reading(max(t.first_call_ms - t.median_ms, 0.0), "ms",
                                     extra={"estimate": "first call minus steady-state median"})
@@ -77,8 +78,10 @@ def _speed(case: dict[str, Any], family: Any, config: Any, flops: int | None) ->
         mode = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16"}[case["precision"]]
         from bench.provenance import device_name
 
-        out["mfu"] = (mfu.mfu(flops * batch, 1e3 / t.median_ms, device_name(device), mode)
-                      if device.startswith("cuda") else Reading.unavailable("1", "MFU needs a GPU peak; this ran on CPU"))
+        if device.startswith("cuda"):
+            out["mfu"] = mfu.mfu(flops * batch, 1e3 / t.median_ms, device_name(device), mode)
+        else:
+            out["mfu"] = Reading.unavailable("1", "MFU needs a GPU peak; this ran on CPU")
     return out
 
 

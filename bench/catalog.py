@@ -41,6 +41,12 @@ def _metrics() -> list[dict[str, Any]]:
     return [{"name": n, "unit": m.unit, "description": m.description} for n, m in METRICS.items()]
 
 
+def _suites() -> list[dict[str, Any]]:
+    from bench.suites import builtin_suites
+
+    return [{"name": s.name, "description": s.description} for s in builtin_suites()]
+
+
 def _commands() -> list[dict[str, Any]]:
     from bench.cli import COMMANDS
 
@@ -55,4 +61,6 @@ LISTINGS.add("presets", Listing(
     note="params and GMACs are the official code's exact counts from REFERENCE.md (the DiT ablation rows: the "
          "paper's rounded figures); tests check that 'diffbench count NAME' reproduces them"))
 LISTINGS.add("metrics", Listing("metrics", "quantities records carry", ("name", "unit", "description"), _metrics))
+LISTINGS.add("suites", Listing("suites", "built-in suites for 'diffbench run' (bench/suites/)",
+                               ("name", "description"), _suites))
 LISTINGS.add("commands", Listing("commands", "CLI commands", ("name", "description"), _commands))

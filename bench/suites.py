@@ -144,7 +144,7 @@ def _check_table(table: Any, allowed: dict[str, tuple[Callable[[Any], bool], str
 
 
 def _settings(raw: dict[str, Any], base: Settings) -> Settings:
-    updates = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in SETTING_KEYS}
+    updates: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in SETTING_KEYS}
     return dataclasses.replace(base, **updates)
 
 
@@ -182,8 +182,8 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sw
                 raise UnknownNameError(f"{file}: {where}.{key}: {registry.unknown_message(n)}")
     if fams and bool(raw.get("params")) == bool(raw.get("gmacs")):
         raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in SWEEP_KEYS and k not in SETTING_KEYS
-          and k != "name"}
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
+                          if k in SWEEP_KEYS and k not in SETTING_KEYS and k != "name"}
     return Sweep(settings=_settings(raw, defaults), **kw)
 
 
@@ -216,7 +216,7 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
     from models.families import family_of
     from models.sizing import Conditioning, match, parse_input_shape, parse_quantity
 
-    out = []
+    out: list[dict[str, Any]] = []
     for name in sweep.presets:
         cfg = resolve(name)
         out.append({"label": name, "family": family_of(cfg).name, "preset": name, "config": config_dict(cfg)})

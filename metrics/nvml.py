@@ -35,7 +35,7 @@ def handle_for(device: str) -> tuple[Any, Any, str | None]:
 
     idx = torch.device(device).index or 0
     try:
-        props = torch.cuda.get_device_properties(idx)
+        props: Any = torch.cuda.get_device_properties(idx)
         bus = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
         try:
             return lib, lib.nvmlDeviceGetHandleByPciBusId(bus.encode()), None

@@ -1,0 +1,114 @@
+"""The runner: faults in a case become one status row; SIGKILL + --resume loses and duplicates nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import records
+from bench.runner import PARTIAL, RECORDS, complete_cases
+from tests.conftest import ROOT
+
+SUITE = """
+name = "t"
+[defaults]
+batch_sizes = [1, 2, 3, 4, 5]
+measure = ["counts"]
+timeout_s = 60
+[[sweeps]]
+presets = ["DiT-S/8"]
+"""
+
+
+def run(args, env_extra=None, timeout=300):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "bench", "run", *args, "--no-progress"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def pairs(path: Path) -> list[tuple[str, str]]:
+    return [(r.case_id, r.metric) for r in records.read(path).records]
+
+
+def test_faults_are_status_rows_and_the_sweep_goes_on(tmp_path: Path):
+    suite = tmp_path / "t.toml"
+    suite.write_text(SUITE)
+    faults = {"*/b1/*": "raise", "*/b2/*": "abort", "*/b3/*": "hang", "*/b4/*": "oom"}
+    out = tmp_path / "run"
+    proc = run([str(suite), "--out", str(out), "--timeout", "20"],
+               {"DIFFBENCH_INJECT_FAULTS": json.dumps(faults)})
+    assert proc.returncode == 0, proc.stderr
+    got = records.read(out / RECORDS).records
+    by_batch: dict[int, list] = {}
+    for r in got:
+        by_batch.setdefault(r.config["batch_size"], []).append(r)
+    expected = {1: "error", 2: "crash", 3: "timeout", 4: "oom"}
+    for batch, status in expected.items():
+        rows = by_batch[batch]
+        assert len(rows) == 1 and rows[0].status == status and rows[0].value is None, (batch, rows)
+        assert rows[0].metric == "case" and rows[0].error
+        assert rows[0].provenance["recorded_at"] and rows[0].provenance["device_name"]
+        assert rows[0].provenance["precision"]["precision"] == "fp32"
+    assert "injected fault: raise" in by_batch[1][0].error
+    assert "out of memory" in by_batch[4][0].error.lower()
+    ok = by_batch[5]  # the case after the faults ran normally
+    assert {r.metric for r in ok} == {"params", "params_trainable", "gmacs", "flops"}
+    assert all(r.status == "ok" for r in ok) and ok[0].value == 33_148_160
+    assert "ok 1" in proc.stdout and "timeout 1" in proc.stdout
+    assert (out / "run.log").read_text().count("injected fault") >= 1
+    assert json.loads((out / "suite.resolved.json").read_text())["cases"][0]["name"] == "DiT-S/8/b1/fp32"
+
+
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_records(tmp_path: Path):
+    suite = tmp_path / "t.toml"
+    suite.write_text(SUITE)
+    clean = tmp_path / "clean"
+    assert run([str(suite), "--out", str(clean)]).returncode == 0
+    reference = pairs(clean / RECORDS)
+    assert len(reference) == 5 * 4 and len(set(reference)) == len(reference)
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    resume: list[str] = []
+    for delay in (3.0, 4.5, 6.0):  # kill at several points of the sweep, each run resuming the last
+        p = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(out), "--no-progress",
+                              *resume], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGKILL)  # the runner and its case process, no clean-up
+        p.wait()
+        resume = ["--resume"]
+    final = run([str(suite), "--out", str(out), "--resume"])
+    assert final.returncode == 0, final.stderr
+    got = pairs(out / RECORDS)
+    assert Counter(got) == Counter(reference)  # same pairs, no duplicates, nothing lost
+
+
+def test_resume_moves_a_partial_case_aside_and_reruns_it(tmp_path: Path):
+    suite = tmp_path / "t.toml"
+    suite.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[1, 2]"))
+    out = tmp_path / "run"
+    assert run([str(suite), "--out", str(out)]).returncode == 0
+    lines = (out / RECORDS).read_text().splitlines()
+    assert len(lines) == 8
+    # simulate a writer killed after 2 of the second case's 4 lines, the last one torn
+    (out / RECORDS).write_text("\n".join(lines[:6]) + "\n" + lines[6][:30])
+    done, keep, partial = complete_cases(out / RECORDS)
+    assert len(done) == 1 and len(keep) == 4 and len(partial) == 3
+    proc = run([str(suite), "--out", str(out), "--resume"])
+    assert proc.returncode == 0 and "1 already complete" in proc.stdout
+    assert len(pairs(out / RECORDS)) == 8 and len(set(pairs(out / RECORDS))) == 8
+    assert len((out / PARTIAL).read_text().splitlines()) == 3  # kept, not lost
+
+
+def test_existing_run_dir_needs_resume(tmp_path: Path):
+    suite = tmp_path / "t.toml"
+    suite.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[1]"))
+    out = tmp_path / "run"
+    assert run([str(suite), "--out", str(out)]).returncode == 0
+    proc = run([str(suite), "--out", str(out)])
+    assert proc.returncode == 2 and "add --resume" in proc.stderr

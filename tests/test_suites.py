@@ -1,0 +1,101 @@
+"""Suites: built-ins load and expand; every kind of bad suite is one line naming file and key."""
+
+from pathlib import Path
+
+import pytest
+
+from bench import suites
+from bench.errors import ConfigError
+
+GOOD = """
+name = "t"
+[defaults]
+batch_sizes = [1, 2]
+measure = ["counts"]
+[[sweeps]]
+presets = ["DiT-S/8", "U-ViT-S/2"]
+precisions = ["fp32", "bf16"]
+"""
+
+
+def test_builtin_suites_load():
+    names = {s.name for s in suites.builtin_suites()}
+    assert {"smoke", "dit-table", "matched", "gpu-check"} <= names
+    table = suites.load("dit-table")
+    assert len(table.sweeps[0].presets) == 12
+
+
+def test_expansion_is_the_product_and_ids_are_stable(tmp_path: Path):
+    p = tmp_path / "t.toml"
+    p.write_text(GOOD)
+    cases = suites.expand(suites.load(str(p)), "cpu")
+    assert len(cases) == 2 * 2 * 2
+    assert len({c.case_id for c in cases}) == 8
+    again = suites.expand(suites.load(str(p)), "cpu")
+    assert [c.case_id for c in cases] == [c.case_id for c in again]
+    assert cases[0].name == "DiT-S/8/b1/fp32"
+    assert cases[0].config["measure"] == ["counts"] and cases[0].config["device"] == "cpu"
+    # the timeout is not part of a case's identity; the batch size is
+    other = dict(cases[0].config, timeout_s=1)
+    assert suites.case_id(other) == cases[0].case_id
+    assert suites.case_id(dict(cases[0].config, batch_size=3)) != cases[0].case_id
+
+
+BAD = [
+    ("unknown key", GOOD.replace("batch_sizes", "batch_size"), "defaults.batch_size: unknown key"),
+    ("wrong type", GOOD.replace("[1, 2]", '"2"'), "defaults.batch_sizes: expected a non-empty list of positive"),
+    ("unknown family", '[[sweeps]]\nfamilies = ["ditt"]\nparams = ["1M"]\n',
+     "sweeps[0].families: unknown family 'ditt'"),
+    ("empty list", GOOD.replace('presets = ["DiT-S/8", "U-ViT-S/2"]', "presets = []"), "sweeps[0].presets: empty list"),
+    ("negative batch", GOOD.replace("[1, 2]", "[1, -2]"),
+     "defaults.batch_sizes: expected a non-empty list of positive"),
+    ("toml syntax", GOOD.replace("[defaults]", "[defaults"), "TOML syntax error"),
+    ("unknown preset", GOOD.replace("DiT-S/8", "DiT-S/9"), "did you mean"),
+    ("no sweeps", 'name = "x"\n', "sweeps: expected one or more"),
+    ("both", '[[sweeps]]\nfamilies = ["dit"]\npresets = ["DiT-S/2"]\nparams = ["1M"]\n',
+     "exactly one of families or presets"),
+    ("bad precision", GOOD.replace('["fp32", "bf16"]', '["fp8"]'), "precisions: expected a non-empty list of fp32"),
+]
+
+
+@pytest.mark.parametrize("label,text,fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_suites_are_one_line_errors(cli, tmp_path: Path, label, text, fragment):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    proc = cli("run", str(p), "--dry-run")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert str(p) in lines[0] and fragment in lines[0], lines[0]
+
+
+def test_missing_suite_file(cli):
+    proc = cli("run", "no/such/suite.toml", "--dry-run")
+    assert proc.returncode == 2 and "no suite 'no/such/suite.toml'" in proc.stderr and "smoke" in proc.stderr
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path):
+    p = tmp_path / "bad.toml"
+    p.write_text("name = 'x'\n[defaults\n")
+    with pytest.raises(ConfigError, match=r"line 2"):
+        suites.load(str(p))
+
+
+def test_dry_run_lists_cases(cli):
+    proc = cli("run", "dit-table", "--dry-run", "--device", "cpu")
+    assert proc.returncode == 0
+    assert "DiT-XL/2/b32/bf16" in proc.stdout and "24 case(s) on cpu" in proc.stdout
+
+
+def test_only_that_matches_nothing(cli):
+    proc = cli("run", "dit-table", "--dry-run", "--only", "nothing*")
+    assert proc.returncode == 2 and "matches none" in proc.stderr
+
+
+def test_cuda_device_without_gpu(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    proc = cli("run", "smoke", "--dry-run", "--device", "cuda")
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
