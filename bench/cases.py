@@ -50,7 +50,7 @@ def _speed(case: dict[str, Any], family: Any, config: Any, flops: int | None) ->
     out: dict[str, Reading] = {}
     with torch.no_grad(), precision.precision(case["precision"], device, case["attention"]):
         memory.reset_allocator_peak(device)
-        with memory.NvmlSampler(device) as sampler:
+        with memory.NvmlSampler(device, interval_s=case.get("nvml_interval_s", 0.01)) as sampler:
             t = time_calls(lambda: family.denoise(net, inputs), case["warmup"], case["repeats"], device,
                            case["min_time_s"])
             if "energy" in case["measure"]:

@@ -117,6 +117,11 @@ class Runner:
         resolved = {"suite": self.suite.name, "source": self.suite.source,
                     "cases": [{"case_id": c.case_id, "name": c.name, "config": c.config} for c in self.cases]}
         (d / "suite.resolved.json").write_text(json.dumps(resolved, indent=1, default=str))
+        if self.cases:
+            from metrics.device import device_facts
+
+            facts = device_facts(self.cases[0].config["device"])
+            (d / "device.json").write_text(json.dumps(facts, indent=1, default=str))
         return _compact(d) if resume else set()
 
     def run(self, resume: bool = False) -> RunSummary:

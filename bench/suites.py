@@ -45,6 +45,7 @@ class Settings:
     attention: str = "auto"
     measure: tuple[str, ...] = MEASURES
     oom_retry: bool = True  # on GPU, retry an out-of-memory case at half the batch size
+    nvml_interval_s: float = 0.01  # how often the background thread samples NVML memory
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attention": (_choices(tuple(ATTENTION_BACKENDS)), f"one of {', '.join(ATTENTION_BACKENDS)}"),
     "measure": (_list_of(_choices(MEASURES)), f"a non-empty list of {', '.join(MEASURES)}"),
     "oom_retry": (lambda v: isinstance(v, bool), "true or false"),
+    "nvml_interval_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
 }
 SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
@@ -246,6 +248,7 @@ def expand(suite: Suite, device: str) -> list[Case]:
                               "compile": s.compile, "channels_last": s.channels_last, "attention": s.attention,
                               "warmup": s.warmup, "repeats": s.repeats, "min_time_s": s.min_time_s,
                               "seed": s.seed, "measure": list(s.measure), "oom_retry": s.oom_retry,
+                              "nvml_interval_s": s.nvml_interval_s,
                               "timeout_s": s.timeout_s}
                     cid = case_id(config)
                     if cid in seen:

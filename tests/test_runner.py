@@ -112,3 +112,30 @@ def test_existing_run_dir_needs_resume(tmp_path: Path):
     assert run([str(suite), "--out", str(out)]).returncode == 0
     proc = run([str(suite), "--out", str(out)])
     assert proc.returncode == 2 and "add --resume" in proc.stderr
+
+
+def test_oom_on_gpu_retries_at_half_the_batch(tmp_path: Path, monkeypatch):
+    from bench import suites
+    from bench.runner import Runner
+
+    suite_file = tmp_path / "t.toml"
+    suite_file.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[8]"))
+    suite = suites.load(str(suite_file))
+    case = suites.expand(suite, "cpu")[0]
+    gpu_case = suites.Case(case.case_id, case.name, dict(case.config, device="cuda:0"))
+    runner = Runner(suite, [gpu_case], tmp_path / "run", progress=False)
+    (tmp_path / "run").mkdir()
+    tried = []
+
+    def fake_spawn(case, config, timeout):
+        tried.append(config["batch_size"])
+        if config["batch_size"] > 2:
+            return "oom", "CUDA out of memory"
+        rec = records.Record("r", case.case_id, "t", config, "params", 1.0, "count", case_size=1)
+        return "ok", [rec.to_json()]
+
+    monkeypatch.setattr(runner, "_spawn", fake_spawn)
+    assert runner.run_case(gpu_case) == ["ok"]
+    assert tried == [8, 4, 2]
+    rec = records.read(tmp_path / "run" / RECORDS).records[0]
+    assert rec.config["batch_size"] == 2 and rec.config["oom_retry_from"] == 8 and rec.case_id == case.case_id
