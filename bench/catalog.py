@@ -47,6 +47,13 @@ def _suites() -> list[dict[str, Any]]:
     return [{"name": s.name, "description": s.description} for s in builtin_suites()]
 
 
+def _detectors() -> list[dict[str, Any]]:
+    from metrics.detectors import DETECTORS
+
+    return [{"name": n, "modes": ", ".join(d.modes), "outputs": ", ".join(d.outputs), "description": d.description}
+            for n, d in DETECTORS.items()]
+
+
 def _commands() -> list[dict[str, Any]]:
     from bench.cli import COMMANDS
 
@@ -63,4 +70,6 @@ LISTINGS.add("presets", Listing(
 LISTINGS.add("metrics", Listing("metrics", "quantities records carry", ("name", "unit", "description"), _metrics))
 LISTINGS.add("suites", Listing("suites", "built-in suites for 'diffbench run' (bench/suites/)",
                                ("name", "description"), _suites))
+LISTINGS.add("detectors", Listing("detectors", "feature networks for FID and relatives",
+                                  ("name", "modes", "outputs", "description"), _detectors))
 LISTINGS.add("commands", Listing("commands", "CLI commands", ("name", "description"), _commands))

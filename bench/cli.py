@@ -18,7 +18,7 @@ from bench.registry import Registry
 
 PROG = "diffbench"
 COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching",
-                   "bench.commands.running")
+                   "bench.commands.running", "bench.commands.quality")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,73 @@
+"""Embedded datasets that need no download: scikit-learn's handwritten digits and procedural shapes.
+
+Both return uint8 NCHW RGB images at any resolution; shapes also returns captions and
+attribute labels. Image k of the shapes dataset depends only on (seed, k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
+           "purple": (150, 60, 190), "white": (240, 240, 240)}
+POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
+SIZES = ("small", "large")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    labels: torch.Tensor  # int64 (N,) class labels, or (N, K) attribute labels
+    captions: list[str] | None = None
+
+
+def digits(resolution: int = 32) -> ImageSet:
+    """The 1,797 8x8 handwritten digits of scikit-learn (UCI), upsampled bilinearly, white on black."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return ImageSet(x, torch.from_numpy(d.target.astype(np.int64)))
+
+
+def caption(shape: str, colour: str, position: str, size: str) -> str:
+    return f"a {size} {colour} {shape} at the {position}"
+
+
+def _draw(rng: np.random.Generator, res: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    s, c, p, z = (int(rng.integers(len(v))) for v in (SHAPES, COLOURS, POSITIONS, SIZES))
+    img = np.full((res, res, 3), rng.integers(0, 40), dtype=np.uint8)  # dark, slightly varying background
+    radius = res * (0.12 if z == 0 else 0.24) * rng.uniform(0.9, 1.1)
+    cx, cy = {"top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
+              "bottom right": (0.72, 0.72), "center": (0.5, 0.5)}[POSITIONS[p]]
+    cx, cy = (cx + rng.uniform(-0.04, 0.04)) * res, (cy + rng.uniform(-0.04, 0.04)) * res
+    yy, xx = np.mgrid[0:res, 0:res] + 0.5
+    if SHAPES[s] == "circle":
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+    elif SHAPES[s] == "square":
+        mask = (abs(xx - cx) <= radius * 0.85) & (abs(yy - cy) <= radius * 0.85)
+    else:  # upward triangle
+        mask = (yy <= cy + radius * 0.8) & (yy >= cy - radius) & (abs(xx - cx) <= (yy - (cy - radius)) * 0.6)
+    colour = np.array(list(COLOURS.values())[c], dtype=np.float64) * rng.uniform(0.85, 1.0)
+    img[mask] = colour.astype(np.uint8)
+    return img, (s, c, p, z)
+
+
+def shapes(n: int, resolution: int = 32, seed: int = 0, start: int = 0) -> ImageSet:
+    """n procedural images (k = start .. start+n-1), each a coloured shape with its caption."""
+    imgs, attrs, caps = [], [], []
+    for k in range(start, start + n):
+        rng = np.random.default_rng([seed, k])
+        img, a = _draw(rng, resolution)
+        imgs.append(img)
+        attrs.append(a)
+        caps.append(caption(SHAPES[a[0]], list(COLOURS)[a[1]], POSITIONS[a[2]], SIZES[a[3]]))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(x, torch.tensor(attrs, dtype=torch.int64), caps)

@@ -1,0 +1,68 @@
+"""Detectors: one contract, uint8 NCHW RGB in, float64 features out.
+
+``features(images)`` returns a dict: ``pool`` (the Frechet-distance features) always,
+``logits`` (Inception Score) and ``spatial`` (sFID) where the detector has them. Every
+detector names itself, its mode and its weights' sha256, and says whether the weights were
+verified, so that a result can say exactly what it was computed with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from bench.registry import Registry
+
+
+class Detector(Protocol):
+    name: str
+    mode: str
+    weights_sha256: str
+    verified: bool
+
+    def features(self, images: torch.Tensor) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str
+    description: str
+    modes: tuple[str, ...]
+    build: Callable[..., Detector]  # (mode, weights, allow_unverified, device) -> Detector
+    outputs: tuple[str, ...]
+
+
+DETECTORS: Registry[DetectorSpec] = Registry("detector", "feature networks for FID and relatives")
+
+
+def build_detector(name: str, mode: str | None = None, weights: str | None = None, allow_unverified: bool = False,
+                   device: str = "cpu") -> Detector:
+    from bench.errors import ConfigError
+
+    spec = DETECTORS.get(name)
+    mode = mode or spec.modes[0]
+    if mode not in spec.modes:
+        raise ConfigError(f"detector {name} has modes {', '.join(spec.modes)}, not {mode!r}")
+    return spec.build(mode=mode, weights=weights, allow_unverified=allow_unverified, device=device)
+
+
+def describe(det: Detector) -> dict[str, Any]:
+    return {"detector": det.name, "mode": det.mode, "weights_sha256": det.weights_sha256, "verified": det.verified}
+
+
+def _register() -> None:
+    from metrics import embedded, inception
+
+    DETECTORS.add("inception-v3", DetectorSpec(
+        "inception-v3", "Inception-v3 pool3 (2048-d) through torch-fidelity / clean-fid, from a local weights file",
+        inception.MODES, inception.build, ("pool", "logits", "spatial")))
+    for name, spec in embedded.DETECTOR_SPECS.items():
+        DETECTORS.add(name, DetectorSpec(name, spec["description"], ("embedded",), embedded.build_detector(name),
+                                         ("pool",)))
+
+
+_register()

@@ -1,0 +1,110 @@
+"""Image inputs for the quality metrics, validated and streamed as uint8 NCHW RGB batches.
+
+Sources: a folder of images, an ADM-style ``.npz`` batch (``arr_0``, uint8 NHWC), a tensor
+(uint8, or float with an explicit value range), or an iterator of such tensors (a sampler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.errors import BadInputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise BadInputError(f"{folder}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); "
+                            "give a folder of image files, an .npz batch or a statistics file")
+    return files
+
+
+def _folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
+    from PIL import Image
+
+    files = list_images(folder)
+    size = None
+    for i in range(0, len(files), batch_size):
+        arrays = []
+        for f in files[i:i + batch_size]:
+            try:
+                with Image.open(f) as im:
+                    a = np.asarray(im.convert("RGB"))
+            except Exception as e:
+                raise BadInputError(f"{f}: unreadable image ({str(e)[:60]})") from None
+            if size is None:
+                size = a.shape
+            elif a.shape != size:
+                raise BadInputError(f"{f}: size {a.shape[1]}x{a.shape[0]} differs from the first image's "
+                                    f"{size[1]}x{size[0]}; resize the images to one size first")
+            arrays.append(a)
+        yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_npz_images(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "arr_0" not in f.files:
+                raise BadInputError(f"{path}: an image batch needs arr_0 (uint8 NHWC, the ADM format); "
+                                    f"found {sorted(f.files)}")
+            arr = f["arr_0"]
+    except BadInputError:
+        raise
+    except Exception as e:
+        raise BadInputError(f"{path}: not a readable .npz file ({str(e)[:80]})") from None
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+        raise BadInputError(f"{path}: arr_0 must be uint8 NHWC with 1 or 3 channels, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def to_uint8(images: torch.Tensor, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """uint8 NCHW RGB from uint8, or from float with an explicit range such as (-1, 1) or (0, 1)."""
+    if images.ndim != 4:
+        raise BadInputError(f"images must be NCHW, got shape {tuple(images.shape)}")
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[1] != 3:
+        raise BadInputError(f"images must have 1 or 3 channels, got {images.shape[1]}")
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise BadInputError(f"images must be uint8 or float, got {images.dtype}")
+    if value_range is None:
+        raise BadInputError("float images need an explicit value range, e.g. (-1, 1) or (0, 1)")
+    lo, hi = value_range
+    vmin, vmax = float(images.min()), float(images.max())
+    tol = 1e-3 * (hi - lo)
+    if vmin < lo - tol or vmax > hi + tol:
+        raise BadInputError(f"float images span [{vmin:.3g}, {vmax:.3g}], outside their declared range [{lo}, {hi}]")
+    x = (images.float() - lo) / (hi - lo) * 255
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def batches(source: str | Path | torch.Tensor | np.ndarray | Iterable[torch.Tensor], batch_size: int = 64,
+            value_range: tuple[float, float] | None = None) -> Iterator[torch.Tensor]:
+    """Stream uint8 NCHW batches from any supported source."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            yield from _folder_batches(path, batch_size)
+            return
+        if path.suffix == ".npz" and path.is_file():
+            arr = load_npz_images(path)
+            for i in range(0, len(arr), batch_size):
+                yield to_uint8(torch.from_numpy(arr[i:i + batch_size]).permute(0, 3, 1, 2))
+            return
+        raise BadInputError(f"{path}: not a folder of images or an .npz file")
+    if isinstance(source, np.ndarray):
+        source = torch.from_numpy(source)
+    if isinstance(source, torch.Tensor):
+        for i in range(0, len(source), batch_size):
+            yield to_uint8(source[i:i + batch_size], value_range)
+        return
+    for b in source:
+        yield to_uint8(b, value_range)

@@ -1,0 +1,109 @@
+"""Quality metrics end to end: images (or saved statistics) -> detector features -> FID and relatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BadInputError
+from metrics import inputs
+from metrics.detectors import Detector, describe
+from metrics.frechet import frechet_distance
+from metrics.stats import FeatureStats, is_stats_file
+
+
+@dataclass
+class Side:
+    """One side of a comparison: running statistics, and raw features where KID / IS / PR need them."""
+
+    source: str
+    stats: FeatureStats
+    spatial: FeatureStats | None = None
+    pool: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return self.stats.count if self.stats.sum is not None else int(self.meta.get("count", 0))
+
+
+def extract(source: Any, detector: Detector, keep_features: bool = False, batch_size: int = 64,
+            value_range: tuple[float, float] | None = None, label: str | None = None) -> Side:
+    stats = spatial = None
+    pools, logits = [], []
+    for batch in inputs.batches(source, batch_size, value_range):
+        f = detector.features(batch)
+        if stats is None:
+            stats = FeatureStats(f["pool"].shape[1])
+            spatial = FeatureStats(f["spatial"].shape[1]) if "spatial" in f else None
+        stats.update(f["pool"])
+        if spatial is not None:
+            spatial.update(f["spatial"])
+        if keep_features:
+            pools.append(f["pool"])
+        if "logits" in f:
+            logits.append(f["logits"])
+    name = label or str(source)
+    if stats is None or stats.count == 0:
+        raise BadInputError(f"{name}: no images")
+    if stats.count < 2:
+        raise BadInputError(f"{name}: one image; FID needs at least 2 (and thousands for a stable estimate)")
+    return Side(name, stats, spatial, np.concatenate(pools) if keep_features else None,
+                np.concatenate(logits) if logits else None, describe(detector))
+
+
+def load_side(path: str | Path, detector: Detector, keep_features: bool, batch_size: int = 64) -> Side:
+    """A folder of images, an ADM .npz image batch, or a statistics .npz (mu/sigma, e.g. ADM or clean-fid refs)."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{p}: no such file or folder")
+    if p.suffix == ".npz" and is_stats_file(p):
+        s = FeatureStats.load(p)
+        meta = dict(s.meta or {})
+        want = describe(detector)
+        for key in ("detector", "mode", "weights_sha256"):
+            if key in meta and str(meta[key]) != str(want[key]):
+                raise BadInputError(f"{p}: statistics were computed with {key}={meta[key]}, not {want[key]}; "
+                                    "FIDs from different detectors are not comparable")
+        return Side(str(p), s, meta={**meta, "from_stats_file": True})
+    return extract(p, detector, keep_features, batch_size)
+
+
+def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool = False, prc: bool = False,
+            seed: int = 0) -> dict[str, Any]:
+    if a.stats.dim != b.stats.dim:
+        raise BadInputError(f"feature dimensions differ ({a.stats.dim} vs {b.stats.dim}): different detectors")
+    out: dict[str, Any] = {"fid": frechet_distance(a.stats.mu, a.stats.sigma, b.stats.mu, b.stats.sigma),
+                           "n_a": a.count, "n_b": b.count}
+    notes = {}
+    if kid or prc:
+        if a.pool is None or b.pool is None:
+            notes["kid" if kid else "prc"] = "needs images on both sides, not a statistics file"
+        else:
+            if kid:
+                from metrics.kid import kernel_inception_distance
+
+                out["kid"], out["kid_std"] = kernel_inception_distance(a.pool, b.pool, seed=seed)
+            if prc:
+                from metrics.prc import precision_recall
+
+                out["precision"], out["recall"] = precision_recall(b.pool, a.pool)  # a is the generated side
+    if isc:
+        if a.logits is None:
+            notes["isc"] = "the detector has no class logits (Inception-v3 torch-fidelity mode has)"
+        else:
+            from metrics.isc import inception_score
+
+            out["isc"], out["isc_std"] = inception_score(a.logits, splits=min(10, len(a.logits)))
+    if sfid:
+        if a.spatial is None or b.spatial is None:
+            notes["sfid"] = "needs spatial features on both sides (Inception-v3, torch-fidelity mode, from images)"
+        else:
+            out["sfid"] = frechet_distance(a.spatial.mu, a.spatial.sigma, b.spatial.mu, b.spatial.sigma)
+    if notes:
+        out["not_available"] = notes
+    return out
