@@ -1,11 +1,12 @@
 """Frechet distance between two Gaussians, in float64 through symmetric eigenvalues.
 
-FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)), and tr((S1 S2)^(1/2)) equals the
-sum of square roots of the eigenvalues of the symmetric PSD matrix A S2 A with A = S1^(1/2)
-(similar matrices). Two ``eigh`` calls replace ``scipy.linalg.sqrtm`` (a Schur decomposition
-of a non-symmetric matrix, with its complex round-off): >10x faster at 2048-d, and no
-``disp=`` argument (removed in SciPy 1.18). Tiny negative eigenvalues from round-off are
-clamped at 0.
+FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)), and tr((S1 S2)^(1/2)) is the sum
+of square roots of the eigenvalues of S1 S2, which equal those of the symmetric PSD matrix
+L^T S2 L for S1 = L L^T (similar matrices). A Cholesky factor and one ``eigvalsh`` replace
+``scipy.linalg.sqrtm`` (a Schur decomposition of a non-symmetric matrix, with its complex
+round-off): over 10x faster at 2048-d, and no ``disp=`` argument (removed in SciPy 1.18).
+When S1 is singular (fewer images than dimensions) the factor is S1^(1/2) from ``eigh``.
+Tiny negative eigenvalues from round-off are clamped at 0.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"shapes do not match: mu {mu1.shape} / {mu2.shape}, sigma {s1.shape} / {s2.shape}")
-    a = _sqrt_psd((s1 + s1.T) / 2)
-    m = a @ s2 @ a
+    s1 = (s1 + s1.T) / 2
+    try:
+        a = np.linalg.cholesky(s1)
+        m = a.T @ s2 @ a
+    except np.linalg.LinAlgError:  # singular: fall back to the symmetric square root
+        a = _sqrt_psd(s1)
+        m = a @ s2 @ a
     eig = np.linalg.eigvalsh((m + m.T) / 2)
     tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
     diff = mu1 - mu2

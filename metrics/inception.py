@@ -79,7 +79,8 @@ class CleanFidInception:
         if mode == "legacy_pytorch":
             self.model = _cleanfid_pytorch_inception(weights.path, device)
         else:
-            self.model = _cleanfid_torchscript_inception(weights.path, device, resize_inside=mode == "legacy_tensorflow")
+            inside = mode == "legacy_tensorflow"
+            self.model = _cleanfid_torchscript_inception(weights.path, device, resize_inside=inside)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> dict[str, np.ndarray]:

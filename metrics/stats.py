@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,8 @@ class FeatureStats:
         if self._mu is not None:
             return self._mu
         self._require(1)
-        return self.sum / self.count  # type: ignore[operator]
+        assert self.sum is not None
+        return np.asarray(self.sum / self.count)
 
     @property
     def sigma(self) -> np.ndarray:
@@ -71,10 +73,11 @@ class FeatureStats:
             raise BadInputError(f"statistics need at least {n} image(s), got {self.count}")
 
     def save(self, path: str | Path, **meta: str) -> None:
-        arrays = {"mu": self.mu, "sigma": self.sigma}
+        arrays: dict[str, Any] = {"mu": self.mu, "sigma": self.sigma}
         if self.sum is not None:
-            arrays.update(count=np.array(self.count), sum=self.sum, sum_outer=self.sum_outer)  # type: ignore[dict-item]
-        np.savez(path, **arrays, **{f"meta_{k}": np.array(v) for k, v in meta.items()})
+            arrays.update(count=np.array(self.count), sum=self.sum, sum_outer=self.sum_outer)
+        arrays.update({f"meta_{k}": np.array(v) for k, v in meta.items()})
+        np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:

@@ -65,7 +65,9 @@ def _train_clip(images: torch.Tensor, captions: list[str], epochs: int, seed: in
             # identical captions in a batch are positives too (the procedural space is small)
             same = (t[idx][:, None] == t[idx][None]).all(-1).float()
             target = same / same.sum(1, keepdim=True)
-            loss = (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean()) / 2
+            loss_i = -(target * logits.log_softmax(1)).sum(1).mean()
+            loss_t = -(target * logits.log_softmax(0)).sum(0).mean()
+            loss = (loss_i + loss_t) / 2
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -151,3 +151,14 @@ def test_shapes_are_deterministic_by_index():
     a = datasets.shapes(10, 24, seed=5)
     b = datasets.shapes(4, 24, seed=5, start=6)
     assert torch.equal(a.images[6:], b.images) and a.captions[6:] == b.captions
+
+
+def test_embedded_weights_are_small_and_match_their_hashes():
+    from metrics.embedded import ASSETS, expected_hashes
+    from metrics.weights import sha256_of
+
+    hashes = expected_hashes()
+    assert set(hashes) == {"digits.safetensors", "shapes.safetensors", "shapes-clip.safetensors"}
+    assert sum((ASSETS / f).stat().st_size for f in hashes) < 5e6
+    for f, h in hashes.items():
+        assert sha256_of(ASSETS / f) == h

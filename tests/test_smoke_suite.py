@@ -23,7 +23,7 @@ def check_complete(run_dir) -> list[Record]:
     for recs in by_case.values():
         assert len(recs) == recs[0].case_size
         for r in recs:
-            assert PROVENANCE_KEYS <= set(r.provenance)
+            assert set(r.provenance) >= PROVENANCE_KEYS
             assert r.status in ("ok", "unsupported")
             assert (r.value is None) == (r.status != "ok") and (r.error is None) == (r.status == "ok")
     return got.records
