@@ -18,7 +18,8 @@ from bench.registry import Registry
 
 PROG = "diffbench"
 COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching",
-                   "bench.commands.running", "bench.commands.quality")
+                   "bench.commands.running", "bench.commands.quality",
+                   "bench.commands.reporting")
 
 
 @dataclass(frozen=True)

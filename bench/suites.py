@@ -219,9 +219,12 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
     from models.sizing import Conditioning, match, parse_input_shape, parse_quantity
 
     out: list[dict[str, Any]] = []
+    from models.presets import PRESETS
+
     for name in sweep.presets:
         cfg = resolve(name)
-        out.append({"label": name, "family": family_of(cfg).name, "preset": name, "config": config_dict(cfg)})
+        out.append({"label": name, "family": family_of(cfg).name, "preset": name, "config": config_dict(cfg),
+                    "reference": dict(PRESETS.get(name).reference), "source": PRESETS.get(name).source})
     by = "params" if sweep.params else "gmacs"
     for fam in sweep.families:
         for shape_text in sweep.inputs:

@@ -162,3 +162,21 @@ def test_embedded_weights_are_small_and_match_their_hashes():
     assert sum((ASSETS / f).stat().st_size for f in hashes) < 5e6
     for f, h in hashes.items():
         assert sha256_of(ASSETS / f) == h
+
+
+def test_open_clip_checkpoint_loads_offline_and_scores(tmp_path):
+    """Plumbing with a randomly initialised ViT-B-32 saved locally (scores not meaningful)."""
+    import open_clip
+
+    from metrics import clip_score
+
+    torch.manual_seed(0)
+    net = open_clip.create_model("ViT-B-32", pretrained=None)
+    torch.save(net.state_dict(), tmp_path / "vit-b-32-random.pt")
+    model = clip_score.load(str(tmp_path / "vit-b-32-random.pt"), arch="ViT-B-32")
+    s = datasets.shapes(4, 32, seed=1)
+    score, per = clip_score.clip_score(model, s.images, s.captions)
+    assert per.shape == (4,) and 0 <= score <= 100 and model.verified is False
+    # the formula is torchmetrics': 100 * max(cos, 0) of unit embeddings
+    cos = (model.embed_images(s.images) * model.embed_texts(s.captions)).sum(-1)
+    np.testing.assert_allclose(per, (100 * cos.clamp(min=0)).double().numpy(), rtol=1e-6)

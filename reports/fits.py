@@ -1,0 +1,125 @@
+"""Scaling-law fits: power laws in log-log space, with a floor, bootstrap intervals, AIC, LOO, correlations.
+
+On the DiT paper's Table 4 (REFERENCE.md) these give Pearson r(log10 Gflops, FID) = -0.930
+and FID ~= 138 * Gflops^-0.365, as the paper's plot shows (tests/test_reports.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import optimize, stats
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y = a * x^b (+ c for the floored law)."""
+
+    a: float
+    b: float
+    c: float = 0.0
+    floor: bool = False
+    b_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% bootstrap interval of the exponent
+    aic: float = float("nan")
+    loo_rmse: float = float("nan")  # leave-one-out RMSE of log y
+    n: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.a * np.asarray(x, np.float64) ** self.b + self.c
+
+    def formula(self) -> str:
+        s = f"{self.a:.4g} * x^{self.b:.3f}"
+        return s + (f" + {self.c:.4g}" if self.floor else "")
+
+
+def _fit_loglog(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    b, log_a = np.polyfit(np.log(x), np.log(y), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+def _fit_floor(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    a0, b0 = _fit_loglog(x, y)
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        a, b, c = p
+        return np.log(np.clip(a * x**b + c, 1e-12, None)) - np.log(y)
+
+    lo = [0.0, -10.0, 0.0]
+    hi = [np.inf, 10.0, max(float(y.min()), 1e-9) * 0.999]
+    r = optimize.least_squares(resid, x0=[a0, b0, min(float(y.min()) * 0.1, hi[2] / 2)], bounds=(lo, hi))
+    return float(r.x[0]), float(r.x[1]), float(r.x[2])
+
+
+def _aic(rss: float, n: int, k: int) -> float:
+    return n * np.log(max(rss, 1e-300) / n) + 2 * k
+
+
+def fit_power_law(x: Any, y: Any, floor: bool = False, n_boot: int = 2000, seed: int = 0) -> PowerLaw:
+    """Least squares on log y; bootstrap (resampling points) for the exponent's interval."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = x[ok], y[ok]
+    k = 3 if floor else 2
+    if len(x) < k + 1:
+        raise ValueError(f"a {'floored ' if floor else ''}power law needs at least {k + 1} points, got {len(x)}")
+
+    def fit(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float]:
+        return _fit_floor(xs, ys) if floor else (*_fit_loglog(xs, ys), 0.0)
+
+    a, b, c = fit(x, y)
+    pred = a * x**b + c
+    rss = float(((np.log(pred) - np.log(y)) ** 2).sum())
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(x), len(x))
+        if len(np.unique(x[idx])) < k:
+            continue
+        boots.append(fit(x[idx], y[idx])[1])
+    loo = []
+    for i in range(len(x)):
+        m = np.arange(len(x)) != i
+        ai, bi, ci = fit(x[m], y[m])
+        loo.append(np.log(ai * x[i] ** bi + ci) - np.log(y[i]))
+    b_ci = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else (np.nan, np.nan)
+    return PowerLaw(a, b, c, floor, b_ci, _aic(rss, len(x), k), float(np.sqrt(np.mean(np.square(loo)))), len(x))
+
+
+def best_power_law(x: Any, y: Any, seed: int = 0) -> tuple[PowerLaw, list[PowerLaw]]:
+    """Both laws (the floored one when there are enough points); the lower AIC wins."""
+    fits = [fit_power_law(x, y, seed=seed)]
+    if np.isfinite(np.asarray(x, float)).sum() >= 5:
+        fits.append(fit_power_law(x, y, floor=True, seed=seed))
+    return min(fits, key=lambda f: f.aic), fits
+
+
+@dataclass(frozen=True)
+class Correlation:
+    pearson: float
+    pearson_ci: tuple[float, float]  # Fisher z interval
+    spearman: float
+    spearman_ci: tuple[float, float]  # bootstrap interval
+    n: int
+
+
+def correlation(x: Any, y: Any, n_boot: int = 2000, seed: int = 0) -> Correlation:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"a correlation with an interval needs at least 4 points, got {n}")
+    r = float(stats.pearsonr(x, y).statistic)
+    z, se = np.arctanh(np.clip(r, -0.999999, 0.999999)), 1 / np.sqrt(n - 3)
+    rho = float(stats.spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if np.ptp(x[idx]) > 0 and np.ptp(y[idx]) > 0:
+            boots.append(stats.spearmanr(x[idx], y[idx]).statistic)
+    return Correlation(r, (float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))), rho,
+                       (float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5))), n)

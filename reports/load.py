@@ -1,0 +1,92 @@
+"""Records -> pandas. The only module of ``reports`` that knows the record layout.
+
+Failed cases stay in the frames as status rows (``status`` not ``ok``, ``error`` set), so a
+report can show them beside the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import records
+from bench.errors import BadInputError
+
+IDENTITY = ["case_id", "label", "family", "preset", "input", "batch_size", "precision", "device"]
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    long: pd.DataFrame  # one row per record
+    wide: pd.DataFrame  # one row per case: identity, metric values, status, error
+    problems: list[str]  # unreadable lines (a torn last line, ...), reported and skipped
+    device: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _row(r: records.Record) -> dict[str, Any]:
+    model = r.config.get("model", {})
+    ref = model.get("reference", {})
+    return {
+        "case_id": r.case_id, "run_id": r.run_id, "suite": r.suite, "label": model.get("label", r.case_id),
+        "family": model.get("family"), "preset": model.get("preset"),
+        "input": "x".join(map(str, model.get("input") or [])) or None,
+        "batch_size": r.config.get("batch_size"), "precision": r.config.get("precision"),
+        "device": r.config.get("device"), "metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,
+        "error": r.error, "detector": r.extra.get("detector"), "weights_sha256": r.extra.get("weights_sha256"),
+        "verified": r.extra.get("verified"), "paper_params": ref.get("params", ref.get("paper_params")),
+        "paper_gflops": ref.get("paper_gflops", ref.get("gmacs")), "paper_fid": ref.get("paper_fid"),
+        "git_commit": r.provenance.get("git_commit"), "device_name": r.provenance.get("device_name"),
+    }
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise BadInputError(f"{d}: no such run directory; give a directory written by 'diffbench run'")
+    path = d / "records.jsonl"
+    if not path.is_file():
+        raise BadInputError(f"{d}: holds no records.jsonl; give a directory written by 'diffbench run'")
+    got = records.read(path)
+    if not got.records:
+        raise BadInputError(f"{path}: no records{' (' + got.problems[0] + ')' if got.problems else ''}; "
+                            "run the suite first")
+    long = pd.DataFrame([_row(r) for r in got.records])
+    long["metric_key"] = [
+        f"{m}[{det}]" if isinstance(det, str) and m in ("fid", "kid", "sfid", "precision", "recall") else m
+        for m, det in zip(long["metric"], long["detector"], strict=True)
+    ]
+    device = json.loads((d / "device.json").read_text()) if (d / "device.json").is_file() else {}
+    prov = dict(got.records[-1].provenance)
+    return RunData(d, long, _wide(long), got.problems, device, prov)
+
+
+def _wide(long: pd.DataFrame) -> pd.DataFrame:
+    ident = long.groupby("case_id", sort=False)[IDENTITY[1:] + ["paper_params", "paper_gflops", "paper_fid"]].first()
+    ok = long[long["status"] == "ok"]
+    values = ok.pivot_table(index="case_id", columns="metric_key", values="value", aggfunc="first")
+    failed = long[long["metric"] == "case"].set_index("case_id")[["status", "error"]]
+    wide = ident.join(values, how="left").join(failed, how="left")
+    wide["status"] = wide["status"].fillna("ok")
+    def key(c: str) -> tuple[str, float, str, int, str]:
+        params: Any = wide.at[c, "params"] if "params" in wide.columns else None
+        size = float(params) if params is not None and pd.notna(params) else float("inf")
+        batch: Any = wide.at[c, "batch_size"]
+        return (str(wide.at[c, "family"]), size, str(wide.at[c, "label"]), int(batch or 0),
+                str(wide.at[c, "precision"]))
+
+    order = sorted(wide.index, key=key)
+    return wide.loc[order].reset_index()
+
+
+def unavailable_reasons(long: pd.DataFrame) -> dict[str, str]:
+    """metric -> the reason records give for a null value (first seen), for columns left empty."""
+    out: dict[str, str] = {}
+    for m, e in long.loc[long["status"] != "ok", ["metric_key", "error"]].itertuples(index=False):
+        out.setdefault(m, e)
+    return out

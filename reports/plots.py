@@ -1,0 +1,93 @@
+"""Plots (matplotlib, PNG and SVG): quality vs GMACs, throughput and memory vs params, Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+plt.rcParams["svg.hashsalt"] = "diffbench"  # deterministic SVG ids: reports regenerate byte for byte
+
+
+def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
+    paths = []
+    for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+        p = out / f"{name}.{ext}"
+        fig.savefig(p, dpi=110, bbox_inches="tight", metadata=meta)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _by_family(ax: plt.Axes, df: pd.DataFrame, x: str, y: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    for fam, g in df.groupby("family", sort=True):
+        ax.plot(g[x], g[y], marker="o", linestyle="none", label=str(fam))
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def quality_vs_gmacs(wide: pd.DataFrame, quality: str, out: Path, fit: object | None = None) -> list[Path]:
+    df = wide[["family", "gmacs", quality]].dropna()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    _by_family(ax, df, "gmacs", quality)
+    if fit is not None and len(df) > 1:
+        xs = np.logspace(np.log10(df["gmacs"].min()), np.log10(df["gmacs"].max()), 50)
+        ax.plot(xs, fit(xs), "k--", lw=1, label=f"fit: {fit.formula()}")  # type: ignore[operator, attr-defined]
+        ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("GMACs per network evaluation")
+    ax.set_ylabel(quality)
+    ax.set_title(f"{quality} vs compute")
+    return _save(fig, out, "quality_vs_gmacs")
+
+
+def speed_memory_vs_params(wide: pd.DataFrame, out: Path) -> list[Path]:
+    paths: list[Path] = []
+    mem = next((c for c in ("peak_mem_allocated_bytes", "cpu_peak_rss_bytes") if c in wide and wide[c].notna().any()),
+               None)
+    for col, label, name in (("throughput_img_s", "images/s", "throughput_vs_params"),
+                             (mem, "peak memory (MiB)", "memory_vs_params")):
+        if col is None or col not in wide or wide[col].isna().all() or "params" not in wide:
+            continue
+        df = wide[["family", "params", col]].dropna().copy()
+        if col == mem:
+            df[col] = df[col] / 2**20
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        _by_family(ax, df, "params", col)
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} vs parameters")
+        paths += _save(fig, out, name)
+    return paths
+
+
+def pareto(wide: pd.DataFrame, quality: str, out: Path) -> list[Path]:
+    """Quality vs latency, with the Pareto front (lower is better on both axes)."""
+    df = wide[["label", "family", "latency_ms", quality]].dropna().sort_values("latency_ms")
+    if df.empty:
+        return []
+    front: list = []
+    best = np.inf
+    for r in df.itertuples(index=False):
+        if getattr(r, quality) < best:
+            best = getattr(r, quality)
+            front.append(r)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for fam, g in df.groupby("family", sort=True):
+        ax.scatter(g["latency_ms"], g[quality], label=str(fam))
+    ax.plot([r.latency_ms for r in front], [getattr(r, quality) for r in front], "k-", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per network evaluation (ms)")
+    ax.set_ylabel(quality)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out, "pareto_quality_latency")

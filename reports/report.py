@@ -1,0 +1,154 @@
+"""The report: tables, fits, plots, provenance and failed cases from ``records.jsonl`` alone.
+
+Deterministic: the same records give the same files byte for byte (no timestamps, no paths,
+sorted rows, fixed plot metadata), so a copied run directory reproduces its report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reports import plots, tables
+from reports.fits import best_power_law, correlation
+from reports.load import RunData, load_run, unavailable_reasons
+
+FORMATS = ("md", "html", "csv", "tex")
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+    index: bool = False
+    images: list[Path] = field(default_factory=list)
+
+
+def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
+    measured = [c for c in wide.columns if isinstance(c, str) and c.startswith("fid[") and wide[c].notna().sum() >= 3]
+    if measured:
+        return measured[0], "measured"
+    if "paper_fid" in wide and wide["paper_fid"].notna().sum() >= 3:
+        return "paper_fid", "reported by the paper (beside measured GMACs)"
+    return None, ""
+
+
+def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> Section:
+    df = wide[["gmacs", "params", quality]].dropna()
+    best, fits = best_power_law(df["gmacs"], df[quality])
+    rows = [{"law": "floored" if f.floor else "power", "formula": f.formula(), "exponent": f.b,
+             "exponent 95% CI": f"[{f.b_ci[0]:.3f}, {f.b_ci[1]:.3f}]", "AIC": f.aic, "LOO RMSE (log)": f.loo_rmse,
+             "chosen": "yes" if f is best else ""} for f in fits]
+    cg = correlation(np.log10(df["gmacs"]), df[quality])
+    cp = correlation(np.log10(df["params"]), df[quality])
+    text = (f"{quality} ({origin}) against GMACs over {len(df)} models. Pearson r(log10 GMACs, {quality}) = "
+            f"{cg.pearson:.3f} [{cg.pearson_ci[0]:.3f}, {cg.pearson_ci[1]:.3f}], Spearman {cg.spearman:.3f} "
+            f"[{cg.spearman_ci[0]:.3f}, {cg.spearman_ci[1]:.3f}]; r(log10 params, {quality}) = {cp.pearson:.3f} "
+            f"[{cp.pearson_ci[0]:.3f}, {cp.pearson_ci[1]:.3f}]. ")
+    text += ("Quality improves with compute in the fit (negative exponent)." if best.b < 0 and best.b_ci[1] < 0 else
+             "The fit does NOT show quality improving with compute at 95% confidence.")
+    return Section("Scaling fit", text, pd.DataFrame(rows))
+
+
+def sections(run: RunData, out: Path) -> list[Section]:
+    wide, reasons = run.wide, unavailable_reasons(run.long)
+    secs: list[Section] = []
+    p = run.provenance
+    facts = ", ".join(f"{k}={v}" for k, v in sorted(run.device.items()))
+    runs = ", ".join(sorted(run.long["run_id"].unique()))
+    secs.append(Section("Provenance", f"suite {run.long['suite'].iloc[0]}; runs {runs}; "
+                        f"git {p.get('git_commit')} (dirty: {p.get('git_dirty')}); "
+                        f"diffbench {p.get('diffbench_version')}; "
+                        f"torch {p.get('torch_version')} (CUDA {p.get('cuda_version')}, driver "
+                        f"{p.get('driver_version')}); Python {p.get('python_version')}; device {p.get('device_name')}; "
+                        f"host {p.get('host')}. Device facts: {facts or 'not recorded'}."))
+    if run.problems:
+        secs.append(Section("Unreadable record lines (skipped)", "; ".join(run.problems)))
+    comp, dropped = tables.comparison(wide, reasons)
+    note = "; ".join(f"{h}: {r}" for h, r in dropped.items())
+    secs.append(Section("Comparison", f"One row per case. Columns left out, with the reason: {note}." if note else
+                        "One row per case.", comp))
+    for value, title in (("gmacs", "DiT grid: GMACs (measured)"), ("paper_gflops", "DiT grid: Gflops (paper)"),
+                         ("paper_fid", "DiT grid: FID-50K (paper)")):
+        grid = tables.dit_grid(wide, value)
+        if grid is not None:
+            secs.append(Section(title, "", grid, index=True))
+    quality, origin = _quality_column(wide)
+    imgs_dir = out / "plots"
+    imgs_dir.mkdir(parents=True, exist_ok=True)
+    images: list[Path] = []
+    if quality and "gmacs" in wide:
+        fit = _fit_section(wide, quality, origin)
+        secs.append(fit)
+        best, _ = best_power_law(wide[["gmacs", quality]].dropna()["gmacs"], wide[["gmacs", quality]].dropna()[quality])
+        images += plots.quality_vs_gmacs(wide, quality, imgs_dir, best)
+        if "latency_ms" in wide:
+            images += plots.pareto(wide, quality, imgs_dir)
+    else:
+        secs.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
+    images += plots.speed_memory_vs_params(wide, imgs_dir)
+    secs.append(Section("Plots", "", images=[i for i in images if i.suffix == ".png"]))
+    fails = tables.failures(wide)
+    secs.append(Section("Failed cases", "None." if fails.empty else "", None if fails.empty else fails))
+    return secs
+
+
+def _md(secs: list[Section], out: Path) -> str:
+    parts = ["# diffbench report"]
+    for s in secs:
+        parts.append(f"\n## {s.title}\n")
+        if s.text:
+            parts.append(s.text + "\n")
+        if s.table is not None:
+            parts.append(tables.to_markdown(s.table, s.index) + "\n")
+        for img in s.images:
+            parts.append(f"![{img.stem}]({img.relative_to(out).as_posix()})\n")
+    return "\n".join(parts)
+
+
+def _html(secs: list[Section]) -> str:
+    body = ["<h1>diffbench report</h1>"]
+    for s in secs:
+        body.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.text:
+            body.append(f"<p>{html.escape(s.text)}</p>")
+        if s.table is not None:
+            body.append(s.table.to_html(index=s.index, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0))
+        for img in s.images:
+            data = base64.b64encode(img.read_bytes()).decode()
+            body.append(f'<figure><img alt="{img.stem}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{img.stem}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;} table{border-collapse:collapse;"
+             "font-size:13px} td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+             " img{max-width:560px;margin:8px} figure{display:inline-block}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>diffbench report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def build(run_dir: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    secs = sections(run, out)
+    written = sorted((out / "plots").glob("*"))
+    if "md" in formats:
+        (out / "report.md").write_text(_md(secs, out))
+        written.append(out / "report.md")
+    if "html" in formats:
+        (out / "report.html").write_text(_html(secs))
+        written.append(out / "report.html")
+    for i, s in enumerate(t for t in secs if t.table is not None):
+        stem = f"{i:02d}_{''.join(c if c.isalnum() else '_' for c in s.title.lower()).strip('_')}"
+        if "csv" in formats:
+            s.table.to_csv(out / f"{stem}.csv", index=s.index)  # type: ignore[union-attr]
+            written.append(out / f"{stem}.csv")
+        if "tex" in formats:
+            (out / f"{stem}.tex").write_text(s.table.to_latex(index=s.index, float_format="%.4g", na_rep="-"))  # type: ignore[union-attr]
+            written.append(out / f"{stem}.tex")
+    return written

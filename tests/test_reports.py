@@ -1,0 +1,160 @@
+"""Reports: the fit code reproduces the DiT paper's Table 4 scaling numbers."""
+
+import numpy as np
+import pytest
+
+from reports.fits import best_power_law, correlation, fit_power_law
+
+# DiT Table 4 (REFERENCE.md): paper Gflops, params (all), FID-50K at 400K steps
+GFLOPS = [0.36, 1.41, 6.06, 1.42, 5.56, 23.01, 5.01, 19.7, 80.71, 7.39, 29.05, 118.64]
+PARAMS = [33148160, 32945024, 32963360, 130881536, 130475648, 130512416, 458594816, 458053760, 458102816,
+          675683072, 675074432, 675129632]
+FID = [153.60, 100.41, 68.40, 122.74, 68.38, 43.47, 118.87, 45.64, 23.33, 106.41, 43.01, 19.47]
+
+
+def test_dit_table4_correlation_with_log_gflops():
+    c = correlation(np.log10(GFLOPS), FID)
+    assert c.pearson == pytest.approx(-0.930, abs=5e-4)
+    assert c.pearson_ci[0] < -0.93 < c.pearson_ci[1] < -0.7
+    assert c.spearman < -0.9
+
+
+def test_dit_table4_power_law():
+    f = fit_power_law(GFLOPS, FID)
+    assert f.b == pytest.approx(-0.365, abs=1e-3) and f.a == pytest.approx(138, abs=0.5)
+    lo, hi = f.b_ci
+    assert -0.50 < lo < -0.40 and -0.32 < hi < -0.22  # the paper's plot: about [-0.46, -0.27]
+    assert f.loo_rmse > 0 and np.isfinite(f.aic)
+
+
+def test_params_explain_far_less_than_gflops():
+    assert correlation(np.log10(PARAMS), np.log10(FID)).pearson == pytest.approx(-0.50, abs=0.01)
+
+
+def test_floored_power_law_recovers_a_floor():
+    x = np.logspace(0, 3, 12)
+    y = 50 * x**-0.5 + 5
+    best, fits = best_power_law(x, y)
+    assert best.floor and best.c == pytest.approx(5, rel=1e-3) and best.b == pytest.approx(-0.5, rel=1e-3)
+    assert len(fits) == 2 and fits[1].aic < fits[0].aic
+
+
+def test_fits_refuse_too_few_points():
+    with pytest.raises(ValueError, match="at least"):
+        fit_power_law([1, 2], [3, 4])
+
+
+# --- report generation from records -----------------------------------------------------------------
+
+import filecmp  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bench import records  # noqa: E402
+from bench.records import Record  # noqa: E402
+from reports.report import build  # noqa: E402
+
+NAMES = ["DiT-S/8", "DiT-S/4", "DiT-S/2", "DiT-B/8", "DiT-B/4", "DiT-B/2", "DiT-L/8", "DiT-L/4", "DiT-L/2",
+         "DiT-XL/8", "DiT-XL/4", "DiT-XL/2"]
+PROV = {"git_commit": "abc", "git_dirty": False, "diffbench_version": "0.1.0", "torch_version": "2.14.1",
+        "cuda_version": None, "driver_version": None, "python_version": "3.11.7", "device_name": "test-cpu",
+        "host": "h", "precision": {"precision": "fp32"}, "seed": 0, "started_at": "t0", "recorded_at": "t1"}
+
+
+def make_run(d: Path) -> Path:
+    d.mkdir(parents=True)
+    recs = []
+    for i, name in enumerate(NAMES):
+        cfg = {"model": {"label": name, "family": "dit", "preset": name,
+                         "reference": {"params": PARAMS[i], "paper_gflops": GFLOPS[i], "paper_fid": FID[i]}},
+               "batch_size": 1, "precision": "fp32", "device": "cpu"}
+        cid = f"c{i:02d}"
+        rows = [("params", PARAMS[i], "count"), ("gmacs", GFLOPS[i] * 0.9999, "GMAC"),
+                ("latency_ms", 1.0 + GFLOPS[i], "ms"), ("throughput_img_s", 1000 / (1 + GFLOPS[i]), "images/s")]
+        recs += [Record("run1", cid, "dit-table", cfg, m, float(v), u, case_size=len(rows) + 1, provenance=PROV)
+                 for m, v, u in rows]
+        recs.append(Record("run1", cid, "dit-table", cfg, "mfu", None, "1", status="unsupported",
+                           error="MFU needs a GPU peak; this ran on CPU", case_size=len(rows) + 1, provenance=PROV))
+    bad_cfg = {"model": {"label": "DiT-XL/2", "family": "dit", "preset": "DiT-XL/2"}, "batch_size": 256,
+               "precision": "fp32", "device": "cpu"}
+    recs.append(Record("run1", "c99", "dit-table", bad_cfg, "case", None, "", status="oom",
+                       error="CUDA out of memory", case_size=1, provenance=PROV))
+    records.append(d / "records.jsonl", recs)
+    return d
+
+
+def test_report_tables_fit_and_failures(tmp_path):
+    run = make_run(tmp_path / "run")
+    build(run, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## DiT grid: GMACs (measured)" in md and "## DiT grid: FID-50K (paper)" in md
+    assert "r(log10 GMACs, paper_fid) = -0.930" in md  # the fit on measured GMACs and the paper's FIDs
+    assert "Quality improves with compute" in md
+    assert "| DiT-XL/2 | 256 | fp32 | oom | CUDA out of memory |" in md
+    assert "MFU (%): MFU needs a GPU peak; this ran on CPU" in md
+    html_text = (tmp_path / "out" / "report.html").read_text()
+    assert html_text.count("data:image/png;base64,") >= 3  # quality vs GMACs, Pareto, throughput, memory
+    assert (tmp_path / "out" / "plots" / "quality_vs_gmacs.svg").is_file()
+    grid = (tmp_path / "out" / "01_dit_grid__gmacs__measured.csv").read_text().splitlines()
+    assert grid[0] == "model,/8,/4,/2" and grid[-1].startswith("DiT-XL,")
+
+
+def test_report_of_a_copied_run_is_byte_identical(tmp_path):
+    run = make_run(tmp_path / "run")
+    shutil.copytree(run, tmp_path / "copy")
+    build(run, tmp_path / "a")
+    build(tmp_path / "copy", tmp_path / "b")
+    cmp = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
+    files = [f for f in (tmp_path / "a").rglob("*") if f.is_file()]
+    assert len(files) > 10
+    for f in files:
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+    assert not cmp.left_only and not cmp.right_only
+
+
+def test_report_cli_on_torn_and_bad_runs(cli, tmp_path):
+    run = make_run(tmp_path / "run")
+    with open(run / "records.jsonl", "a") as f:
+        f.write('{"schema_version": 1, "run_id": "run1", "case_id"')  # a writer killed mid-line
+    proc = cli("report", str(run), "--format", "md")
+    assert proc.returncode == 0, proc.stderr
+    assert "torn last line" in proc.stderr and (run / "report" / "report.md").is_file()
+    assert not (run / "report" / "report.html").exists()
+
+    def one_line(p, fragment):
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and fragment in p.stderr, p.stderr
+
+    one_line(cli("report", str(tmp_path / "missing")), "no such run directory")
+    (tmp_path / "empty").mkdir()
+    one_line(cli("report", str(tmp_path / "empty")), "holds no records.jsonl")
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / "records.jsonl").write_text("")
+    one_line(cli("report", str(tmp_path / "zero")), "no records")
+    newer = make_run(tmp_path / "newer")
+    d = json.loads((newer / "records.jsonl").read_text().splitlines()[0])
+    d["schema_version"] = 99
+    with open(newer / "records.jsonl", "a") as f:
+        f.write(json.dumps(d) + "\n")
+    one_line(cli("report", str(newer)), "newer than this diffbench")
+    one_line(cli("report", str(run), "--format", "pdf"), "expected a comma-separated subset")
+
+
+def test_html_report_renders_in_headless_chromium_with_plots(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import check_report_html as chk
+
+    if chk.chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    run = make_run(tmp_path / "run")
+    build(run, tmp_path / "out", ("html",))
+    png = tmp_path / "out" / "report-screenshot.png"
+    chk.screenshot(tmp_path / "out" / "report.html", png)
+    blue, ink = chk.plot_pixels(png)
+    assert blue > 500 and ink > 0.02, (blue, ink)
+    # a page with the images stripped out has no plot colour: the check can fail
+    (tmp_path / "out" / "bare.html").write_text("<html><body><h1>diffbench report</h1></body></html>")
+    chk.screenshot(tmp_path / "out" / "bare.html", tmp_path / "bare.png")
+    assert chk.plot_pixels(tmp_path / "bare.png")[0] < 50
