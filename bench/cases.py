@@ -101,6 +101,12 @@ def execute(case: dict[str, Any], run_id: str, suite: str, case_id: str, name: s
     family = FAMILIES.get(case["model"]["family"])
     config = _config(family, case["model"]["config"])
     readings: dict[str, Reading] = {}
+    if "train" in case["measure"]:
+        from bench.quality_case import train_and_score
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        config, trained = train_and_score(case, family, config)  # the backbone as conditioned for training
+        readings.update(trained)
     if "counts" in case["measure"]:
         readings.update(_count(config))
     if {"speed", "memory", "energy"} & set(case["measure"]):

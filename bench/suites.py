@@ -26,7 +26,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
-MEASURES = ("counts", "speed", "memory", "energy")
+MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,15 @@ class Settings:
     measure: tuple[str, ...] = MEASURES
     oom_retry: bool = True  # on GPU, retry an out-of-memory case at half the batch size
     nvml_interval_s: float = 0.01  # how often the background thread samples NVML memory
+    # training and quality (measure "train" / "quality"), on an embedded dataset
+    dataset: str = "digits"  # digits (class labels) or shapes (captions)
+    train_steps: int = 200
+    train_batch: int = 32
+    lr: float = 1e-3
+    samples: int = 256  # generated images scored by the embedded detector
+    sample_steps: int = 20
+    scheduler: str = "ddim"
+    guidance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class Sweep:
     cond: str = "class"
     classes: int = 1000
     patch: int = 0  # 0: the family's default
+    tolerance: float = 0.02  # largest relative error of a sized model
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,14 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "measure": (_list_of(_choices(MEASURES)), f"a non-empty list of {', '.join(MEASURES)}"),
     "oom_retry": (lambda v: isinstance(v, bool), "true or false"),
     "nvml_interval_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
+    "dataset": (_choices(("digits", "shapes")), "digits or shapes"),
+    "train_steps": (_pos_int, "a positive integer"),
+    "train_batch": (_pos_int, "a positive integer"),
+    "lr": (lambda v: _number(v) and v > 0, "a positive number"),
+    "samples": (lambda v: _pos_int(v) and v >= 2, "an integer of at least 2"),
+    "sample_steps": (_pos_int, "a positive integer"),
+    "scheduler": (_choices(("ddpm", "ddim", "dpm-solver++", "euler")), "ddpm, ddim, dpm-solver++ or euler"),
+    "guidance": (_number, "a non-negative number (1 = no guidance)"),
 }
 SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
@@ -127,6 +145,7 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cond": (_choices(("class", "text", "none")), "one of class, text, none"),
     "classes": (_pos_int, "a positive integer"),
     "patch": (_pos_int, "a positive integer"),
+    "tolerance": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     **SETTING_KEYS,
 }
 TOP_KEYS = {"name", "description", "defaults", "sweeps"}
@@ -216,7 +235,7 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
     """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
     from models.api import config_dict, resolve
     from models.families import family_of
-    from models.sizing import Conditioning, match, parse_input_shape, parse_quantity
+    from models.sizing import match, parse_input_shape, parse_quantity
 
     out: list[dict[str, Any]] = []
     from models.presets import PRESETS
@@ -232,11 +251,25 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
             for t in sweep.params or sweep.gmacs:
                 value = parse_quantity(t, f"{file}: {by} target")
                 value = value / 1e9 if by == "gmacs" and value >= 1e6 else value
-                r = match(fam, input_shape=shape, cond=Conditioning(sweep.cond, sweep.classes),
-                          patch=sweep.patch or None, **{by: value})
-                out.append({"label": f"{fam}@{t}", "family": fam, "preset": None, "target": {by: value},
+                r = match(fam, input_shape=shape, cond=_conditioning(sweep),
+                          patch=sweep.patch or None, tolerance=sweep.tolerance, **{by: value})
+                tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
+                out.append({"label": f"{fam}@{t}{tag}", "family": fam, "preset": None, "target": {by: value},
                             "input": list(shape), "config": config_dict(r.config)})
     return out
+
+
+def _conditioning(sweep: Sweep) -> Any:
+    from models.sizing import Conditioning
+
+    training = {"train", "quality"} & set(sweep.settings.measure)
+    if sweep.cond == "text" and sweep.settings.dataset == "shapes" and training:
+        # size with the text encoder the training will use: the procedural captions' tokens
+        from metrics.embedded import MAX_WORDS
+        from models.denoiser import TEXT_DIM
+
+        return Conditioning("text", sweep.classes, context_dim=TEXT_DIM, context_tokens=MAX_WORDS)
+    return Conditioning(sweep.cond, sweep.classes)
 
 
 def expand(suite: Suite, device: str) -> list[Case]:
@@ -251,7 +284,10 @@ def expand(suite: Suite, device: str) -> list[Case]:
                               "compile": s.compile, "channels_last": s.channels_last, "attention": s.attention,
                               "warmup": s.warmup, "repeats": s.repeats, "min_time_s": s.min_time_s,
                               "seed": s.seed, "measure": list(s.measure), "oom_retry": s.oom_retry,
-                              "nvml_interval_s": s.nvml_interval_s,
+                              "nvml_interval_s": s.nvml_interval_s, "cond": sweep.cond, "classes": sweep.classes,
+                              **({k: getattr(s, k) for k in ("dataset", "train_steps", "train_batch", "lr", "samples",
+                                                            "sample_steps", "scheduler", "guidance")}
+                                 if {"train", "quality"} & set(s.measure) else {}),
                               "timeout_s": s.timeout_s}
                     cid = case_id(config)
                     if cid in seen:

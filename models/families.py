@@ -55,7 +55,8 @@ def _labels(num_classes: int, batch: int, device: torch.device) -> torch.Tensor:
 
 # --- DiT ------------------------------------------------------------------------------------------
 
-def _dit_inputs(cfg: DiTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+def _patch_inputs(cfg: DiTConfig | ViTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+    """DiT and ViT share the official DiT signature: x, t and (when class-conditional) y."""
     inp = _noise_and_time((cfg.in_channels, cfg.input_size, cfg.input_size), batch, device, dtype)
     if cfg.num_classes > 0:
         inp["y"] = _labels(cfg.num_classes, batch, device)
@@ -64,7 +65,7 @@ def _dit_inputs(cfg: DiTConfig, batch: int, device: torch.device, dtype: torch.d
 
 FAMILIES.add("dit", Family(
     "dit", "DiT", "ViT with adaLN-Zero conditioning (Peebles & Xie 2023); also adaLN / cross-attention / in-context",
-    DiTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), _dit_inputs,
+    DiTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), _patch_inputs,
     lambda m, i: m(i["x"], i["t"], i.get("y")),
     lambda: DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=10),
 ))
@@ -96,16 +97,9 @@ FAMILIES.add("uvit", Family(
 
 # --- ViT ------------------------------------------------------------------------------------------
 
-def _vit_inputs(cfg: ViTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
-    inp = _noise_and_time((cfg.in_channels, cfg.input_size, cfg.input_size), batch, device, dtype)
-    if cfg.num_classes > 0:
-        inp["y"] = _labels(cfg.num_classes, batch, device)
-    return inp
-
-
 FAMILIES.add("vit", Family(
     "vit", "ViT", "plain isotropic transformer, in-context conditioning, no long skips (baseline)",
-    ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), _vit_inputs,
+    ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), _patch_inputs,
     lambda m, i: m(i["x"], i["t"], i.get("y")),
     lambda: ViTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=10),
 ))

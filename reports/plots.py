@@ -75,16 +75,16 @@ def pareto(wide: pd.DataFrame, quality: str, out: Path) -> list[Path]:
     df = wide[["label", "family", "latency_ms", quality]].dropna().sort_values("latency_ms")
     if df.empty:
         return []
-    front: list = []
+    front: list[tuple[float, float]] = []
     best = np.inf
-    for r in df.itertuples(index=False):
-        if getattr(r, quality) < best:
-            best = getattr(r, quality)
-            front.append(r)
+    for lat, q in zip(df["latency_ms"], df[quality], strict=True):
+        if q < best:
+            best = q
+            front.append((lat, q))
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for fam, g in df.groupby("family", sort=True):
         ax.scatter(g["latency_ms"], g[quality], label=str(fam))
-    ax.plot([r.latency_ms for r in front], [getattr(r, quality) for r in front], "k-", lw=1, label="Pareto front")
+    ax.plot([f[0] for f in front], [f[1] for f in front], "k-", lw=1, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("latency per network evaluation (ms)")
     ax.set_ylabel(quality)

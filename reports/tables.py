@@ -15,7 +15,9 @@ COMPARISON = [
     ("latency_ms", "latency p50 (ms)", 1.0), ("latency_p90_ms", "latency p90 (ms)", 1.0),
     ("peak_mem_allocated_bytes", "peak alloc (MiB)", 1 / 2**20), ("nvml_peak_used_bytes", "NVML peak (MiB)", 1 / 2**20),
     ("cpu_peak_rss_bytes", "peak RSS (MiB)", 1 / 2**20), ("energy_j_per_image", "J/image", 1.0),
-    ("mfu", "MFU (%)", 100.0), ("clip_score", "CLIP score", 1.0), ("paper_fid", "paper FID", 1.0),
+    ("mfu", "MFU (%)", 100.0), ("clip_score", "CLIP score", 1.0),
+    ("clip_score_shuffled", "CLIP score, shuffled captions", 1.0),
+    ("train_loss_last", "final train loss", 1.0), ("paper_fid", "paper FID", 1.0),
 ]
 QUALITY_PREFIXES = ("fid[", "kid[", "sfid[")
 

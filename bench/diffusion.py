@@ -1,0 +1,55 @@
+"""Diffusion processes and samplers from diffusers, behind one small interface.
+
+Training uses the DDPM forward process (linear betas, 1000 steps, as DDPM/ADM/DiT). Samplers
+are diffusers' DDPM, DDIM, DPM-Solver++ and Euler schedulers; epsilon or v prediction;
+models with a learned variance (2x output channels, DiT/ADM) contribute their first half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from bench.errors import ConfigError
+from bench.registry import Registry
+
+TRAIN_STEPS = 1000
+SCHEDULERS: Registry[Callable[..., Any]] = Registry("scheduler", "samplers from diffusers")
+
+
+def _register() -> None:
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    common = dict(num_train_timesteps=TRAIN_STEPS, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    SCHEDULERS.add("ddpm", lambda pred: DDPMScheduler(**common, prediction_type=pred, clip_sample=False))
+    SCHEDULERS.add("ddim", lambda pred: DDIMScheduler(**common, prediction_type=pred, clip_sample=False,
+                                                      set_alpha_to_one=False))
+    SCHEDULERS.add("dpm-solver++", lambda pred: DPMSolverMultistepScheduler(**common, prediction_type=pred,
+                                                                            algorithm_type="dpmsolver++"))
+    SCHEDULERS.add("euler", lambda pred: EulerDiscreteScheduler(**common, prediction_type=pred))
+
+
+_register()
+
+
+def make_scheduler(name: str, prediction: str = "epsilon") -> Any:
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ConfigError(f"prediction must be epsilon or v_prediction, got {prediction!r}")
+    return SCHEDULERS.get(name)(prediction)
+
+
+def training_scheduler(prediction: str = "epsilon") -> Any:
+    return make_scheduler("ddpm", prediction)
+
+
+def split_learned_variance(out: torch.Tensor, channels: int) -> torch.Tensor:
+    """The prediction part of a learned-variance output (DiT / ADM emit 2C channels)."""
+    return out[:, :channels] if out.shape[1] == 2 * channels else out
+
+
+def training_target(sched: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    if sched.config.prediction_type == "v_prediction":
+        return sched.get_velocity(x0, noise, t)
+    return noise

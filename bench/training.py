@@ -1,0 +1,161 @@
+"""Training to a fixed budget (steps, or training FLOPs = 3 x forward FLOPs x images seen).
+
+AdamW, an EMA of the weights, condition dropout for classifier-free guidance. Every batch,
+timestep and noise draw comes from a generator seeded by (seed, step), so a run resumed from
+its checkpoint after a kill continues exactly where it stopped: same steps, same loss curve.
+Checkpoints are safetensors (model, EMA, optimizer) with the configs in their metadata;
+nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.diffusion import TRAIN_STEPS, split_learned_variance, training_scheduler, training_target
+from bench.errors import BadInputError, ConfigError
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 0  # > 0: a fixed number of steps
+    train_flops: float = 0.0  # > 0: a compute budget instead (3 x forward FLOPs per image x images)
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.995
+    cond_dropout: float = 0.1  # labels / captions replaced by the null condition (guidance)
+    prediction: str = "epsilon"
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        if (self.steps > 0) == (self.train_flops > 0):
+            raise ConfigError("give exactly one training budget: steps > 0 or train_flops > 0")
+        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cond_dropout < 1 or not 0 <= self.ema_decay < 1:
+            raise ConfigError("batch_size >= 1, lr > 0, 0 <= cond_dropout < 1 and 0 <= ema_decay < 1 are required")
+
+    def total_steps(self, flops_per_image: int | None) -> int:
+        if self.steps:
+            return self.steps
+        if not flops_per_image:
+            raise ConfigError("a train_flops budget needs the model's forward FLOPs per image")
+        return max(1, math.ceil(self.train_flops / (3 * flops_per_image * self.batch_size)))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float]
+    seconds: float
+    images_seen: int
+    train_flops: float | None
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _batch_rng(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+          losses: list[float], meta: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    st = opt.state_dict()
+    for idx, s in st["state"].items():
+        for name, v in s.items():
+            tensors[f"opt.{idx}.{name}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
+    meta = {**meta, "step": str(step), "losses": json.dumps(losses), "param_groups": json.dumps(st["param_groups"])}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+          meta_expected: dict[str, str]) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    except Exception as e:
+        raise BadInputError(f"{path}: not a readable safetensors checkpoint ({str(e)[:80]})") from None
+    for key in ("model_config", "train_config"):
+        if meta.get(key) != meta_expected[key]:
+            raise BadInputError(f"{path} was written for a different {key.replace('_', ' ')}; "
+                                "use another output directory or the matching config")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"]), json.loads(meta["losses"])
+
+
+def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: TrainConfig, out_dir: str | Path,
+          flops_per_image: int | None = None, device: str = "cpu", model_config: dict[str, Any] | None = None,
+          stop_after: int | None = None) -> tuple[torch.nn.Module, TrainResult]:
+    """Train ``model`` (a Denoiser) on uint8 ``images`` with per-image ``conds``; returns (EMA model, result)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    total = cfg.total_steps(flops_per_image)
+    model = model.to(device).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    meta = {"model_config": json.dumps(model_config or {}, sort_keys=True),
+            "train_config": json.dumps(asdict(cfg), sort_keys=True)}
+    step, losses = 0, list[float]()
+    ckpt = out / CHECKPOINT
+    if ckpt.exists():
+        step, losses = _load(ckpt, model, ema, opt, meta)
+    resumed = step
+    x_all = images.float().div(127.5).sub(1)  # uint8 -> [-1, 1]
+    sched = training_scheduler(cfg.prediction)
+    channels = x_all.shape[1]
+    t0 = time.perf_counter()
+    while step < total and (stop_after is None or step < stop_after):
+        g = _batch_rng(cfg.seed, step)
+        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
+        x0 = x_all[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, TRAIN_STEPS, (cfg.batch_size,), generator=g)
+        c = None
+        if conds is not None:
+            c = conds[idx].clone()
+            drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
+            c[drop] = model.null(int(drop.sum()))
+        xt = sched.add_noise(x0, noise, t)
+        out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), None if c is None else c.to(device)),
+                                      channels)
+        loss = torch.nn.functional.mse_loss(out_, training_target(sched, x0, noise, t).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - cfg.ema_decay)
+        losses.append(float(loss.detach()))
+        step += 1
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 or step == total:
+            _save(ckpt, model, ema, opt, step, losses, meta)
+    seconds = time.perf_counter() - t0
+    flops = 3.0 * flops_per_image * cfg.batch_size * step if flops_per_image else None
+    return ema, TrainResult(step, losses, seconds, cfg.batch_size * step, flops, resumed)

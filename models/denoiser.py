@@ -1,0 +1,96 @@
+"""A trainable denoiser: a backbone plus whatever turns a condition (class label or caption tokens)
+into that family's conditioning inputs, with a null condition for classifier-free guidance.
+
+Class labels use index ``num_classes`` as the null class (DiT's convention). The LDM U-Net takes
+its class through cross-attention from a learned table (LDM-4's ClassEmbedder), and text through
+a small text transformer of its own (as GLIDE's); those modules are counted apart from the
+backbone, like text encoders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import ConfigError
+from models.families import FAMILIES
+
+TEXT_DIM = 64  # width of the small text transformer trained with a denoiser
+
+
+class TextTransformer(nn.Module):
+    """Word tokens (N, L) -> context tokens (N, L, D): embeddings, positions, one transformer layer."""
+
+    def __init__(self, vocab: int, length: int, dim: int) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, dim)
+        self.positions = nn.Parameter(torch.zeros(1, length, dim))
+        heads = next(h for h in (4, 2, 1) if dim % h == 0)
+        self.layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.layer(self.tokens(tokens) + self.positions[:, : tokens.shape[1]]))
+
+
+def conditioned_config(family: str, config: Any, cond: str, num_classes: int, text_len: int, text_dim: int) -> Any:
+    """The backbone config adjusted so that it takes this condition (null class included)."""
+    rep: dict[str, Any] = {}
+    if family == "uvit":
+        rep = ({"num_classes": num_classes + 1, "clip_dim": 0} if cond == "class" else
+               {"num_classes": -1, "clip_dim": text_dim, "num_clip_token": text_len} if cond == "text" else
+               {"num_classes": -1, "clip_dim": 0})
+    elif family in ("dit", "vit"):
+        if cond == "text":
+            raise ConfigError(f"the {family} family takes class or no conditioning, not text")
+        rep = {"num_classes": num_classes if cond == "class" else 0}
+        if family == "dit":
+            rep["class_dropout_prob"] = 0.1 if cond == "class" else 0.0
+    elif family == "unet-adm":
+        if cond == "text":
+            raise ConfigError("the ADM U-Net takes class or no conditioning; use unet-ldm for text")
+        rep = {"num_classes": num_classes + 1 if cond == "class" else 0}
+    elif family == "unet-ldm":
+        rep = {"num_classes": 0, "context_tokens": text_len if cond == "text" else 1,
+               "context_dim": text_dim if cond == "text" else config.context_dim}
+    return dataclasses.replace(config, **rep)
+
+
+class Denoiser(nn.Module):
+    """``forward(x, t, cond)`` -> the backbone's output; ``null(n)`` -> the null condition."""
+
+    def __init__(self, family: str, config: Any, cond: str = "class", num_classes: int = 10, vocab: int = 0,
+                 text_len: int = 12, text_dim: int = TEXT_DIM) -> None:
+        super().__init__()
+        self.family_name, self.cond, self.num_classes, self.text_len = family, cond, num_classes, text_len
+        self.config = conditioned_config(family, config, cond, num_classes, text_len, text_dim)
+        self.family = FAMILIES.get(family)
+        self.backbone = self.config.build()
+        self.class_table = (nn.Embedding(num_classes + 1, self.config.context_dim)
+                            if family == "unet-ldm" and cond == "class" else None)
+        self.text = TextTransformer(vocab, text_len, text_dim) if cond == "text" else None
+
+    def null(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        if self.cond == "text":
+            return torch.zeros(n, self.text_len, dtype=torch.long, device=device)  # all padding
+        return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        inputs: dict[str, Any] = {"x": x, "t": t}
+        if cond is None:
+            cond = self.null(len(x), x.device)
+        if self.text is not None:
+            inputs["context"] = self.text(cond)  # (N, L, D)
+        elif self.class_table is not None:
+            inputs["context"] = self.class_table(cond)[:, None]  # (N, 1, D): LDM-4's class as context
+        elif self.cond == "class":
+            inputs["y"] = cond
+        if self.family_name == "unet-ldm" and self.cond == "none":
+            inputs["context"] = torch.zeros(len(x), 1, self.config.context_dim, device=x.device, dtype=x.dtype)
+        return self.family.denoise(self.backbone, inputs)
+
+    def backbone_params(self) -> int:
+        return sum(p.numel() for p in self.backbone.parameters())

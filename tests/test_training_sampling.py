@@ -1,0 +1,118 @@
+"""Training to a budget with resumable checkpoints, and sampling that does not depend on the batch size."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from bench import datasets
+from bench.errors import BadInputError, ConfigError
+from bench.sampling import sample
+from bench.training import CHECKPOINT, TrainConfig, train
+from models.denoiser import Denoiser
+from models.families import FAMILIES
+from tests.conftest import ROOT
+
+
+def tiny(family="dit", cond="class"):
+    torch.manual_seed(0)
+    cfg = FAMILIES.get(family).tiny()
+    return Denoiser(family, cfg, cond, num_classes=10, vocab=20)
+
+
+@pytest.mark.parametrize("family", ["dit", "uvit", "vit", "unet-adm", "unet-ldm"])
+def test_same_seeds_same_images_whatever_the_batch_size(family):
+    model = tiny(family)
+    conds = torch.arange(8) % 10
+    one = torch.cat(list(sample(model, 8, (3, 8, 8) if family != "unet-ldm" else (4, 8, 8), conds, steps=4,
+                                batch_size=1, seed=3)))
+    eight = torch.cat(list(sample(model, 8, (3, 8, 8) if family != "unet-ldm" else (4, 8, 8), conds, steps=4,
+                                  batch_size=8, seed=3)))
+    assert one.dtype == torch.uint8 and one.shape[0] == 8
+    assert (one.int() - eight.int()).abs().max() <= 1  # float summation order may move a rounding by one level
+    assert (one == eight).float().mean() > 0.99
+
+
+def test_stochastic_sampler_is_seeded_per_sample():
+    model = tiny()
+    conds = torch.zeros(4, dtype=torch.long)
+    a = torch.cat(list(sample(model, 4, (3, 8, 8), conds, scheduler="ddpm", steps=5, batch_size=4, seed=1)))
+    b = torch.cat(list(sample(model, 2, (3, 8, 8), conds[2:], scheduler="ddpm", steps=5, batch_size=2, seed=1,
+                              start=2)))
+    assert (a[2:].int() - b.int()).abs().max() <= 1
+    c = torch.cat(list(sample(model, 4, (3, 8, 8), conds, scheduler="ddpm", steps=5, batch_size=4, seed=2)))
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [(dict(guidance=-1.0), "guidance scale must be >= 0"),
+                                             (dict(steps=0), "at least 1 step")])
+def test_sampling_bad_input(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        next(sample(tiny(), 2, (3, 8, 8), torch.zeros(2, dtype=torch.long), **kwargs))
+
+
+def test_unknown_scheduler():
+    from bench.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="did you mean 'ddim'"):
+        next(sample(tiny(), 2, (3, 8, 8), torch.zeros(2, dtype=torch.long), scheduler="ddimm"))
+
+
+def test_training_lowers_the_loss_and_checkpoint_config_is_checked(tmp_path):
+    d = datasets.digits(8)
+    ema, res = train(tiny(), d.images, d.labels, TrainConfig(steps=60, batch_size=32, lr=2e-3, checkpoint_every=20),
+                     tmp_path, model_config={"family": "dit"})
+    assert res.steps == 60 and len(res.losses) == 60
+    assert sum(res.losses[-10:]) / 10 < 0.7 * sum(res.losses[:10]) / 10
+    assert (tmp_path / CHECKPOINT).is_file()
+    with pytest.raises(BadInputError, match="different train config"):
+        train(tiny(), d.images, d.labels, TrainConfig(steps=61, batch_size=32, lr=2e-3), tmp_path,
+              model_config={"family": "dit"})
+
+
+def test_training_budget_in_flops():
+    cfg = TrainConfig(train_flops=3 * 1e6 * 32 * 10, batch_size=32)
+    assert cfg.total_steps(flops_per_image=int(1e6)) == 10
+    with pytest.raises(ConfigError, match="exactly one training budget"):
+        TrainConfig(steps=10, train_flops=1e9)
+
+
+TRAIN_SCRIPT = """
+import sys, torch
+from bench import datasets
+from bench.training import TrainConfig, train
+from models.denoiser import Denoiser
+from models.families import FAMILIES
+torch.manual_seed(0)
+torch.set_num_threads(1)
+m = Denoiser("dit", FAMILIES.get("dit").tiny(), "class", num_classes=10)
+d = datasets.digits(8)
+ema, res = train(m, d.images, d.labels, TrainConfig(steps=80, batch_size=16, checkpoint_every=5), sys.argv[1])
+print("DONE", res.steps, ",".join(f"{x:.6f}" for x in res.losses))
+"""
+
+
+def test_training_resumes_after_sigkill_without_a_gap(tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    clean = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(tmp_path / "clean")], capture_output=True,
+                           text=True, cwd=ROOT, env=env, timeout=300)
+    ref = clean.stdout.split("DONE ")[1].split()
+    p = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(tmp_path / "killed")], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / CHECKPOINT).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    resumed = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(tmp_path / "killed")], capture_output=True,
+                             text=True, cwd=ROOT, env=env, timeout=300)
+    got = resumed.stdout.split("DONE ")[1].split()
+    assert got[0] == ref[0] == "80"
+    ref_losses, got_losses = [float(x) for x in ref[1].split(",")], [float(x) for x in got[1].split(",")]
+    assert len(got_losses) == 80  # the curve has every step once: no gap, no repeat
+    assert got_losses == pytest.approx(ref_losses, rel=1e-4, abs=1e-6)
