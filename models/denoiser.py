@@ -69,6 +69,10 @@ class Denoiser(nn.Module):
         self.config = conditioned_config(family, config, cond, num_classes, text_len, text_dim)
         self.family = FAMILIES.get(family)
         self.backbone = self.config.build()
+        if getattr(self.backbone, "y_embedder", None) is not None:
+            # DiT drops labels itself with the global RNG; the trainer drops them instead, seeded per
+            # step (resumable). The null-class row stays in the table.
+            self.backbone.y_embedder.dropout_prob = 0.0
         self.class_table = (nn.Embedding(num_classes + 1, self.config.context_dim)
                             if family == "unet-ldm" and cond == "class" else None)
         self.text = TextTransformer(vocab, text_len, text_dim) if cond == "text" else None
