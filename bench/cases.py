@@ -75,8 +75,9 @@ def _speed(case: dict[str, Any], family: Any, config: Any, flops: int | None) ->
         out.update(sampler.readings())
         out["cpu_peak_rss_bytes"] = memory.peak_rss_bytes()
     if flops is not None:
-        mode = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16"}[case["precision"]]
         from bench.provenance import device_name
+
+        mode = case["precision"]  # the math mode names of the MFU table are the precision names
 
         if device.startswith("cuda"):
             out["mfu"] = mfu.mfu(flops * batch, 1e3 / t.median_ms, device_name(device), mode)
@@ -104,7 +105,6 @@ def execute(case: dict[str, Any], run_id: str, suite: str, case_id: str, name: s
     if "train" in case["measure"]:
         from bench.quality_case import train_and_score
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         config, trained = train_and_score(case, family, config)  # the backbone as conditioned for training
         readings.update(trained)
     if "counts" in case["measure"]:

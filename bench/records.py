@@ -141,6 +141,7 @@ def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> 
 class ReadResult:
     records: list[Record]
     problems: list[str]  # one line per unreadable line: torn or corrupt, with its line number
+    unreadable: list[str] = field(default_factory=list)  # those lines as they stand in the file
 
 
 def read(path: str | os.PathLike[str]) -> ReadResult:
@@ -153,6 +154,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
         raise BadInputError(f"no records file at {path}: give a run directory written by 'diffbench run'")
     records: list[Record] = []
     problems: list[str] = []
+    unreadable: list[str] = []
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     last_complete = raw.endswith(b"\n")
@@ -167,6 +169,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
         except (ValueError, UnicodeDecodeError) as e:
             what = "torn last line" if torn else "unreadable line"
             problems.append(f"{path}:{i}: {what} skipped ({len(line)} bytes): {str(e)[:80]}")
+            unreadable.append(line.decode(errors="replace"))
             continue
         version = d.get("schema_version")
         if isinstance(version, int) and version > SCHEMA_VERSION:
@@ -178,4 +181,5 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
             records.append(Record.from_dict(d))
         except (TypeError, ValueError) as e:
             problems.append(f"{path}:{i}: invalid record skipped: {e}")
-    return ReadResult(records, problems)
+            unreadable.append(line.decode(errors="replace"))
+    return ReadResult(records, problems, unreadable)

@@ -59,7 +59,7 @@ def _child(case: dict[str, Any], run_id: str, suite: str, case_id: str, name: st
 
 
 def complete_cases(path: Path) -> tuple[set[str], list[Record], list[str]]:
-    """(complete case ids, records to keep, lines of incomplete cases) from a records file."""
+    """(complete case ids, records to keep, lines to set aside: incomplete cases' and unreadable ones)."""
     if not path.exists():
         return set(), [], []
     got = records.read(path)
@@ -77,7 +77,7 @@ def complete_cases(path: Path) -> tuple[set[str], list[Record], list[str]]:
             keep.extend(recs)
         else:
             partial.extend(r.to_json() for r in recs)
-    return done, keep, partial + got.problems
+    return done, keep, partial + got.unreadable
 
 
 def _compact(run_dir: Path) -> set[str]:

@@ -235,7 +235,7 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
     """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
     from models.api import config_dict, resolve
     from models.families import family_of
-    from models.sizing import match, parse_input_shape, parse_quantity
+    from models.sizing import match, parse_input_shape, parse_target
 
     out: list[dict[str, Any]] = []
     from models.presets import PRESETS
@@ -249,8 +249,7 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
         for shape_text in sweep.inputs:
             shape = parse_input_shape(shape_text)
             for t in sweep.params or sweep.gmacs:
-                value = parse_quantity(t, f"{file}: {by} target")
-                value = value / 1e9 if by == "gmacs" and value >= 1e6 else value
+                value = parse_target(t, by, f"{file}: {by} target")
                 r = match(fam, input_shape=shape, cond=_conditioning(sweep),
                           patch=sweep.patch or None, tolerance=sweep.tolerance, **{by: value})
                 tag = "" if sweep.cond == "class" else f"/{sweep.cond}"

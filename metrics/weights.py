@@ -61,7 +61,6 @@ def sha256_of(path: Path, mtime_ns: int = 0) -> str:
 
 
 def locate(spec: WeightsSpec, explicit: str | Path | None = None, allow_unverified: bool = False) -> ResolvedWeights:
-    tried: list[str] = []
     candidates: list[Path] = []
     if explicit:
         candidates.append(Path(explicit))

@@ -258,13 +258,9 @@ RULES: dict[str, Callable[..., list[Structure]]] = {
 
 # --- exact count polynomials ------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def _probe(config: Any, with_flops: bool) -> tuple[int, int]:
     """(params, flops) of a config, counted on meta; flops 0 when not asked for."""
-    return _probe_cached(config, with_flops)
-
-
-@functools.lru_cache(maxsize=4096)
-def _probe_cached(config: Any, with_flops: bool) -> tuple[int, int]:
     import torch
 
     from metrics.counting import count_params
@@ -419,6 +415,12 @@ def parse_quantity(text: str, what: str = "value") -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{what} {text!r} must be a positive number")
     return value
+
+
+def parse_target(text: str, by: str, what: str = "target") -> float:
+    """A params target ('33M' -> 33e6) or a GMACs target ('6G' and a bare '6' both mean 6 GMACs)."""
+    value = parse_quantity(text, what)
+    return value / 1e9 if by == "gmacs" and value >= 1e6 else value
 
 
 def format_quantity(v: float) -> str:

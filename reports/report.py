@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reports import plots, tables
-from reports.fits import best_power_law, correlation, fit_power_law
+from reports.fits import PowerLaw, best_power_law, correlation, fit_power_law
 from reports.load import RunData, load_run, unavailable_reasons
 
 FORMATS = ("md", "html", "csv", "tex")
@@ -39,7 +39,7 @@ def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
     return None, ""
 
 
-def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> Section:
+def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> tuple[Section, PowerLaw]:
     df = wide[["family", "gmacs", "params", quality]].dropna()
     best, fits = best_power_law(df["gmacs"], df[quality])
     rows = [{"models": "all", "law": "floored" if f.floor else "power", "formula": f.formula(), "exponent": f.b,
@@ -61,7 +61,7 @@ def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> Section:
              "The fit does NOT show quality improving with compute at 95% confidence.")
     if len(rows) > len(fits):
         text += " Per-family rows fit each family's own sizes; with so few points their intervals are indicative only."
-    return Section("Scaling fit", text, pd.DataFrame(rows))
+    return Section("Scaling fit", text, pd.DataFrame(rows)), best
 
 
 def sections(run: RunData, out: Path) -> list[Section]:
@@ -92,9 +92,8 @@ def sections(run: RunData, out: Path) -> list[Section]:
     imgs_dir.mkdir(parents=True, exist_ok=True)
     images: list[Path] = []
     if quality and "gmacs" in wide:
-        fit = _fit_section(wide, quality, origin)
+        fit, best = _fit_section(wide, quality, origin)
         secs.append(fit)
-        best, _ = best_power_law(wide[["gmacs", quality]].dropna()["gmacs"], wide[["gmacs", quality]].dropna()[quality])
         images += plots.quality_vs_gmacs(wide, quality, imgs_dir, best)
         if "latency_ms" in wide:
             images += plots.pareto(wide, quality, imgs_dir)

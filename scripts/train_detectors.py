@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,26 +24,35 @@ from bench import datasets  # noqa: E402
 from metrics import embedded  # noqa: E402
 
 
-def _train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> dict:
-    torch.manual_seed(seed)
-    spec = embedded.DETECTOR_SPECS[name]
-    net = embedded.FeatureNet(spec["classes"])
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    x = embedded.preprocess(images)
-    y = labels if labels.ndim == 2 else labels[:, None]
-    g = torch.Generator().manual_seed(seed)
+def _fit(name: str, model: torch.nn.Module, n: int, batch: int, epochs: int, g: torch.Generator,
+         loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """AdamW over shuffled mini-batches; ``loss_fn(indices)`` may draw from ``g`` (the one seeded generator)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     for epoch in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
+        perm = torch.randperm(n, generator=g)
         total = 0.0
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            xb = x[idx] + 0.05 * torch.randn(x[idx].shape, generator=g)  # light noise: features robust to it
-            loss = sum(F.cross_entropy(out, y[idx, j]) for j, out in enumerate(net(xb)))
+        for i in range(0, n, batch):
+            idx = perm[i:i + batch]
+            loss = loss_fn(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss) * len(idx)
-        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / len(x):.4f}")
+        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / n:.4f}")
+
+
+def _train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    net = embedded.FeatureNet(embedded.DETECTOR_SPECS[name]["classes"])
+    x = embedded.preprocess(images)
+    y = labels if labels.ndim == 2 else labels[:, None]
+    g = torch.Generator().manual_seed(seed)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        xb = x[idx] + 0.05 * torch.randn(x[idx].shape, generator=g)  # light noise: features robust to it
+        return sum(F.cross_entropy(out, y[idx, j]) for j, out in enumerate(net(xb)))  # type: ignore[return-value]
+
+    _fit(name, net, len(x), 64, epochs, g, loss_fn)
     with torch.no_grad():
         acc = [(out.argmax(1) == y[:, j]).float().mean().item() for j, out in enumerate(net(x))]
     print(f"{name}: train accuracy per head {[round(a, 3) for a in acc]}")
@@ -52,27 +62,19 @@ def _train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, epo
 def _train_clip(images: torch.Tensor, captions: list[str], epochs: int, seed: int) -> dict:
     torch.manual_seed(seed)
     model = embedded.ShapesCLIP()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     x, t = embedded.preprocess(images), embedded.tokenize(captions)
-    g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        total = 0.0
-        for i in range(0, len(x), 128):
-            idx = perm[i:i + 128]
-            zi, zt = model.embed_images(x[idx]), model.embed_texts(t[idx])
-            logits = model.logit_scale.exp().clamp(max=100) * zi @ zt.T
-            # identical captions in a batch are positives too (the procedural space is small)
-            same = (t[idx][:, None] == t[idx][None]).all(-1).float()
-            target = same / same.sum(1, keepdim=True)
-            loss_i = -(target * logits.log_softmax(1)).sum(1).mean()
-            loss_t = -(target * logits.log_softmax(0)).sum(0).mean()
-            loss = (loss_i + loss_t) / 2
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss) * len(idx)
-        print(f"shapes-clip: epoch {epoch + 1}/{epochs} loss {total / len(x):.4f}")
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        zi, zt = model.embed_images(x[idx]), model.embed_texts(t[idx])
+        logits = model.logit_scale.exp().clamp(max=100) * zi @ zt.T
+        # identical captions in a batch are positives too (the procedural space is small)
+        same = (t[idx][:, None] == t[idx][None]).all(-1).float()
+        target = same / same.sum(1, keepdim=True)
+        loss_i = -(target * logits.log_softmax(1)).sum(1).mean()
+        loss_t = -(target * logits.log_softmax(0)).sum(0).mean()
+        return (loss_i + loss_t) / 2
+
+    _fit("shapes-clip", model, len(x), 128, epochs, torch.Generator().manual_seed(seed), loss_fn)
     return model.state_dict()
 
 

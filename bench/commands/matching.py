@@ -40,16 +40,14 @@ def shape_summary(config: dict) -> str:
 )
 def run_match(args: argparse.Namespace) -> int:
     from models.families import FAMILIES
-    from models.sizing import Conditioning, match, parse_input_shape, parse_quantity
+    from models.sizing import Conditioning, match, parse_input_shape, parse_target
 
     by = args.by or ("gmacs" if args.gmacs and not args.params else "params")
     raw = args.params if by == "params" else args.gmacs
     if not raw:
         raise ConfigError(f"--by {by} needs --{by} with at least one target (e.g. --{by} "
                           f"{'33M' if by == 'params' else '6G'})")
-    targets = [parse_quantity(t, f"--{by} target") for t in raw.split(",") if t.strip()]
-    if by == "gmacs":  # '6G' means 6 GMACs, and so does a bare '6'
-        targets = [t / 1e9 if t >= 1e6 else t for t in targets]
+    targets = [parse_target(t, by, f"--{by} target") for t in raw.split(",") if t.strip()]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     for f in families:
         FAMILIES.get(f)
