@@ -17,23 +17,9 @@ from torch import nn
 
 from bench.errors import ConfigError
 from models.families import FAMILIES
+from models.text_encoders import TextTransformer
 
 TEXT_DIM = 64  # width of the small text transformer trained with a denoiser
-
-
-class TextTransformer(nn.Module):
-    """Word tokens (N, L) -> context tokens (N, L, D): embeddings, positions, one transformer layer."""
-
-    def __init__(self, vocab: int, length: int, dim: int) -> None:
-        super().__init__()
-        self.tokens = nn.Embedding(vocab, dim)
-        self.positions = nn.Parameter(torch.zeros(1, length, dim))
-        heads = next(h for h in (4, 2, 1) if dim % h == 0)
-        self.layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.layer(self.tokens(tokens) + self.positions[:, : tokens.shape[1]]))
 
 
 def conditioned_config(family: str, config: Any, cond: str, num_classes: int, text_len: int, text_dim: int) -> Any:

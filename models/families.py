@@ -17,6 +17,7 @@ from torch import nn
 
 from bench.registry import Registry
 from models.dit import DiTConfig
+from models.textunet import TextUNetConfig
 from models.unet import SDXL_POOLED_DIM, ADMUNetConfig, LDMUNetConfig, upsample_low_res
 from models.uvit import UViTConfig
 from models.vit import ViTConfig
@@ -107,9 +108,10 @@ FAMILIES.add("vit", Family(
 
 # --- U-Nets ---------------------------------------------------------------------------------------
 
-def _unet_common(cfg: ADMUNetConfig | LDMUNetConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+def _unet_common(cfg: ADMUNetConfig | LDMUNetConfig | TextUNetConfig, batch: int, device: torch.device,
+                 dtype: torch.dtype) -> Inputs:
     inp = _noise_and_time((cfg.in_channels, cfg.image_size, cfg.image_size), batch, device, dtype)
-    if cfg.num_classes > 0:
+    if getattr(cfg, "num_classes", 0) > 0:
         inp["y"] = _labels(cfg.num_classes, batch, device)
     if cfg.concat_channels > 0:  # a 4x smaller image, as in the 64 -> 256 stages
         low = max(cfg.image_size // 4, 1)
@@ -152,6 +154,31 @@ FAMILIES.add("unet-ldm", Family(
     lambda: LDMUNetConfig(image_size=8, in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
                           num_res_blocks=1, attention_resolutions=(8, 4), num_heads=4, context_dim=16,
                           context_tokens=5),
+))
+
+
+def _glide_inputs(cfg: TextUNetConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+    inp = _unet_common(cfg, batch, device, dtype)
+    if cfg.context_dim > 0:
+        inp["context"] = torch.randn(batch, cfg.context_tokens, cfg.token_dim, device=device, dtype=dtype)
+    if cfg.class_embed == "identity":
+        inp["class_embed"] = torch.randn(batch, cfg.time_embed_dim, device=device, dtype=dtype)
+    elif cfg.class_embed == "projection":
+        inp["class_embed"] = torch.randn(batch, cfg.class_embed_dim, device=device, dtype=dtype)
+    elif cfg.class_embed == "timestep":
+        inp["class_embed"] = torch.full((batch,), 100.0, device=device)  # a noise-augmentation level
+    return inp
+
+
+FAMILIES.add("unet-glide", Family(
+    "unet-glide", "GLIDE U-Net",
+    "pixel U-Net with text tokens in every attention layer (GLIDE, unCLIP decoder, Imagen-style) via diffusers",
+    TextUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _glide_inputs,
+    lambda m, i: m(_with_low_res(i), i["t"], encoder_hidden_states=i.get("context"),
+                   class_labels=i.get("class_embed")).sample,
+    lambda: TextUNetConfig(image_size=8, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                           attention_resolutions=(4,), num_head_channels=16, context_dim=16, context_tokens=5,
+                           class_embed_dim=16, norm_num_groups=8),
 ))
 
 

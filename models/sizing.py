@@ -366,6 +366,9 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"input shape must be CxHxW with positive sizes, got {input_shape}")
+    if family not in RULES:
+        raise ConfigError(f"the {family} family has no sizing rules of its own; size the pipelines that use it "
+                          f"with 'diffbench count PIPELINE --params N' (families with rules: {', '.join(RULES)})")
     structures = RULES[family](shape, cond or Conditioning(), patch)
     scale = 1.0 if by == "params" else 2e9  # gmacs target -> flops
     scored: list[tuple[float, float, Structure, int, int]] = []  # (error, atypicality, structure, w, d)

@@ -52,6 +52,7 @@ class ADMUNetConfig:
     concat_channels: int = 0  # > 0: super-resolution, a low-res image upsampled and concatenated
     norm_num_groups: int = 32
     dropout: float = 0.0
+    mid_attention: bool = True  # False: no attention in the middle block (Karlo's super-resolution U-Net)
 
     def __post_init__(self) -> None:
         chans = self.block_out_channels
@@ -97,6 +98,7 @@ class ADMUNetConfig:
             flip_sin_to_cos=True,  # ADM's timestep_embedding: cos half first, no shift
             freq_shift=0,
             dropout=self.dropout,
+            add_attention=self.mid_attention,
         )
 
     def build(self) -> nn.Module:

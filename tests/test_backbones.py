@@ -16,6 +16,8 @@ VARIANTS = {
     "vit": [dict(num_classes=0), dict(learn_sigma=True)],
     "unet-adm": [dict(num_classes=0), dict(concat_channels=3), dict(resblock_updown=False, use_scale_shift_norm=False)],
     "unet-ldm": [dict(num_classes=10), dict(concat_channels=4)],
+    "unet-glide": [dict(class_embed="identity"), dict(class_embed="timestep", concat_channels=3, pooled_text=True),
+                   dict(class_embed="none", text_proj_dim=24)],
 }
 CASES = [(f, {}) for f in FAMILIES.names()] + [(f, v) for f, vs in VARIANTS.items() for v in vs]
 

@@ -1,0 +1,361 @@
+"""Pipelines: the canon's systems composed from parts.
+
+A pipeline is
+- optional text encoders (``models.text_encoders``: CLIP, T5 or GLIDE's own; several are
+  concatenated along the token axis after a linear map to the first one's width, eDiff-I);
+- an optional prior (unCLIP: text embedding -> CLIP image embedding; diffusers ``PriorTransformer``)
+  with its decoder-side projection (diffusers ``UnCLIPTextProjModel``);
+- an optional autoencoder (diffusers ``AutoencoderKL``: random init, local weights, or trained by
+  the harness on the embedded data first);
+- one or more stages, each a backbone config of a registered family, or several (eDiff-I's
+  experts, each owning an interval of timesteps); a stage with ``low_res_from`` is a
+  super-resolution stage conditioned on the previous stage's output, upsampled, concatenated,
+  and noise-augmented (Imagen's noise-conditioning augmentation);
+- guidance settings (classifier-free scale; Imagen's dynamic thresholding).
+
+``PipelineSpec`` is data; ``Pipeline`` the module built from it; ``count_pipeline`` counts every
+component on the meta device. How a pipeline is trained and sampled lives in ``bench``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import ConfigError
+from models.families import FAMILIES
+from models.text_encoders import TextEncoderSpec
+
+CONDS = ("text", "class", "image", "none")  # image: unCLIP's decoder (CLIP image embedding + text)
+
+
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    """diffusers ``AutoencoderKL`` fields; ``path`` a local diffusers directory to load instead."""
+
+    config: dict[str, Any]
+    path: str = ""
+    scaling_factor: float = 0.18215  # SD's latent scale; the harness re-estimates it when it trains one
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.config.get("block_out_channels", (64,))) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config.get("latent_channels", 4))
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """diffusers ``PriorTransformer`` fields (unCLIP); it predicts the clean image embedding."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    image_embed_dim: int = 768
+    extra_tokens: int = 4  # unCLIP's decoder: the image embedding as 4 extra context tokens
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    family: str
+    backbones: tuple[Any, ...]  # one config, or one per expert
+    cond: str = "text"
+    boundaries: tuple[int, ...] = ()  # experts: descending timesteps; expert i owns [b_i, b_{i-1})
+    low_res_from: str = ""  # super-resolution: the stage whose output is the low-res input
+    aug_level: int = 0  # noise-conditioning augmentation timestep used at sampling (Imagen: fixed)
+    prediction: str = "epsilon"
+    thresholding: bool = False  # Imagen's dynamic thresholding (pixel stages predicting epsilon)
+    text_encoder: TextEncoderSpec | None = None  # a text encoder of the stage's own (GLIDE's upsampler)
+
+    def __post_init__(self) -> None:
+        FAMILIES.get(self.family)
+        if self.cond not in CONDS:
+            raise ConfigError(f"stage {self.name}: cond must be one of {', '.join(CONDS)}, got {self.cond!r}")
+        if not self.backbones:
+            raise ConfigError(f"stage {self.name} has no backbone")
+        if len(self.boundaries) != len(self.backbones) - 1:
+            raise ConfigError(f"stage {self.name}: {len(self.backbones)} experts need {len(self.backbones) - 1} "
+                              f"timestep boundaries, got {len(self.boundaries)}")
+        if list(self.boundaries) != sorted(self.boundaries, reverse=True):
+            raise ConfigError(f"stage {self.name}: expert boundaries must be descending timesteps")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        fam = FAMILIES.get(self.family)
+        return fam.input_shape(self.backbones[0])
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    title: str
+    stages: tuple[StageSpec, ...]
+    text_encoders: tuple[TextEncoderSpec, ...] = ()
+    prior: PriorSpec | None = None
+    autoencoder: AutoencoderSpec | None = None
+    num_classes: int = 0  # class-conditional pipelines (DiT, U-ViT): the null class is num_classes
+    guidance: float = 1.0  # default classifier-free guidance scale
+    steps: int = 50  # default sampling steps per stage
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"pipeline {self.name}: stage names repeat: {names}")
+        for i, s in enumerate(self.stages):
+            if s.low_res_from and s.low_res_from not in names[:i]:
+                raise ConfigError(f"pipeline {self.name}: stage {s.name} takes its low-res input from "
+                                  f"{s.low_res_from!r}, which is not an earlier stage")
+            if s.cond in ("text", "image") and not self.text_encoders and s.text_encoder is None:
+                raise ConfigError(f"pipeline {self.name}: stage {s.name} is text-conditional but there is no "
+                                  "text encoder")
+            if s.cond == "image" and self.prior is None:
+                raise ConfigError(f"pipeline {self.name}: stage {s.name} needs a prior for its image embedding")
+
+    @property
+    def cond(self) -> str:
+        """What a user gives each sample: captions ("text") or labels ("class") or nothing."""
+        if self.text_encoders or any(s.text_encoder for s in self.stages):
+            return "text"
+        return "class" if self.num_classes else "none"
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.stages[-1].input_shape
+        if self.autoencoder is not None:
+            f = self.autoencoder.factor
+            return (int(self.autoencoder.config.get("out_channels", 3)), h * f, w * f)
+        return (c, h, w)
+
+
+# --- modules -------------------------------------------------------------------------------------
+
+class Stage(nn.Module):
+    """One denoising stage; with experts, each timestep is routed to the expert owning it."""
+
+    def __init__(self, spec: StageSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.family = FAMILIES.get(spec.family)
+        self.experts = nn.ModuleList(c.build() for c in spec.backbones)
+        self.text = spec.text_encoder.build() if spec.text_encoder is not None else None
+
+    def route(self, t: torch.Tensor) -> torch.Tensor:
+        """Expert index per timestep: expert i owns boundaries[i-1] > t >= boundaries[i]."""
+        idx = torch.zeros_like(t, dtype=torch.long)
+        for b in self.spec.boundaries:
+            idx += (t < b).long()
+        return idx
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        if len(self.experts) == 1:
+            return self.family.denoise(self.experts[0], {"x": x, "t": t, **inputs})
+        which = self.route(t)
+        out: torch.Tensor | None = None
+        for e, expert in enumerate(self.experts):
+            sel = which == e
+            if not sel.any():
+                continue
+            part = self.family.denoise(expert, {"x": x[sel], "t": t[sel],
+                                                **{k: v[sel] for k, v in inputs.items()}})
+            if out is None:
+                out = x.new_zeros((len(x), *part.shape[1:]))
+            out[sel] = part
+        assert out is not None
+        return out
+
+
+class Pipeline(nn.Module):
+    """The modules of a ``PipelineSpec``; ``condition`` turns a batch's conditions into stage inputs."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.text_encoders = nn.ModuleList(s.build() for s in spec.text_encoders)
+        first = self.text_encoders[0] if len(self.text_encoders) else None
+        self.text_merge = nn.ModuleList(nn.Linear(e.width, first.width) for e in list(self.text_encoders)[1:]) \
+            if first is not None else nn.ModuleList()
+        self.prior: nn.Module | None = None
+        self.text_proj: nn.Module | None = None
+        if spec.prior is not None:
+            from diffusers.models import PriorTransformer
+
+            self.prior = PriorTransformer(**spec.prior.config)
+            decoder = next(s for s in spec.stages if s.cond == "image")
+            self.text_proj = _text_proj(spec.prior, decoder.backbones[0], first.width, first.pooled_width)
+        self.autoencoder: nn.Module | None = None
+        if spec.autoencoder is not None:
+            self.autoencoder = build_autoencoder(spec.autoencoder)
+        self.stages = nn.ModuleDict({s.name: Stage(s) for s in spec.stages})
+
+    # -- conditions -------------------------------------------------------------------------------
+    def encode_text(self, tokens: torch.Tensor, stage: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption ids (N, L) -> (tokens (N, L', D), pooled (N, P)): the stage's own text encoder if it
+        has one (GLIDE), else all the pipeline's text encoders, merged along the token axis."""
+        own = self.stages[stage].text if stage is not None else None
+        if own is not None:
+            return own(tokens)
+        hs, pooled = [], None
+        for i, enc in enumerate(self.text_encoders):
+            h, p = enc(tokens)
+            hs.append(h if i == 0 else self.text_merge[i - 1](h))
+            pooled = p if pooled is None else pooled
+        assert pooled is not None
+        return torch.cat(hs, dim=1), pooled
+
+    def null_image_embed(self, n: int) -> torch.Tensor:
+        assert self.text_proj is not None
+        return self.text_proj.learned_classifier_free_guidance_embeddings[None].expand(n, -1)
+
+    def condition(self, stage: str, cond: dict[str, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor] | None
+                  ) -> dict[str, Any]:
+        """Backbone inputs of ``stage`` from a batch's conditions.
+
+        ``cond`` holds what applies of ``y`` (labels; the null class where dropped), ``image_embed``
+        (unCLIP), ``low_res`` (super-resolution input, already noise-augmented) and ``aug_t`` (its
+        augmentation timestep); ``text`` the encoded captions (null captions where dropped).
+        """
+        spec = self.stages[stage].spec
+        cfg = spec.backbones[0]
+        inputs: dict[str, Any] = {}
+        if spec.cond == "class":
+            inputs["y"] = cond["y"]
+        elif spec.cond in ("text", "image"):
+            assert text is not None
+            h, pooled = text
+            if spec.cond == "image":
+                assert self.text_proj is not None
+                h, add = self.text_proj(image_embeddings=cond["image_embed"], prompt_embeds=pooled,
+                                        text_encoder_hidden_states=h, do_classifier_free_guidance=False)
+                inputs["class_embed"] = add
+            elif getattr(cfg, "class_embed", "none") == "projection":
+                inputs["class_embed"] = pooled
+            inputs["context"] = h
+        if spec.family == "unet-ldm" and "context" not in inputs:  # LDM U-Nets always cross-attend
+            inputs["context"] = torch.zeros(len(next(iter(cond.values()))), 1, cfg.context_dim)
+        if spec.low_res_from:
+            inputs["low_res"] = cond["low_res"]
+            if getattr(cfg, "class_embed", "none") == "timestep":
+                inputs["class_embed"] = cond["aug_t"]
+        return inputs
+
+
+def build_autoencoder(spec: AutoencoderSpec) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    if spec.path:
+        from pathlib import Path
+
+        from bench.errors import MissingWeightsError
+
+        if not (Path(spec.path) / "config.json").is_file():
+            raise MissingWeightsError(f"no autoencoder at {spec.path} (config.json missing): give a local diffusers "
+                                      "AutoencoderKL directory saved with save_pretrained")
+        return AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
+    return AutoencoderKL(**spec.config)
+
+
+def _text_proj(prior: PriorSpec, decoder_cfg: Any, text_width: int, pooled_width: int) -> nn.Module:
+    """unCLIP's decoder conditioning (image embedding -> 4 context tokens and a time-embedding term)."""
+    try:
+        from diffusers.pipelines.unclip.text_proj import UnCLIPTextProjModel
+    except ImportError:  # moved under deprecated/ in newer diffusers
+        from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+    if text_width != prior.image_embed_dim or pooled_width != prior.image_embed_dim:
+        raise ConfigError(f"unCLIP's text projection takes text tokens and pooled text of the image embedding's "
+                          f"width {prior.image_embed_dim}; the text encoder gives {text_width} and {pooled_width}")
+    proj = UnCLIPTextProjModel(clip_extra_context_tokens=prior.extra_tokens, clip_embeddings_dim=prior.image_embed_dim,
+                               time_embed_dim=decoder_cfg.time_embed_dim, cross_attention_dim=decoder_cfg.context_dim)
+    return proj
+
+
+def replace_stage(spec: PipelineSpec, name: str, **changes: Any) -> PipelineSpec:
+    stages = tuple(dataclasses.replace(s, **changes) if s.name == name else s for s in spec.stages)
+    return dataclasses.replace(spec, stages=stages)
+
+
+# --- counting ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComponentCount:
+    name: str
+    component: str  # text_encoder, text_merge, prior, text_proj, denoiser, autoencoder
+    params: int
+    gmacs: float  # one evaluation at batch 1 (a denoiser: one step; the autoencoder: one decode)
+    per_step: bool = False  # evaluated once per sampling step (denoisers, the prior)
+    stage: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _tokens(n: int, length: int) -> torch.Tensor:
+    return torch.ones(n, length, dtype=torch.long)
+
+
+def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
+    """Params and GMACs of every component, built on the meta device (nothing is allocated)."""
+    from metrics.counting import count_flops, flops_to_gmacs
+
+    def n_params(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    meta = torch.device("meta")
+    rows: list[ComponentCount] = []
+    with meta:
+        pipe = Pipeline(spec).eval()
+    with torch.no_grad():
+        for i, (enc, es) in enumerate(zip(pipe.text_encoders, spec.text_encoders, strict=True)):
+            toks = _tokens(1, es.length).to(meta)
+            rows.append(ComponentCount(f"text_encoder{'' if i == 0 else f'.{i}'}", "text_encoder", n_params(enc),
+                                       flops_to_gmacs(count_flops(lambda e=enc, t=toks: e(t)))))
+        for i, lin in enumerate(pipe.text_merge):
+            length = spec.text_encoders[i + 1].length
+            x = torch.zeros(1, length, lin.in_features, device=meta)
+            rows.append(ComponentCount(f"text_merge.{i + 1}", "text_merge", n_params(lin),
+                                       flops_to_gmacs(count_flops(lambda m=lin, x=x: m(x)))))
+        if pipe.prior is not None and spec.prior is not None:
+            e, length = spec.prior.image_embed_dim, spec.text_encoders[0].length
+            args = dict(hidden_states=torch.zeros(1, e, device=meta), timestep=torch.tensor([1], device=meta),
+                        proj_embedding=torch.zeros(1, e, device=meta),
+                        encoder_hidden_states=torch.zeros(1, length, e, device=meta),
+                        attention_mask=torch.ones(1, length, dtype=torch.bool, device=meta))
+            prior = pipe.prior
+            rows.append(ComponentCount("prior", "prior", n_params(prior),
+                                       flops_to_gmacs(count_flops(lambda: prior(**args))), per_step=True))
+            assert pipe.text_proj is not None
+            rows.append(ComponentCount("text_proj", "text_proj", n_params(pipe.text_proj), 0.0))
+        for s in spec.stages:
+            stage = pipe.stages[s.name]
+            if stage.text is not None and s.text_encoder is not None:
+                toks = _tokens(1, s.text_encoder.length).to(meta)
+                rows.append(ComponentCount(f"{s.name}.text_encoder", "text_encoder", n_params(stage.text),
+                                           flops_to_gmacs(count_flops(lambda e=stage.text, t=toks: e(t))),
+                                           stage=s.name))
+            fam = FAMILIES.get(s.family)
+            for k, (cfg, net) in enumerate(zip(s.backbones, stage.experts, strict=True)):
+                inputs = fam.make_inputs(cfg, 1, meta, torch.float32)
+                if s.low_res_from and "low_res" in inputs:  # the previous stage's actual resolution
+                    prev = next(p for p in spec.stages if p.name == s.low_res_from).input_shape
+                    inputs["low_res"] = torch.zeros(1, prev[0], prev[1], prev[2], device=meta)
+                name = s.name if len(s.backbones) == 1 else f"{s.name}.expert{k}"
+                rows.append(ComponentCount(name, "denoiser", n_params(net),
+                                           flops_to_gmacs(count_flops(lambda f=fam, m=net, i=inputs: f.denoise(m, i))),
+                                           per_step=True, stage=s.name))
+        if pipe.autoencoder is not None and spec.autoencoder is not None:
+            c, h, w = spec.stages[-1].input_shape
+            z = torch.zeros(1, c, h, w, device=meta)
+            ae: Any = pipe.autoencoder
+            rows.append(ComponentCount("autoencoder", "autoencoder", n_params(ae),
+                                       flops_to_gmacs(count_flops(lambda: ae.decode(z)))))
+    return rows
+
+
+def denoiser_params(rows: list[ComponentCount]) -> int:
+    """Total denoiser parameters (all stages and experts; text encoders and autoencoders apart)."""
+    return sum(r.params for r in rows if r.component in ("denoiser", "prior"))
