@@ -34,10 +34,20 @@ def _register() -> None:
 _register()
 
 
-def make_scheduler(name: str, prediction: str = "epsilon") -> Any:
-    if prediction not in ("epsilon", "v_prediction"):
-        raise ConfigError(f"prediction must be epsilon or v_prediction, got {prediction!r}")
-    return SCHEDULERS.get(name)(prediction)
+PREDICTIONS = ("epsilon", "v_prediction", "sample")  # sample: the clean x0 (unCLIP's prior)
+
+
+def make_scheduler(name: str, prediction: str = "epsilon", thresholding: bool = False) -> Any:
+    """A fresh diffusers scheduler; ``thresholding`` is Imagen's dynamic thresholding of the predicted x0."""
+    if prediction not in PREDICTIONS:
+        raise ConfigError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+    sched = SCHEDULERS.get(name)(prediction)
+    if thresholding:
+        if "thresholding" not in sched.config:
+            raise ConfigError(f"dynamic thresholding needs the ddpm, ddim or dpm-solver++ scheduler, not {name}")
+        sched = type(sched).from_config({**sched.config, "thresholding": True, "dynamic_thresholding_ratio": 0.995,
+                                         "sample_max_value": 1.0})
+    return sched
 
 
 def training_scheduler(prediction: str = "epsilon") -> Any:
@@ -52,4 +62,6 @@ def split_learned_variance(out: torch.Tensor, channels: int) -> torch.Tensor:
 def training_target(sched: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     if sched.config.prediction_type == "v_prediction":
         return sched.get_velocity(x0, noise, t)
+    if sched.config.prediction_type == "sample":
+        return x0
     return noise

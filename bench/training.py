@@ -78,10 +78,26 @@ def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
     for idx, s in st["state"].items():
         for name, v in s.items():
             tensors[f"opt.{idx}.{name}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
-    meta = {**meta, "step": str(step), "losses": json.dumps(losses), "param_groups": json.dumps(st["param_groups"])}
+    tensors, aliases = _dedupe(tensors)
+    meta = {**meta, "step": str(step), "losses": json.dumps(losses), "param_groups": json.dumps(st["param_groups"]),
+            "aliases": json.dumps(aliases)}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tied weights (T5's shared token embedding) are stored once; the other names become aliases."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    kept, aliases = {}, {}
+    for k, v in tensors.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if v.numel() and key in seen:
+            aliases[k] = seen[key]
+        else:
+            seen[key] = k
+            kept[k] = v
+    return kept, aliases
 
 
 def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -94,6 +110,8 @@ def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     except Exception as e:
         raise BadInputError(f"{path}: not a readable safetensors checkpoint ({str(e)[:80]})") from None
+    for alias, kept in json.loads(meta.get("aliases", "{}")).items():
+        tensors[alias] = tensors[kept]
     for key in ("model_config", "train_config"):
         if meta.get(key) != meta_expected[key]:
             raise BadInputError(f"{path} was written for a different {key.replace('_', ' ')}; "
@@ -127,7 +145,7 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
     if ckpt.exists():
         step, losses = _load(ckpt, model, ema, opt, meta)
     resumed = step
-    x_all = images.float().div(127.5).sub(1)  # uint8 -> [-1, 1]
+    x_all = images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()  # latents as given
     sched = training_scheduler(cfg.prediction)
     channels = x_all.shape[1]
     t0 = time.perf_counter()
@@ -137,14 +155,17 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
         x0 = x_all[idx]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, TRAIN_STEPS, (cfg.batch_size,), generator=g)
-        c = None
+        c: Any = None
         if conds is not None:
-            c = conds[idx].clone()
             drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
-            c[drop] = model.null(int(drop.sum()))
+            if hasattr(model, "training_condition"):  # pipeline stages: a dict of conditions, device handled there
+                c = model.training_condition(conds[idx], drop, g)
+            else:
+                c = conds[idx].clone()
+                c[drop] = model.null(int(drop.sum()))
+                c = c.to(device)
         xt = sched.add_noise(x0, noise, t)
-        out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), None if c is None else c.to(device)),
-                                      channels)
+        out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), c), channels)
         loss = torch.nn.functional.mse_loss(out_, training_target(sched, x0, noise, t).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -143,6 +143,9 @@ class Stage(nn.Module):
         self.spec = spec
         self.family = FAMILIES.get(spec.family)
         self.experts = nn.ModuleList(c.build() for c in spec.backbones)
+        for e in self.experts:  # DiT drops labels with the global RNG; the harness's seeded trainer drops them
+            if getattr(e, "y_embedder", None) is not None:
+                e.y_embedder.dropout_prob = 0.0
         self.text = spec.text_encoder.build() if spec.text_encoder is not None else None
 
     def route(self, t: torch.Tensor) -> torch.Tensor:
@@ -192,57 +195,79 @@ class Pipeline(nn.Module):
         if spec.autoencoder is not None:
             self.autoencoder = build_autoencoder(spec.autoencoder)
         self.stages = nn.ModuleDict({s.name: Stage(s) for s in spec.stages})
+        # latents are divided by this before decoding (SD's 0.18215; re-estimated when the harness trains one)
+        scale = spec.autoencoder.scaling_factor if spec.autoencoder is not None else 1.0
+        self.register_buffer("latent_scale", torch.tensor(float(scale)))
 
     # -- conditions -------------------------------------------------------------------------------
-    def encode_text(self, tokens: torch.Tensor, stage: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Caption ids (N, L) -> (tokens (N, L', D), pooled (N, P)): the stage's own text encoder if it
-        has one (GLIDE), else all the pipeline's text encoders, merged along the token axis."""
+    def text_modules(self, stage: str | None = None) -> tuple[nn.Module, ...]:
+        """The modules that encode captions for ``stage``: its own encoder, or the shared ones."""
         own = self.stages[stage].text if stage is not None else None
-        if own is not None:
-            return own(tokens)
-        hs, pooled = [], None
-        for i, enc in enumerate(self.text_encoders):
-            h, p = enc(tokens)
-            hs.append(h if i == 0 else self.text_merge[i - 1](h))
-            pooled = p if pooled is None else pooled
-        assert pooled is not None
-        return torch.cat(hs, dim=1), pooled
+        return (own,) if own is not None else (self.text_encoders, self.text_merge)
+
+    def encode_text(self, tokens: torch.Tensor, stage: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_text(self.text_modules(stage), tokens)
 
     def null_image_embed(self, n: int) -> torch.Tensor:
         assert self.text_proj is not None
         return self.text_proj.learned_classifier_free_guidance_embeddings[None].expand(n, -1)
 
-    def condition(self, stage: str, cond: dict[str, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor] | None
+    def condition(self, stage: str, cond: dict[str, Any], text: tuple[torch.Tensor, torch.Tensor] | None
                   ) -> dict[str, Any]:
-        """Backbone inputs of ``stage`` from a batch's conditions.
+        return stage_inputs(self.stages[stage].spec, cond, text, self.text_proj)
 
-        ``cond`` holds what applies of ``y`` (labels; the null class where dropped), ``image_embed``
-        (unCLIP), ``low_res`` (super-resolution input, already noise-augmented) and ``aug_t`` (its
-        augmentation timestep); ``text`` the encoded captions (null captions where dropped).
-        """
-        spec = self.stages[stage].spec
-        cfg = spec.backbones[0]
-        inputs: dict[str, Any] = {}
-        if spec.cond == "class":
-            inputs["y"] = cond["y"]
-        elif spec.cond in ("text", "image"):
-            assert text is not None
-            h, pooled = text
-            if spec.cond == "image":
-                assert self.text_proj is not None
-                h, add = self.text_proj(image_embeddings=cond["image_embed"], prompt_embeds=pooled,
-                                        text_encoder_hidden_states=h, do_classifier_free_guidance=False)
-                inputs["class_embed"] = add
-            elif getattr(cfg, "class_embed", "none") == "projection":
-                inputs["class_embed"] = pooled
-            inputs["context"] = h
-        if spec.family == "unet-ldm" and "context" not in inputs:  # LDM U-Nets always cross-attend
-            inputs["context"] = torch.zeros(len(next(iter(cond.values()))), 1, cfg.context_dim)
-        if spec.low_res_from:
-            inputs["low_res"] = cond["low_res"]
-            if getattr(cfg, "class_embed", "none") == "timestep":
-                inputs["class_embed"] = cond["aug_t"]
-        return inputs
+
+def encode_text(modules: tuple[nn.Module, ...], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption ids (N, L) -> (tokens (N, L', D), pooled (N, P)).
+
+    ``modules`` is a stage's own encoder (GLIDE), or (encoders, merges): all the pipeline's text
+    encoders, the later ones mapped to the first one's width and concatenated along the tokens
+    (eDiff-I's T5 + CLIP); the pooled vector is the first encoder's.
+    """
+    if len(modules) == 1:
+        return modules[0](tokens)
+    encoders, merges = modules
+    hs, pooled = [], None
+    for i, enc in enumerate(encoders):  # type: ignore[arg-type]
+        h, p = enc(tokens)
+        hs.append(h if i == 0 else merges[i - 1](h))  # type: ignore[index]
+        pooled = p if pooled is None else pooled
+    assert pooled is not None
+    return torch.cat(hs, dim=1), pooled
+
+
+def stage_inputs(spec: StageSpec, cond: dict[str, Any], text: tuple[torch.Tensor, torch.Tensor] | None,
+                 text_proj: nn.Module | None) -> dict[str, Any]:
+    """Backbone inputs of a stage from a batch's conditions.
+
+    ``cond`` holds what applies of ``y`` (labels; the null class where dropped), ``image_embed``
+    (unCLIP; the learned null embedding where dropped), ``low_res`` (the super-resolution input,
+    already noise-augmented) and ``aug_t`` (its augmentation timestep); ``text`` the encoded
+    captions (the empty caption where dropped).
+    """
+    cfg = spec.backbones[0]
+    inputs: dict[str, Any] = {}
+    if spec.cond == "class":
+        inputs["y"] = cond["y"]
+    elif spec.cond in ("text", "image"):
+        assert text is not None
+        h, pooled = text
+        if spec.cond == "image":
+            assert text_proj is not None
+            h, add = text_proj(image_embeddings=cond["image_embed"], prompt_embeds=pooled,
+                               text_encoder_hidden_states=h, do_classifier_free_guidance=False)
+            inputs["class_embed"] = add
+        elif getattr(cfg, "class_embed", "none") == "projection":
+            inputs["class_embed"] = pooled
+        inputs["context"] = h
+    if spec.low_res_from:
+        inputs["low_res"] = cond["low_res"]
+        if getattr(cfg, "class_embed", "none") == "timestep":
+            inputs["class_embed"] = cond["aug_t"]
+    if spec.family == "unet-ldm" and "context" not in inputs:  # LDM U-Nets always cross-attend: a zero token
+        n = len(cond["low_res"]) if "low_res" in cond else len(cond["y"])
+        inputs["context"] = torch.zeros(n, 1, cfg.context_dim, device=cond.get("device", "cpu"))
+    return inputs
 
 
 def build_autoencoder(spec: AutoencoderSpec) -> nn.Module:

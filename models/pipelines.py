@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.errors import ConfigError
 from bench.registry import Registry
-from metrics.embedded import MAX_WORDS, VOCAB
+from metrics.embedded import FEATURE_DIM, MAX_WORDS, VOCAB
 from models.dit import DiTConfig
 from models.pipeline import AutoencoderSpec, PipelineSpec, PriorSpec, StageSpec
 from models.presets import PRESETS
@@ -199,7 +199,7 @@ def _unclip_paper() -> PipelineSpec:
 
 
 def _unclip_tiny() -> PipelineSpec:
-    w = TINY_WIDTH
+    w = FEATURE_DIM  # the embedded CLIP's embedding width: its image embeddings are the prior's targets
     decoder = _tiny_text_unet(TINY_RES // 2, class_embed="identity", context_tokens=MAX_WORDS + 2)
     sr = ADMUNetConfig(image_size=TINY_RES, in_channels=3, concat_channels=3, model_channels=32, channel_mult=(1, 2),
                        num_res_blocks=1, attention_resolutions=(), num_classes=0, learn_sigma=False,
@@ -209,7 +209,7 @@ def _unclip_tiny() -> PipelineSpec:
     return PipelineSpec("unclip", "unCLIP (tiny)", (
         StageSpec("decoder", "unet-glide", (decoder,), "image"),
         StageSpec(f"sr{TINY_RES}", "unet-adm", (sr,), "none", low_res_from="decoder", aug_level=0)),
-        (_tiny_text("clip", projection_dim=w),), prior=PriorSpec(prior, w, extra_tokens=2), guidance=3.0, steps=20)
+        (_tiny_text("clip", hidden_size=w, intermediate_size=2 * w, projection_dim=w),), prior=PriorSpec(prior, w, extra_tokens=2), guidance=3.0, steps=20)
 
 
 # --- GLIDE -------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def _latent_class(name: str, title: str, preset: str) -> PipelineSpec:
 
 def _dit_tiny() -> PipelineSpec:
     cfg = DiTConfig(input_size=TINY_RES // 2, patch_size=2, in_channels=4, hidden_size=64, depth=4, num_heads=4,
-                    num_classes=10, class_dropout_prob=0.0)
+                    num_classes=10, class_dropout_prob=0.1)  # > 0 keeps the null-class row
     return PipelineSpec("dit", "DiT (tiny)", (StageSpec("denoiser", "dit", (cfg,), "class"),),
                         autoencoder=AutoencoderSpec(TINY_VAE), num_classes=10, guidance=1.5, steps=20)
 

@@ -1,0 +1,181 @@
+"""Sampling a pipeline end to end, with per-sample seeds and a per-component time breakdown.
+
+Image k depends only on (seed, k): every stage, the prior and every noise-augmentation draw use
+generators seeded by the sample's global index (and the stage's position), so a batch of 1 and a
+batch of 8 give the same images. Conditions are the caption token ids or the class labels of
+samples ``start .. start + n - 1``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from bench.diffusion import make_scheduler, split_learned_variance
+from bench.errors import ConfigError
+from bench.sampling import sample_seed
+
+
+class Timings:
+    """Seconds per component (``text_encoder``, ``prior``, each stage, ``decoder``), synchronised on GPU."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device, self.seconds = device, dict[str, float]()
+
+    def __call__(self, name: str) -> _Span:
+        return _Span(self, name)
+
+
+class _Span:
+    def __init__(self, timings: Timings, name: str) -> None:
+        self.t, self.name = timings, name
+
+    def _sync(self) -> None:
+        if self.t.device.startswith("cuda"):
+            torch.cuda.synchronize(self.t.device)
+
+    def __enter__(self) -> None:
+        self._sync()
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._sync()
+        self.t.seconds[self.name] = self.t.seconds.get(self.name, 0.0) + time.perf_counter() - self.start
+
+
+def _generators(seed: int, idx: list[int], salt: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(sample_seed(seed, k) * 7919 + salt) for k in idx]
+
+
+def run_sampler(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+                gens: list[torch.Generator], scheduler: str, steps: int, prediction: str = "epsilon",
+                thresholding: bool = False, device: str = "cpu") -> torch.Tensor:
+    """The reverse process from per-sample noise; ``step(x_in, t) -> model output`` (guidance inside)."""
+    sched = make_scheduler(scheduler, prediction, thresholding)
+    sched.set_timesteps(steps)
+    x = torch.stack([torch.randn(shape, generator=g) for g in gens]) * sched.init_noise_sigma
+    for t in sched.timesteps:
+        xin = sched.scale_model_input(x, t)
+        tt = torch.full((len(gens),), float(t), device=device)
+        x = sched.step(step(xin.to(device), tt).float().cpu(), t, x, generator=gens).prev_sample
+    return x
+
+
+def _cat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+def _guided(fn: Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor], inputs: dict[str, Any],
+            null_inputs: dict[str, Any] | None, guidance: float, channels: int
+            ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if null_inputs is None or guidance == 1.0:
+        return lambda x, t: split_learned_variance(fn(x, t, inputs), channels)
+    both = _cat(inputs, null_inputs)
+
+    def step(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = split_learned_variance(fn(torch.cat([x, x]), torch.cat([t, t]), both), channels)
+        cond, uncond = out.chunk(2)
+        return uncond + guidance * (cond - uncond)
+    return step
+
+
+def check_sampling(steps: int, guidance: float, batch_size: int = 1) -> None:
+    if steps < 1:
+        raise ConfigError(f"sampling needs at least 1 step, got {steps}; give --steps 1 or more")
+    if guidance < 0:
+        raise ConfigError(f"the guidance scale must be >= 0 (1 = no guidance), got {guidance}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+
+
+@torch.no_grad()
+def sample_pipeline(pipe: Any, n: int, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                    scheduler: str = "ddim", steps: int | None = None, guidance: float | None = None, seed: int = 0,
+                    batch_size: int = 64, device: str = "cpu", start: int = 0, timings: Timings | None = None
+                    ) -> Iterator[torch.Tensor]:
+    """Yield uint8 (B, C, H, W) batches of samples ``start .. start + n - 1`` of a ``Pipeline``."""
+    spec = pipe.spec
+    steps = spec.steps if steps is None else steps
+    guidance = spec.guidance if guidance is None else guidance
+    check_sampling(steps, guidance, batch_size)
+    make_scheduler(scheduler)  # unknown names fail before any work
+    if spec.cond == "text" and tokens is None:
+        raise ConfigError(f"the {spec.name} pipeline is text-conditional: give captions")
+    if spec.cond == "class" and labels is None:
+        raise ConfigError(f"the {spec.name} pipeline is class-conditional: give class labels")
+    timings = timings or Timings(device)
+    pipe = pipe.to(device).eval()
+    for b0 in range(start, start + n, batch_size):
+        idx = list(range(b0, min(b0 + batch_size, start + n)))
+        rows = [k - start for k in idx]
+        yield _sample_batch(pipe, idx, None if tokens is None else tokens[rows].to(device),
+                            None if labels is None else labels[rows].to(device), scheduler, steps, guidance, seed,
+                            device, timings)
+
+
+def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels: torch.Tensor | None,
+                  scheduler: str, steps: int, guidance: float, seed: int, device: str, timings: Timings
+                  ) -> torch.Tensor:
+    spec, b = pipe.spec, len(idx)
+    texts: dict[str | None, tuple[Any, Any]] = {}
+
+    def text_for(stage: str | None) -> tuple[Any, Any]:
+        key = stage if stage is not None and pipe.stages[stage].text is not None else None
+        if key not in texts:
+            assert tokens is not None
+            with timings("text_encoder"):
+                texts[key] = (pipe.encode_text(tokens, key), pipe.encode_text(torch.zeros_like(tokens), key))
+        return texts[key]
+
+    image_embed = None
+    if pipe.prior is not None:
+        (h, pooled), (h0, pooled0) = text_for(None)
+        mask = tokens > 0  # type: ignore[operator]
+        mask[:, 0] = True
+        prior = pipe.prior
+
+        def prior_fn(x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
+            return prior(hidden_states=x, timestep=t, proj_embedding=c["pooled"], encoder_hidden_states=c["h"],
+                         attention_mask=c["mask"]).predicted_image_embedding
+
+        step = _guided(prior_fn, {"pooled": pooled, "h": h, "mask": mask},
+                       {"pooled": pooled0, "h": h0, "mask": torch.ones_like(mask)}, guidance, -1)
+        with timings("prior"):
+            image_embed = run_sampler(step, (spec.prior.image_embed_dim,), _generators(seed, idx, 0), scheduler,
+                                      steps, "sample", device=device).to(device)
+    outputs: dict[str, torch.Tensor] = {}
+    for si, s in enumerate(spec.stages, start=1):
+        stage = pipe.stages[s.name]
+        cond: dict[str, Any] = {"device": device}
+        null: dict[str, Any] = {"device": device}
+        if s.cond == "class":
+            assert labels is not None
+            cond["y"], null["y"] = labels, torch.full_like(labels, spec.num_classes)
+        if s.cond == "image":
+            cond["image_embed"], null["image_embed"] = image_embed, pipe.null_image_embed(b)
+        if s.low_res_from:
+            low = outputs[s.low_res_from]
+            aug_t = torch.full((b,), float(s.aug_level))
+            if s.aug_level > 0:  # Imagen's noise-conditioning augmentation, at a fixed level when sampling
+                noise = torch.stack([torch.randn(low.shape[1:], generator=g) for g in _generators(seed, idx, 100 + si)])
+                low = make_scheduler("ddpm").add_noise(low, noise, aug_t.long())
+            cond["low_res"] = null["low_res"] = low.to(device)
+            cond["aug_t"] = null["aug_t"] = aug_t.to(device)
+        text = null_text = None
+        if s.cond in ("text", "image"):
+            text, null_text = text_for(s.name)
+        inputs = pipe.condition(s.name, cond, text)
+        null_inputs = pipe.condition(s.name, null, null_text) if s.cond != "none" else None
+        step = _guided(stage, inputs, null_inputs, guidance, s.input_shape[0])
+        with timings(s.name):
+            x = run_sampler(step, s.input_shape, _generators(seed, idx, si), scheduler, steps, s.prediction,
+                            s.thresholding, device)
+        outputs[s.name] = x.clamp(-1, 1) if pipe.autoencoder is None else x
+    x = outputs[spec.stages[-1].name]
+    if pipe.autoencoder is not None:
+        with timings("decoder"):
+            x = pipe.autoencoder.decode((x / pipe.latent_scale.cpu()).to(device)).sample.float().cpu()
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
