@@ -133,7 +133,8 @@ def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels
     image_embed = None
     if pipe.prior is not None:
         (h, pooled), (h0, pooled0) = text_for(None)
-        mask = tokens > 0  # type: ignore[operator]
+        assert tokens is not None
+        mask: torch.Tensor = tokens > 0
         mask[:, 0] = True
         prior = pipe.prior
 

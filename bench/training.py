@@ -89,6 +89,7 @@ def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
 def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tied weights (T5's shared token embedding) are stored once; the other names become aliases."""
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    key: Any
     kept, aliases = {}, {}
     for k, v in tensors.items():
         key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))

@@ -111,8 +111,9 @@ FAMILIES.add("vit", Family(
 def _unet_common(cfg: ADMUNetConfig | LDMUNetConfig | TextUNetConfig, batch: int, device: torch.device,
                  dtype: torch.dtype) -> Inputs:
     inp = _noise_and_time((cfg.in_channels, cfg.image_size, cfg.image_size), batch, device, dtype)
-    if getattr(cfg, "num_classes", 0) > 0:
-        inp["y"] = _labels(cfg.num_classes, batch, device)
+    num_classes = getattr(cfg, "num_classes", 0)  # the text U-Net takes no labels
+    if num_classes > 0:
+        inp["y"] = _labels(num_classes, batch, device)
     if cfg.concat_channels > 0:  # a 4x smaller image, as in the 64 -> 256 stages
         low = max(cfg.image_size // 4, 1)
         inp["low_res"] = torch.randn(batch, cfg.concat_channels, low, low, device=device, dtype=dtype)

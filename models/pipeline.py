@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -142,11 +143,12 @@ class Stage(nn.Module):
         super().__init__()
         self.spec = spec
         self.family = FAMILIES.get(spec.family)
-        self.experts = nn.ModuleList(c.build() for c in spec.backbones)
+        self.experts: Any = nn.ModuleList(c.build() for c in spec.backbones)
         for e in self.experts:  # DiT drops labels with the global RNG; the harness's seeded trainer drops them
-            if getattr(e, "y_embedder", None) is not None:
-                e.y_embedder.dropout_prob = 0.0
-        self.text = spec.text_encoder.build() if spec.text_encoder is not None else None
+            embedder: Any = getattr(e, "y_embedder", None)
+            if embedder is not None:
+                embedder.dropout_prob = 0.0
+        self.text: Any = spec.text_encoder.build() if spec.text_encoder is not None else None
 
     def route(self, t: torch.Tensor) -> torch.Tensor:
         """Expert index per timestep: expert i owns boundaries[i-1] > t >= boundaries[i]."""
@@ -179,28 +181,29 @@ class Pipeline(nn.Module):
     def __init__(self, spec: PipelineSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.text_encoders = nn.ModuleList(s.build() for s in spec.text_encoders)
-        first = self.text_encoders[0] if len(self.text_encoders) else None
-        self.text_merge = nn.ModuleList(nn.Linear(e.width, first.width) for e in list(self.text_encoders)[1:]) \
-            if first is not None else nn.ModuleList()
-        self.prior: nn.Module | None = None
-        self.text_proj: nn.Module | None = None
+        self.text_encoders: Any = nn.ModuleList(s.build() for s in spec.text_encoders)
+        first: Any = self.text_encoders[0] if len(self.text_encoders) else None
+        self.text_merge: Any = nn.ModuleList(nn.Linear(_width(e), first.width)
+                                             for e in list(self.text_encoders)[1:])
+        self.prior: Any = None
+        self.text_proj: Any = None
         if spec.prior is not None:
             from diffusers.models import PriorTransformer
 
             self.prior = PriorTransformer(**spec.prior.config)
             decoder = next(s for s in spec.stages if s.cond == "image")
             self.text_proj = _text_proj(spec.prior, decoder.backbones[0], first.width, first.pooled_width)
-        self.autoencoder: nn.Module | None = None
+        self.autoencoder: Any = None
         if spec.autoencoder is not None:
             self.autoencoder = build_autoencoder(spec.autoencoder)
-        self.stages = nn.ModuleDict({s.name: Stage(s) for s in spec.stages})
+        self.stages: Any = nn.ModuleDict({s.name: Stage(s) for s in spec.stages})
         # latents are divided by this before decoding (SD's 0.18215; re-estimated when the harness trains one)
         scale = spec.autoencoder.scaling_factor if spec.autoencoder is not None else 1.0
+        self.latent_scale: torch.Tensor
         self.register_buffer("latent_scale", torch.tensor(float(scale)))
 
     # -- conditions -------------------------------------------------------------------------------
-    def text_modules(self, stage: str | None = None) -> tuple[nn.Module, ...]:
+    def text_modules(self, stage: str | None = None) -> tuple[Any, ...]:
         """The modules that encode captions for ``stage``: its own encoder, or the shared ones."""
         own = self.stages[stage].text if stage is not None else None
         return (own,) if own is not None else (self.text_encoders, self.text_merge)
@@ -217,7 +220,11 @@ class Pipeline(nn.Module):
         return stage_inputs(self.stages[stage].spec, cond, text, self.text_proj)
 
 
-def encode_text(modules: tuple[nn.Module, ...], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _width(encoder: Any) -> int:
+    return int(encoder.width)
+
+
+def encode_text(modules: tuple[Any, ...], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Caption ids (N, L) -> (tokens (N, L', D), pooled (N, P)).
 
     ``modules`` is a stage's own encoder (GLIDE), or (encoders, merges): all the pipeline's text
@@ -228,9 +235,9 @@ def encode_text(modules: tuple[nn.Module, ...], tokens: torch.Tensor) -> tuple[t
         return modules[0](tokens)
     encoders, merges = modules
     hs, pooled = [], None
-    for i, enc in enumerate(encoders):  # type: ignore[arg-type]
+    for i, enc in enumerate(encoders):
         h, p = enc(tokens)
-        hs.append(h if i == 0 else merges[i - 1](h))  # type: ignore[index]
+        hs.append(h if i == 0 else merges[i - 1](h))
         pooled = p if pooled is None else pooled
     assert pooled is not None
     return torch.cat(hs, dim=1), pooled
@@ -270,7 +277,7 @@ def stage_inputs(spec: StageSpec, cond: dict[str, Any], text: tuple[torch.Tensor
     return inputs
 
 
-def build_autoencoder(spec: AutoencoderSpec) -> nn.Module:
+def build_autoencoder(spec: AutoencoderSpec) -> Any:
     from diffusers import AutoencoderKL
 
     if spec.path:
@@ -333,17 +340,17 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
     meta = torch.device("meta")
     rows: list[ComponentCount] = []
     with meta:
-        pipe = Pipeline(spec).eval()
+        pipe: Any = Pipeline(spec).eval()
     with torch.no_grad():
         for i, (enc, es) in enumerate(zip(pipe.text_encoders, spec.text_encoders, strict=True)):
             toks = _tokens(1, es.length).to(meta)
             rows.append(ComponentCount(f"text_encoder{'' if i == 0 else f'.{i}'}", "text_encoder", n_params(enc),
-                                       flops_to_gmacs(count_flops(lambda e=enc, t=toks: e(t)))))
+                                       flops_to_gmacs(count_flops(partial(enc, toks)))))
         for i, lin in enumerate(pipe.text_merge):
             length = spec.text_encoders[i + 1].length
             x = torch.zeros(1, length, lin.in_features, device=meta)
             rows.append(ComponentCount(f"text_merge.{i + 1}", "text_merge", n_params(lin),
-                                       flops_to_gmacs(count_flops(lambda m=lin, x=x: m(x)))))
+                                       flops_to_gmacs(count_flops(partial(lin, x)))))
         if pipe.prior is not None and spec.prior is not None:
             e, length = spec.prior.image_embed_dim, spec.text_encoders[0].length
             args = dict(hidden_states=torch.zeros(1, e, device=meta), timestep=torch.tensor([1], device=meta),
@@ -352,7 +359,7 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
                         attention_mask=torch.ones(1, length, dtype=torch.bool, device=meta))
             prior = pipe.prior
             rows.append(ComponentCount("prior", "prior", n_params(prior),
-                                       flops_to_gmacs(count_flops(lambda: prior(**args))), per_step=True))
+                                       flops_to_gmacs(count_flops(partial(prior, **args))), per_step=True))
             assert pipe.text_proj is not None
             rows.append(ComponentCount("text_proj", "text_proj", n_params(pipe.text_proj), 0.0))
         for s in spec.stages:
@@ -360,7 +367,7 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
             if stage.text is not None and s.text_encoder is not None:
                 toks = _tokens(1, s.text_encoder.length).to(meta)
                 rows.append(ComponentCount(f"{s.name}.text_encoder", "text_encoder", n_params(stage.text),
-                                           flops_to_gmacs(count_flops(lambda e=stage.text, t=toks: e(t))),
+                                           flops_to_gmacs(count_flops(partial(stage.text, toks))),
                                            stage=s.name))
             fam = FAMILIES.get(s.family)
             for k, (cfg, net) in enumerate(zip(s.backbones, stage.experts, strict=True)):
@@ -370,14 +377,14 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
                     inputs["low_res"] = torch.zeros(1, prev[0], prev[1], prev[2], device=meta)
                 name = s.name if len(s.backbones) == 1 else f"{s.name}.expert{k}"
                 rows.append(ComponentCount(name, "denoiser", n_params(net),
-                                           flops_to_gmacs(count_flops(lambda f=fam, m=net, i=inputs: f.denoise(m, i))),
+                                           flops_to_gmacs(count_flops(partial(fam.denoise, net, inputs))),
                                            per_step=True, stage=s.name))
         if pipe.autoencoder is not None and spec.autoencoder is not None:
             c, h, w = spec.stages[-1].input_shape
             z = torch.zeros(1, c, h, w, device=meta)
             ae: Any = pipe.autoencoder
             rows.append(ComponentCount("autoencoder", "autoencoder", n_params(ae),
-                                       flops_to_gmacs(count_flops(lambda: ae.decode(z)))))
+                                       flops_to_gmacs(count_flops(partial(ae.decode, z)))))
     return rows
 
 

@@ -81,7 +81,8 @@ TINY_RES = 16
 
 
 def _tiny_text(kind: str = "clip", **extra: Any) -> TextEncoderSpec:
-    cfg = {"clip": TINY_CLIP, "t5": TINY_T5, "glide": TINY_GLIDE_TEXT}[kind]
+    configs: dict[str, dict[str, Any]] = {"clip": TINY_CLIP, "t5": TINY_T5, "glide": TINY_GLIDE_TEXT}
+    cfg = configs[kind]
     return TextEncoderSpec(kind, {**cfg, **extra}, trainable=True)
 
 
@@ -137,9 +138,9 @@ def _imagen_paper() -> PipelineSpec:
         source="Saharia et al. 2022 (Appendix F flags); T5-XXL (google/t5-v1_1-xxl) config")
 
 
-def _tiny_cascade_stages(cond: str = "text", experts: int = 1, sr_experts: int = 1, text_kw: dict[str, Any] | None = None,
-                         low_embed: str = "timestep", pooled: bool = True) -> tuple[StageSpec, StageSpec]:
-    text_kw = text_kw or {}
+def _tiny_cascade_stages(cond: str = "text", experts: int = 1, sr_experts: int = 1, low_embed: str = "timestep",
+                         pooled: bool = True) -> tuple[StageSpec, StageSpec]:
+    text_kw: dict[str, Any] = {}
     half = TINY_RES // 2
     base = _tiny_text_unet(half, class_embed="none" if pooled else "projection", pooled_text=pooled, **text_kw)
     sr = _tiny_text_unet(TINY_RES, class_embed=low_embed, pooled_text=pooled, concat_channels=3, learn_sigma=False,
@@ -209,7 +210,8 @@ def _unclip_tiny() -> PipelineSpec:
     return PipelineSpec("unclip", "unCLIP (tiny)", (
         StageSpec("decoder", "unet-glide", (decoder,), "image"),
         StageSpec(f"sr{TINY_RES}", "unet-adm", (sr,), "none", low_res_from="decoder", aug_level=0)),
-        (_tiny_text("clip", hidden_size=w, intermediate_size=2 * w, projection_dim=w),), prior=PriorSpec(prior, w, extra_tokens=2), guidance=3.0, steps=20)
+        (_tiny_text("clip", hidden_size=w, intermediate_size=2 * w, projection_dim=w),),
+        prior=PriorSpec(prior, w, extra_tokens=2), guidance=3.0, steps=20)
 
 
 # --- GLIDE -------------------------------------------------------------------------------------------
@@ -283,7 +285,8 @@ _add("imagen", "Imagen", "frozen T5 -> pixel cascade 64 -> 256 -> 1024 (noise-au
      _imagen_paper, _imagen_tiny, {"text_encoder": 4_762_310_656, "base64": 2e9, "sr256": 6e8, "sr1024": 4e8})
 _add("ediffi", "eDiff-I", "T5 + CLIP text -> cascade whose stages are experts owning intervals of noise levels",
      _ediffi_paper, _ediffi_tiny)
-_add("unclip", "unCLIP (DALL-E 2)", "CLIP text -> prior -> CLIP image embedding -> decoder -> 2 super-resolution stages",
+_add("unclip", "unCLIP (DALL-E 2)",
+     "CLIP text -> prior -> CLIP image embedding -> decoder -> 2 super-resolution stages",
      _unclip_paper, _unclip_tiny, {"prior": 1_022_030_080, "decoder": 885_439_686, "sr256": 691_579_523,
                                    "sr1024": 691_579_523}, True)
 _add("glide", "GLIDE", "own text transformer -> pixel U-Net (text in attention) -> text-conditioned upsampler",
