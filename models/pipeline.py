@@ -20,8 +20,11 @@ component on the meta device. How a pipeline is trained and sampled lives in ``b
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -391,3 +394,174 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
 def denoiser_params(rows: list[ComponentCount]) -> int:
     """Total denoiser parameters (all stages and experts; text encoders and autoencoders apart)."""
     return sum(r.params for r in rows if r.component in ("denoiser", "prior"))
+
+
+# --- sizing to a parameter budget ----------------------------------------------------------------
+
+WIDTH_FIELDS = {"dit": "hidden_size", "vit": "hidden_size", "uvit": "embed_dim", "unet-adm": "model_channels",
+                "unet-ldm": "model_channels", "unet-glide": "model_channels"}
+
+
+def _width_step(family: str, cfg: Any) -> int:
+    """Widths stay multiples of what the family's heads and GroupNorm groups need."""
+    if family in ("dit", "vit", "uvit"):
+        return math.lcm(cfg.num_heads, 16)
+    heads = cfg.num_heads if isinstance(getattr(cfg, "num_heads", None), int) else 1
+    attends = bool(getattr(cfg, "attention_resolutions", ())) or getattr(cfg, "mid_attention", False)
+    head_ch = getattr(cfg, "num_head_channels", 1) if attends else 1
+    return math.lcm(cfg.norm_num_groups, max(head_ch, 1), heads)
+
+
+DEPTH_FIELDS = {"dit": "depth", "vit": "depth", "uvit": "depth", "unet-adm": "num_res_blocks",
+                "unet-ldm": "num_res_blocks", "unet-glide": "num_res_blocks"}
+
+
+def _reshaped(s: StageSpec, factor: float, depth_delta: int = 0) -> StageSpec | None:
+    """The stage with every backbone's width scaled by ``factor`` (rounded to the family's step) and its
+    depth (transformer blocks, or U-Net blocks per level) moved by ``depth_delta``; None if invalid."""
+    wf, df = WIDTH_FIELDS[s.family], DEPTH_FIELDS[s.family]
+    configs = []
+    for cfg in s.backbones:
+        step = _width_step(s.family, cfg)
+        changes: dict[str, Any] = {wf: max(step, round(getattr(cfg, wf) * factor / step) * step)}
+        depth = getattr(cfg, df)
+        if depth_delta:
+            moved = tuple(d + depth_delta for d in depth) if isinstance(depth, tuple) else depth + depth_delta
+            if min(moved if isinstance(moved, tuple) else (moved,)) < 1 or (s.family == "uvit" and moved % 2 == 0):
+                return None  # U-ViT needs an odd depth (in-blocks, mid-block, out-blocks)
+            changes[df] = moved
+        try:
+            configs.append(dataclasses.replace(cfg, **changes))
+        except ConfigError:
+            return None
+    return dataclasses.replace(s, backbones=tuple(configs))
+
+
+def _stage_params(s: StageSpec) -> int:
+    with torch.device("meta"):
+        return sum(sum(p.numel() for p in c.build().parameters()) for c in s.backbones)
+
+
+def size_pipeline(spec: PipelineSpec, params: float, tolerance: float = 0.03) -> tuple[PipelineSpec, int, float]:
+    """Reshape the stages' backbones so that the denoisers (all stages and experts, plus the unCLIP
+    prior, which keeps its size) total ``params``; text encoders and the autoencoder are counted
+    apart and keep their size. Returns (spec, achieved, relative error).
+
+    A common width factor keeps the stages' proportions (found by bisection); then each stage may
+    move its width a step and its depth by one, and the combination closest to the budget wins
+    (near-ties, within 0.5%, go to the least reshaped).
+    """
+    if not params > 0:
+        raise ConfigError(f"the parameter budget must be positive, got {params:g}")
+    fixed = 0
+    if spec.prior is not None:
+        from diffusers.models import PriorTransformer
+
+        with torch.device("meta"):
+            fixed = sum(p.numel() for p in PriorTransformer(**spec.prior.config).parameters())
+
+    def total(f: float) -> int:
+        return fixed + sum(_stage_params(st) for st in (_reshaped(s, f) for s in spec.stages) if st is not None)
+
+    lo, hi = 1 / 64, 64.0
+    for _ in range(40):  # bisection on the log of the width factor; params grow with width
+        mid = math.sqrt(lo * hi)
+        if total(mid) < params:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.002:
+            break
+    f = math.sqrt(lo * hi)
+    options: list[list[tuple[StageSpec, int, float]]] = []
+    for s in spec.stages:
+        opts: dict[str, tuple[StageSpec, int, float]] = {}
+        for k in (0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.4):
+            for dd in (-2, -1, 0, 1, 2):
+                st = _reshaped(s, f * k, dd)
+                key = repr(st)
+                if st is not None and key not in opts:
+                    opts[key] = (st, _stage_params(st), abs(math.log(k)) + abs(dd) * 0.2)
+        options.append(list(opts.values()))
+    combos: list[tuple[float, float, tuple[StageSpec, ...], int]] = []
+    for pick in itertools.product(*options):
+        n = fixed + sum(p[1] for p in pick)
+        combos.append((abs(n / params - 1), sum(p[2] for p in pick), tuple(p[0] for p in pick), n))
+    best_err = min(c[0] for c in combos)
+    err, _, stages, n = min((c for c in combos if c[0] <= max(best_err, 0.005)), key=lambda c: (c[1], c[0]))
+    if err > tolerance:
+        raise ConfigError(f"the {spec.name} pipeline's denoisers cannot reach {params:,.0f} params within "
+                          f"{tolerance:.0%} by reshaping their backbones (closest {n:,}, {n / params - 1:+.1%}); "
+                          "choose a budget nearer its natural size")
+    return dataclasses.replace(spec, stages=stages), n, n / params - 1
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def fingerprint(spec: PipelineSpec) -> str:
+    import json
+
+    return json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
+
+
+def save_pipeline(pipe: Pipeline, path: str | Path) -> None:
+    """All weights in one safetensors file (tied weights once), the pipeline's config in its metadata."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    seen: dict[tuple[int, int], str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for k, v in pipe.state_dict().items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset())
+        if v.numel() and key in seen:
+            aliases[k] = seen[key]
+            continue
+        seen[key] = k
+        tensors[k] = v.detach().contiguous()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "diffbench-pipeline", "pipeline": pipe.spec.name,
+                                           "spec": fingerprint(pipe.spec), "aliases": json.dumps(aliases)})
+    os.replace(tmp, path)
+
+
+def load_pipeline(pipe: Pipeline, path: str | Path) -> Pipeline:
+    """Weights into ``pipe`` from a pipeline checkpoint: safetensors (config checked) or a plain state
+    dict loaded with ``weights_only`` (a pickle that needs code execution is refused)."""
+    import json
+
+    from bench.errors import BadInputError
+    from models.api import load_state_dict
+
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+        except Exception as e:
+            raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:80]})") from None
+        if meta.get("format") == "diffbench-pipeline" and meta.get("spec") != fingerprint(pipe.spec):
+            raise BadInputError(f"{path} was written for a different {meta.get('pipeline', '?')} pipeline config "
+                                f"than {pipe.spec.name} as built now; use the same preset, scale and --params")
+        for alias, kept in json.loads(meta.get("aliases", "{}")).items():
+            state[alias] = state[kept]
+    else:
+        state = load_state_dict(path)
+    own = pipe.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        first = (shapes or missing or unexpected)[0]
+        raise BadInputError(f"{path} does not fit the {pipe.spec.name} pipeline: {len(shapes)} shape mismatch(es), "
+                            f"{len(missing)} missing and {len(unexpected)} unexpected key(s), e.g. {first}; "
+                            "use a checkpoint written for this preset, scale and --params")
+    pipe.load_state_dict(state, strict=True)
+    return pipe
