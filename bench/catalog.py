@@ -35,6 +35,22 @@ def _presets() -> list[dict[str, Any]]:
     return rows
 
 
+def _pipelines() -> list[dict[str, Any]]:
+    from models.pipelines import PIPELINES
+
+    rows = []
+    for n, p in PIPELINES.items():
+        spec = p.spec("paper")
+        stages = " -> ".join(s.name + (f" (x{len(s.backbones)} experts)" if len(s.backbones) > 1 else "")
+                             for s in spec.stages)
+        text = " + ".join(t.name or t.kind for t in spec.text_encoders) or ("class labels" if spec.num_classes
+                                                                            else "-")
+        rows.append({"name": n, "title": p.title, "condition": text, "stages": stages,
+                     "autoencoder": "KL" if spec.autoencoder else "-", "prior": "yes" if spec.prior else "-",
+                     "description": p.description})
+    return rows
+
+
 def _metrics() -> list[dict[str, Any]]:
     from metrics.specs import METRICS
 
@@ -67,6 +83,11 @@ LISTINGS.add("presets", Listing(
     "presets", "paper configurations", ("name", "family", "params", "gmacs", "source"), _presets,
     note="params and GMACs are the official code's exact counts from REFERENCE.md (the DiT ablation rows: the "
          "paper's rounded figures); tests check that 'diffbench count NAME' reproduces them"))
+LISTINGS.add("pipelines", Listing(
+    "pipelines", "the canon's systems, each at paper and tiny scale",
+    ("name", "title", "condition", "stages", "autoencoder", "prior"), _pipelines,
+    note="'diffbench count PIPELINE' counts every component on the meta device; --scale tiny for the CPU-sized "
+         "version; --params N reshapes the denoisers to a common budget"))
 LISTINGS.add("metrics", Listing("metrics", "quantities records carry", ("name", "unit", "description"), _metrics))
 LISTINGS.add("suites", Listing("suites", "built-in suites for 'diffbench run' (bench/suites/)",
                                ("name", "description"), _suites))

@@ -50,7 +50,8 @@ class PipelinePreset:
     description: str
     paper: Callable[[], PipelineSpec]
     tiny: Callable[[], PipelineSpec]
-    reported: dict[str, float] = field(default_factory=dict)  # component -> params the source reports
+    # component -> params the source reports; "a+b" keys: a released network made of components a and b
+    reported: dict[str, float] = field(default_factory=dict)
     exact: bool = False  # reported counts are exact (released configs), not rounded
 
     def spec(self, scale: str = "paper") -> PipelineSpec:
@@ -69,7 +70,8 @@ KARLO_PRIOR: dict[str, Any] = {}  # diffusers' PriorTransformer defaults are Kar
 # --- tiny building blocks ---------------------------------------------------------------------------
 TINY_WIDTH = 32
 TINY_CLIP = {"vocab_size": len(VOCAB), "hidden_size": TINY_WIDTH, "intermediate_size": 2 * TINY_WIDTH,
-             "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": MAX_WORDS}
+             "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": MAX_WORDS,
+             "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}  # the embedded vocabulary has no such tokens
 TINY_T5 = {"vocab_size": len(VOCAB), "d_model": TINY_WIDTH, "d_kv": 16, "d_ff": 2 * TINY_WIDTH, "num_layers": 1,
            "num_heads": 2, "feed_forward_proj": "gated-gelu", "is_encoder_decoder": False}
 TINY_GLIDE_TEXT = {"vocab": len(VOCAB), "length": MAX_WORDS, "dim": TINY_WIDTH, "layers": 1, "heads": 2,
@@ -290,7 +292,7 @@ _add("unclip", "unCLIP (DALL-E 2)",
      _unclip_paper, _unclip_tiny, {"prior": 1_022_030_080, "decoder": 885_439_686, "sr256": 691_579_523,
                                    "sr1024": 691_579_523}, True)
 _add("glide", "GLIDE", "own text transformer -> pixel U-Net (text in attention) -> text-conditioned upsampler",
-     _glide_paper, _glide_tiny, {"base64+text": 385_030_726, "up256+text": 398_361_286}, True)
+     _glide_paper, _glide_tiny, {"text_encoder+base64": 385_030_726, "up256.text_encoder+up256": 398_361_286}, True)
 _add("dit", "DiT", "class-conditional latent DiT-XL/2 with SD's autoencoder",
      lambda: _latent_class("dit", "DiT-XL/2 (latent)", "DiT-XL/2"), _dit_tiny)
 _add("uvit", "U-ViT", "class-conditional latent U-ViT-H/2 with SD's autoencoder",
