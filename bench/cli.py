@@ -19,7 +19,7 @@ from bench.registry import Registry
 PROG = "diffbench"
 COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching",
                    "bench.commands.running", "bench.commands.quality",
-                   "bench.commands.reporting")
+                   "bench.commands.reporting", "bench.commands.pipelines")
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,33 @@ def shapes(n: int, resolution: int = 32, seed: int = 0, start: int = 0) -> Image
         caps.append(caption(SHAPES[a[0]], list(COLOURS)[a[1]], POSITIONS[a[2]], SIZES[a[3]]))
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(x, torch.tensor(attrs, dtype=torch.int64), caps)
+
+
+def from_path(path: str, resolution: int) -> ImageSet:
+    """Images from a folder (class labels from first-level sub-folder names, ImageNet-style) or an
+    ADM-style ``.npz`` (``arr_0`` uint8 NHWC images, optional ``arr_1`` labels), resized to ``resolution``."""
+    from pathlib import Path
+
+    from bench.errors import BadInputError
+    from metrics.inputs import batches, list_images
+
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{p}: no such folder or .npz file; give --dataset digits, shapes, a folder or an .npz")
+    imgs = [F.interpolate(b.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
+                          align_corners=False).round().clamp(0, 255).to(torch.uint8) for b in batches(p, 256)]
+    images = torch.cat(imgs)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    labels = torch.zeros(len(images), dtype=torch.int64)
+    if p.is_dir():
+        classes = [f.relative_to(p).parts[0] if len(f.relative_to(p).parts) > 1 else "" for f in list_images(p)]
+        names = sorted(set(classes))
+        labels = torch.tensor([names.index(c) for c in classes], dtype=torch.int64)
+    else:
+        with np.load(p) as z:
+            if "arr_1" in z.files:
+                labels = torch.from_numpy(z["arr_1"].astype(np.int64))
+    if len(labels) != len(images):
+        raise BadInputError(f"{p}: {len(images)} images but {len(labels)} labels")
+    return ImageSet(images, labels)

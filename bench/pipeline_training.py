@@ -26,7 +26,7 @@ from torch import nn
 
 from bench.diffusion import TRAIN_STEPS, make_scheduler
 from bench.training import TrainConfig, TrainResult, train
-from models.pipeline import Pipeline, count_pipeline, encode_text, stage_inputs
+from models.pipeline import Pipeline, count_pipeline, encode_text, fingerprint, stage_inputs
 
 AUG_MAX = 0.5  # training draws the augmentation timestep uniformly from [0, AUG_MAX * 1000)
 
@@ -143,7 +143,7 @@ def train_pipeline(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out_dir
     out = Path(out_dir)
     spec = pipe.spec
     results: dict[str, TrainResult] = {}
-    meta = {"pipeline": spec.name, "stages": [s.name for s in spec.stages]}
+    meta = {"pipeline": spec.name, "spec": fingerprint(spec)}
     if pipe.autoencoder is not None and spec.autoencoder is not None and not spec.autoencoder.path:
         ae_file = out / "autoencoder.safetensors"
         t0 = time.perf_counter()
@@ -238,3 +238,40 @@ def _load_module(pipe: Pipeline, path: Path) -> None:
 
 def copy_pipeline(pipe: Pipeline) -> Pipeline:
     return copy.deepcopy(pipe)
+
+
+def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
+                  ) -> tuple[PipelineData, list[str] | None]:
+    """The data a pipeline trains on: ``digits`` (labels), ``shapes`` (captions; labels = the shape),
+    or a folder / ``.npz`` (labels from sub-folders or ``arr_1``), at the pipeline's output resolution.
+
+    unCLIP's prior targets are the embedded CLIP's image embeddings (the only CLIP that ships; its
+    text side is not used, so the pipeline's own text encoder still has to learn the captions).
+    """
+    from bench import datasets
+    from bench.errors import ConfigError
+    from metrics.embedded import tokenize
+
+    res = spec.output_shape[1]
+    if dataset == "digits":
+        d = datasets.digits(res)
+    elif dataset == "shapes":
+        d = datasets.shapes(n_shapes, res, seed=seed + 1)
+        d = datasets.ImageSet(d.images, d.labels[:, 0], d.captions)
+    else:
+        d = datasets.from_path(dataset, res)
+    if spec.cond == "text" and d.captions is None:
+        raise ConfigError(f"the {spec.name} pipeline is text-conditional and {dataset} has no captions; "
+                          "train it on --dataset shapes (procedural captioned images)")
+    if spec.cond == "class" and spec.num_classes and int(d.labels.max()) >= spec.num_classes:
+        raise ConfigError(f"{dataset} has labels up to {int(d.labels.max())} but the {spec.name} pipeline takes "
+                          f"{spec.num_classes} classes")
+    data = PipelineData(d.images, d.labels, tokenize(d.captions) if d.captions is not None else None)
+    if spec.prior is not None:
+        from metrics import clip_score
+
+        clip = clip_score.load("embedded")
+        with torch.no_grad():
+            data.image_embeds = torch.cat([clip.embed_images(d.images[i:i + 512])
+                                           for i in range(0, len(d.images), 512)])
+    return data, d.captions

@@ -36,7 +36,7 @@ def run_count(args: argparse.Namespace) -> int:
     if any(is_pipe):
         if not all(is_pipe):
             raise ConfigError("count takes either pipelines or presets/families in one call, not both: "
-                              f"pipelines here: {', '.join(n for n, p in zip(args.names, is_pipe) if p)}")
+                              f"pipelines here: {', '.join(n for n in args.names if n in PIPELINES)}")
         rows = [r for name in args.names for r in pipeline_rows(name, args.scale, args.params)]
         print(render(rows, PIPELINE_COLUMNS if args.format != "json" else list(rows[0]), args.format))
         return 0

@@ -1,0 +1,188 @@
+"""``diffbench train`` and ``diffbench sample``: a pipeline trained to a fixed budget, and sampled."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.cli import arg, command
+from bench.errors import BadInputError, ConfigError
+from bench.formatting import render
+
+PIPELINE_ARGS = [
+    arg("pipeline", metavar="PIPELINE", help="a pipeline (see 'diffbench list pipelines')"),
+    arg("--scale", choices=("paper", "tiny"), default="tiny", help="paper or tiny scale (default: tiny)"),
+    arg("--params", metavar="N", help="reshape the denoisers to total N params (as 'diffbench count --params')"),
+    arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
+    arg("--seed", type=int, default=0, help="seed (default: 0)"),
+]
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from models.pipeline import size_pipeline
+    from models.pipelines import PIPELINES
+    from models.sizing import parse_quantity
+
+    spec = PIPELINES.get(args.pipeline).spec(args.scale)
+    if args.params:
+        spec, _, _ = size_pipeline(spec, parse_quantity(args.params, "--params"))
+    return spec
+
+
+@command(
+    "train",
+    help="train a pipeline stage by stage to a fixed budget (autoencoder first when latent, then the prior, then "
+         "each stage); resumes from its checkpoints when run again with the same arguments",
+    examples=["diffbench train dit --dataset digits --steps 300 --out runs/dit-tiny",
+              "diffbench train glide --dataset shapes --steps 400 --out runs/glide-tiny",
+              "diffbench train ldm --dataset shapes --train-flops 5e12 --params 2M --out runs/ldm-2m"],
+    args=[*PIPELINE_ARGS,
+          arg("--dataset", default="digits", help="digits, shapes (captions), a folder of images (class sub-folders) "
+                                                  "or an ADM-style .npz (default: digits)"),
+          arg("--steps", type=int, default=0, help="training steps per part"),
+          arg("--train-flops", type=float, default=0.0,
+              help="instead of --steps: training compute per part (3 x forward FLOPs x images seen)"),
+          arg("--batch-size", type=int, default=32, help="images per step (default: 32)"),
+          arg("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 0.002)"),
+          arg("--autoencoder-steps", type=int, default=200,
+              help="steps for the autoencoder of a latent pipeline (default: 200)"),
+          arg("--out", required=True, help="output directory: checkpoints, pipeline.safetensors, train.json")],
+)
+def run_train(args: argparse.Namespace) -> int:
+    from bench.pipeline_training import train_pipeline, training_data
+    from bench.training import TrainConfig
+    from models.pipeline import Pipeline, save_pipeline
+
+    if args.steps < 0 or args.train_flops < 0:
+        raise ConfigError("--steps and --train-flops must not be negative")
+    cfg = TrainConfig(steps=args.steps, train_flops=args.train_flops, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed)
+    spec = _spec(args)
+    data, _ = training_data(spec, args.dataset, args.seed)
+    import torch
+
+    torch.manual_seed(args.seed)
+    pipe = Pipeline(spec)
+    out = Path(args.out)
+    results = train_pipeline(pipe, data, cfg, out / "parts", args.device, args.autoencoder_steps)
+    save_pipeline(pipe, out / "pipeline.safetensors")
+    rows = []
+    for part, r in results.items():
+        k = max(1, min(10, len(r.losses) // 5))
+        rows.append({"part": part, "steps": r.steps, "resumed_from": r.resumed_from,
+                     "loss_first": sum(r.losses[:k]) / k, "loss_last": sum(r.losses[-k:]) / k,
+                     "seconds": r.seconds, "train_flops": r.train_flops})
+    (out / "train.json").write_text(json.dumps({"pipeline": spec.name, "dataset": args.dataset, "parts": rows,
+                                                "losses": {p: r.losses for p, r in results.items()}}, indent=1))
+    print(render(rows, ("part", "steps", "resumed_from", "loss_first", "loss_last", "seconds", "train_flops"),
+                 "table"))
+    print(f"wrote {out / 'pipeline.safetensors'}")
+    return 0
+
+
+@command(
+    "sample",
+    help="sample a pipeline with per-sample seeds (image k is the same whatever the batch size) into PNGs or an "
+         "ADM-style .npz, and print the time per image of each component",
+    examples=["diffbench sample glide --checkpoint runs/glide-tiny/pipeline.safetensors --n 16 --out samples/",
+              "diffbench sample dit --checkpoint runs/dit-tiny/pipeline.safetensors --labels 3,7 --format npz "
+              "--out s/",
+              "diffbench sample ldm --captions 'a small red circle at the center' --guidance 4 --steps 30 --out s/"],
+    args=[*PIPELINE_ARGS,
+          arg("--checkpoint", metavar="FILE", help="weights written by 'diffbench train' (safetensors) or a plain "
+                                                   "state dict; without it the weights are random (untrained)"),
+          arg("--n", type=int, default=16, help="number of images (default: 16)"),
+          arg("--steps", type=int, help="sampling steps per stage (default: the pipeline's)"),
+          arg("--guidance", type=float, help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
+          arg("--scheduler", default="ddim", help="ddpm, ddim, dpm-solver++ or euler (default: ddim)"),
+          arg("--captions", nargs="+", metavar="TEXT", help="captions, cycled over the samples (text pipelines; "
+                                                            "default: held-out procedural captions)"),
+          arg("--labels", help="comma-separated class labels, cycled (class pipelines; default: k mod classes)"),
+          arg("--batch-size", type=int, default=64, help="images per batch (default: 64)"),
+          arg("--format", choices=("png", "npz"), default="png", help="png files or one .npz (default: png)"),
+          arg("--out", required=True, help="output directory")],
+)
+def run_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.diffusion import make_scheduler
+    from bench.pipeline_sampling import Timings, check_sampling, sample_pipeline
+    from models.pipeline import Pipeline, load_pipeline
+
+    spec = _spec(args)
+    steps = spec.steps if args.steps is None else args.steps
+    guidance = spec.guidance if args.guidance is None else args.guidance
+    check_sampling(steps, guidance, args.batch_size)
+    make_scheduler(args.scheduler)
+    if args.n < 1:
+        raise ConfigError(f"--n must be positive, got {args.n}")
+    tokens, labels = _conditions(spec, args)
+    torch.manual_seed(args.seed)
+    pipe = Pipeline(spec)
+    if args.checkpoint:
+        load_pipeline(pipe, args.checkpoint)
+    else:
+        print("diffbench: note: no --checkpoint, so the weights are random (untrained)", file=sys.stderr)
+    timings = Timings(args.device)
+    images = torch.cat(list(sample_pipeline(pipe, args.n, tokens, labels, args.scheduler, steps, guidance, args.seed,
+                                            args.batch_size, args.device, timings=timings)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arr = images.permute(0, 2, 3, 1).numpy()
+    if args.format == "npz":
+        import numpy as np
+
+        extra = {"arr_1": labels.numpy()} if labels is not None else {}
+        np.savez(out / "samples.npz", arr_0=arr, **extra)
+    else:
+        from PIL import Image
+
+        for k, a in enumerate(arr):
+            Image.fromarray(a).save(out / f"{k:06d}.png")
+    rows = [{"component": k, "ms_per_image": v * 1e3 / args.n} for k, v in timings.seconds.items()]
+    rows.append({"component": "total", "ms_per_image": sum(timings.seconds.values()) * 1e3 / args.n})
+    print(render(rows, ("component", "ms_per_image"), "table"))
+    print(f"wrote {args.n} images to {out}")
+    return 0
+
+
+def _conditions(spec: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    import torch
+
+    tokens = labels = None
+    if spec.cond == "text":
+        captions = args.captions
+        if not captions:
+            from bench import datasets
+
+            captions = datasets.shapes(args.n, 16, seed=args.seed + 777).captions or []
+        captions = [captions[k % len(captions)] for k in range(args.n)]
+        from models.text_encoders import TextEncoderSpec
+
+        first: TextEncoderSpec = spec.text_encoders[0] if spec.text_encoders else spec.stages[-1].text_encoder
+        if first.path:
+            tokens = first.build().tokenize(captions)
+        else:
+            from metrics.embedded import tokenize
+
+            tokens = tokenize(captions)
+    elif args.captions:
+        raise BadInputError(f"the {spec.name} pipeline is not text-conditional; drop --captions")
+    if spec.cond == "class":
+        if args.labels:
+            try:
+                given = [int(v) for v in args.labels.split(",")]
+            except ValueError:
+                raise BadInputError(f"--labels must be comma-separated integers, got {args.labels!r}") from None
+            bad = [v for v in given if not 0 <= v < spec.num_classes]
+            if bad:
+                raise BadInputError(f"--labels {bad} outside 0..{spec.num_classes - 1} of the {spec.name} pipeline")
+        else:
+            given = list(range(spec.num_classes))
+        labels = torch.tensor([given[k % len(given)] for k in range(args.n)])
+    elif args.labels:
+        raise BadInputError(f"the {spec.name} pipeline is not class-conditional; drop --labels")
+    return tokens, labels
