@@ -47,6 +47,7 @@ def _spec(args: argparse.Namespace) -> Any:
               help="instead of --steps: training compute per part (3 x forward FLOPs x images seen)"),
           arg("--batch-size", type=int, default=32, help="images per step (default: 32)"),
           arg("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 0.002)"),
+          arg("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)"),
           arg("--autoencoder-steps", type=int, default=200,
               help="steps for the autoencoder of a latent pipeline (default: 200)"),
           arg("--out", required=True, help="output directory: checkpoints, pipeline.safetensors, train.json")],
@@ -59,7 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps < 0 or args.train_flops < 0:
         raise ConfigError("--steps and --train-flops must not be negative")
     cfg = TrainConfig(steps=args.steps, train_flops=args.train_flops, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed)
+                      seed=args.seed, checkpoint_every=args.checkpoint_every)
     spec = _spec(args)
     data, _ = training_data(spec, args.dataset, args.seed)
     import torch
