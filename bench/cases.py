@@ -99,6 +99,10 @@ def execute(case: dict[str, Any], run_id: str, suite: str, case_id: str, name: s
     started = utc_now()
     faults.maybe_inject(name)
     torch.manual_seed(case["seed"])
+    if "pipeline" in case["model"]:
+        from bench.pipeline_case import pipeline_readings
+
+        return _records(case, run_id, suite, case_id, started, pipeline_readings(case))
     family = FAMILIES.get(case["model"]["family"])
     config = _config(family, case["model"]["config"])
     readings: dict[str, Reading] = {}
@@ -114,6 +118,11 @@ def execute(case: dict[str, Any], run_id: str, suite: str, case_id: str, name: s
         t0 = time.perf_counter()
         readings.update(_speed(case, family, config, flops))
         readings["case_wall_s"] = Reading(time.perf_counter() - t0, "s")
+    return _records(case, run_id, suite, case_id, started, readings)
+
+
+def _records(case: dict[str, Any], run_id: str, suite: str, case_id: str, started: str,
+             readings: dict[str, Reading]) -> list[Record]:
     prov = collect(case["device"], precision.flags(case["precision"], case["attention"], case["compile"],
                                                    case["channels_last"]), case["seed"], started)
     recs = []

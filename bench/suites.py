@@ -55,6 +55,7 @@ class Settings:
     sample_steps: int = 20
     scheduler: str = "ddim"
     guidance: float = 1.0
+    autoencoder_steps: int = 200  # pipelines with an autoencoder: its training steps, before the stages
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Sweep:
     settings: Settings
     families: tuple[str, ...] = ()
     presets: tuple[str, ...] = ()
+    pipelines: tuple[str, ...] = ()
+    scale: str = "tiny"  # pipelines: paper or tiny scale
     params: tuple[str, ...] = ()
     gmacs: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ("4x32x32",)
@@ -134,11 +137,14 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sample_steps": (_pos_int, "a positive integer"),
     "scheduler": (_choices(("ddpm", "ddim", "dpm-solver++", "euler")), "ddpm, ddim, dpm-solver++ or euler"),
     "guidance": (_number, "a non-negative number (1 = no guidance)"),
+    "autoencoder_steps": (_pos_int, "a positive integer"),
 }
 SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
     "families": (_strs, "a non-empty list of family names"),
     "presets": (_strs, "a non-empty list of preset names"),
+    "pipelines": (_strs, "a non-empty list of pipeline names"),
+    "scale": (_choices(("paper", "tiny")), "paper or tiny"),
     "params": (_strs, "a non-empty list of targets such as \"33M\""),
     "gmacs": (_strs, "a non-empty list of targets such as \"6G\""),
     "inputs": (_strs, "a non-empty list of input shapes such as \"4x32x32\""),
@@ -192,12 +198,16 @@ def parse(text: str, file: str, name: str) -> Suite:
 
 def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sweep:
     from models.families import FAMILIES
+    from models.pipelines import PIPELINES
     from models.presets import PRESETS
 
-    fams, presets = raw.get("families", []), raw.get("presets", [])
-    if bool(fams) == bool(presets):
-        raise ConfigError(f"{file}: {where}: give exactly one of families or presets")
-    for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets")):
+    fams, presets, pipes = raw.get("families", []), raw.get("presets", []), raw.get("pipelines", [])
+    if sum(map(bool, (fams, presets, pipes))) != 1:
+        raise ConfigError(f"{file}: {where}: give exactly one of families, presets or pipelines")
+    if pipes and raw.get("gmacs"):
+        raise ConfigError(f"{file}: {where}: pipelines take a params budget, not gmacs targets")
+    for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets"),
+                                 (PIPELINES, pipes, "pipelines")):
         for n in names:
             if n not in registry:
                 raise UnknownNameError(f"{file}: {where}.{key}: {registry.unknown_message(n)}")
@@ -244,6 +254,7 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
         cfg = resolve(name)
         out.append({"label": name, "family": family_of(cfg).name, "preset": name, "config": config_dict(cfg),
                     "reference": dict(PRESETS.get(name).reference), "source": PRESETS.get(name).source})
+    out.extend(_pipeline_models(sweep, file))
     by = "params" if sweep.params else "gmacs"
     for fam in sweep.families:
         for shape_text in sweep.inputs:
@@ -255,6 +266,28 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
                 tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
                 out.append({"label": f"{fam}@{t}{tag}", "family": fam, "preset": None, "target": {by: value},
                             "input": list(shape), "config": config_dict(r.config)})
+    return out
+
+
+def _pipeline_models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
+    """Pipelines at a scale, reshaped to each params budget (sized here, once: a budget out of reach
+    fails before any case runs); the case's child process rebuilds the same spec."""
+    from bench.pipeline_case import pipeline_spec
+    from models.pipeline import fingerprint
+    from models.sizing import parse_target
+
+    out = []
+    for name in sweep.pipelines:
+        for t in sweep.params or (None,):
+            budget = parse_target(t, "params", f"{file}: params budget") if t else None
+            model = {"label": name + (f"@{t}" if t else "") + ("" if sweep.scale == "tiny" else "/paper"),
+                     "family": f"pipeline:{name}", "preset": None, "pipeline": name, "scale": sweep.scale,
+                     "budget": budget, "tolerance": sweep.tolerance}
+            spec = pipeline_spec(model)
+            model.update({"target": {"params": budget} if budget else None, "input": list(spec.output_shape),
+                          "config": {"spec_sha256": hashlib.sha256(fingerprint(spec).encode()).hexdigest()[:16],
+                                     "stages": [s.name for s in spec.stages]}})
+            out.append(model)
     return out
 
 
@@ -285,7 +318,8 @@ def expand(suite: Suite, device: str) -> list[Case]:
                               "seed": s.seed, "measure": list(s.measure), "oom_retry": s.oom_retry,
                               "nvml_interval_s": s.nvml_interval_s, "cond": sweep.cond, "classes": sweep.classes,
                               **({k: getattr(s, k) for k in ("dataset", "train_steps", "train_batch", "lr", "samples",
-                                                            "sample_steps", "scheduler", "guidance")}
+                                                            "sample_steps", "scheduler", "guidance",
+                                                            "autoencoder_steps")}
                                  if {"train", "quality"} & set(s.measure) else {}),
                               "timeout_s": s.timeout_s}
                     cid = case_id(config)

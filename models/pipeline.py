@@ -476,7 +476,7 @@ def size_pipeline(spec: PipelineSpec, params: float, tolerance: float = 0.03) ->
     options: list[list[tuple[StageSpec, int, float]]] = []
     for s in spec.stages:
         opts: dict[str, tuple[StageSpec, int, float]] = {}
-        for k in (0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.4):
+        for k in (0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.45, 1.6):
             for dd in (-2, -1, 0, 1, 2):
                 st = _reshaped(s, f * k, dd)
                 key = repr(st)

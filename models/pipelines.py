@@ -90,7 +90,7 @@ def _tiny_text(kind: str = "clip", **extra: Any) -> TextEncoderSpec:
 
 def _tiny_text_unet(size: int, **kw: Any) -> TextUNetConfig:
     base: dict[str, Any] = dict(image_size=size, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                                attention_resolutions=(size // 2,), num_head_channels=16, context_dim=TINY_WIDTH,
+                                attention_resolutions=(size // 2,), num_head_channels=8, context_dim=TINY_WIDTH,
                                 context_tokens=MAX_WORDS, class_embed="projection", class_embed_dim=TINY_WIDTH,
                                 norm_num_groups=8)
     return TextUNetConfig(**{**base, **kw})
