@@ -30,7 +30,13 @@ def _counts(spec: Any, case: dict[str, Any]) -> dict[str, Reading]:
     rows = count_pipeline(spec)
     steps, guidance = case.get("sample_steps", spec.steps), case.get("guidance", spec.guidance)
     passes = 2 if guidance != 1.0 and spec.cond != "none" else 1
-    per_step = sum(r.gmacs for r in rows if r.per_step)
+    # one expert of a stage runs per step (eDiff-I): a stage's per-step cost is its largest expert's
+    by_stage: dict[str, float] = {}
+    for r in rows:
+        if r.per_step:
+            key = r.stage or r.name
+            by_stage[key] = max(by_stage.get(key, 0.0), r.gmacs)
+    per_step = sum(by_stage.values())
     once = sum(r.gmacs for r in rows if not r.per_step)
     by_component = {r.name: {"component": r.component, "params": r.params, "gmacs": r.gmacs} for r in rows}
     note = "denoisers: every stage and expert, and the unCLIP prior; text encoders and the autoencoder apart"

@@ -280,7 +280,8 @@ def _pipeline_models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
     for name in sweep.pipelines:
         for t in sweep.params or (None,):
             budget = parse_target(t, "params", f"{file}: params budget") if t else None
-            model = {"label": name + (f"@{t}" if t else "") + ("" if sweep.scale == "tiny" else "/paper"),
+            label = name + (f"@{t}" if t else "") + ("" if sweep.scale == "tiny" else "/paper")
+            model: dict[str, Any] = {"label": label,
                      "family": f"pipeline:{name}", "preset": None, "pipeline": name, "scale": sweep.scale,
                      "budget": budget, "tolerance": sweep.tolerance}
             spec = pipeline_spec(model)

@@ -426,7 +426,7 @@ def _reshaped(s: StageSpec, factor: float, depth_delta: int = 0) -> StageSpec | 
         changes: dict[str, Any] = {wf: max(step, round(getattr(cfg, wf) * factor / step) * step)}
         depth = getattr(cfg, df)
         if depth_delta:
-            moved = tuple(d + depth_delta for d in depth) if isinstance(depth, tuple) else depth + depth_delta
+            moved: Any = tuple(d + depth_delta for d in depth) if isinstance(depth, tuple) else depth + depth_delta
             if min(moved if isinstance(moved, tuple) else (moved,)) < 1 or (s.family == "uvit" and moved % 2 == 0):
                 return None  # U-ViT needs an odd depth (in-blocks, mid-block, out-blocks)
             changes[df] = moved

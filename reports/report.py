@@ -21,6 +21,9 @@ from reports.load import RunData, load_run, unavailable_reasons
 FORMATS = ("md", "html", "csv", "tex")
 
 
+PIPELINE_PREFIX = "pipeline:"
+
+
 @dataclass
 class Section:
     title: str
@@ -31,6 +34,7 @@ class Section:
 
 
 def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
+    wide = _backbones(wide)
     measured = [c for c in wide.columns if isinstance(c, str) and c.startswith("fid[") and wide[c].notna().sum() >= 3]
     if measured:
         return measured[0], "measured"
@@ -39,8 +43,14 @@ def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
     return None, ""
 
 
+def _backbones(wide: pd.DataFrame) -> pd.DataFrame:
+    """Backbone cases only: a pipeline's GMACs (one step of every stage) and its denoisers' params are not
+    one network's, so pipelines stay out of the scaling fit and get a table of their own."""
+    return wide[~wide["family"].astype(str).str.startswith(PIPELINE_PREFIX)]
+
+
 def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> tuple[Section, PowerLaw]:
-    df = wide[["family", "gmacs", "params", quality]].dropna()
+    df = _backbones(wide)[["family", "gmacs", "params", quality]].dropna()
     best, fits = best_power_law(df["gmacs"], df[quality])
     rows = [{"models": "all", "law": "floored" if f.floor else "power", "formula": f.formula(), "exponent": f.b,
              "exponent 95% CI": f"[{f.b_ci[0]:.3f}, {f.b_ci[1]:.3f}]", "AIC": f.aic, "LOO RMSE (log)": f.loo_rmse,
@@ -82,6 +92,13 @@ def sections(run: RunData, out: Path) -> list[Section]:
     note = "; ".join(f"{h}: {r}" for h, r in dropped.items())
     secs.append(Section("Comparison", f"One row per case. Columns left out, with the reason: {note}." if note else
                         "One row per case.", comp))
+    pipes = tables.pipelines(wide)
+    if pipes is not None:
+        secs.append(Section("Pipelines", "Denoiser params count every stage, expert and prior (text encoders and "
+                            "autoencoders apart, in 'params, all'); GMACs/step is one step of every stage; "
+                            "GMACs/image the whole sample (denoisers x steps x guidance passes, text encoders and "
+                            "decoder once). Time per image by component, guided sampling. Pipelines are left out "
+                            "of the scaling fit (their GMACs are not one network's).", pipes))
     for value, title in (("gmacs", "DiT grid: GMACs (measured)"), ("paper_gflops", "DiT grid: Gflops (paper)"),
                          ("paper_fid", "DiT grid: FID-50K (paper)")):
         grid = tables.dit_grid(wide, value)

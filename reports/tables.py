@@ -61,6 +61,26 @@ def dit_grid(wide: pd.DataFrame, value: str) -> pd.DataFrame | None:
                         index=pd.Index([f"DiT-{s}" for s in sizes], name="model"), columns=patches)
 
 
+PIPELINE_COLUMNS = [
+    ("label", "pipeline", None), ("params", "denoiser params (M)", 1e-6), ("params_all", "params, all (M)", 1e-6),
+    ("gmacs", "GMACs/step", 1.0), ("gmacs_per_image", "GMACs/image", 1.0),
+    ("latency_per_image_ms", "ms/image (guided)", 1.0), ("latency_per_image_ms_unguided", "ms/image (unguided)", 1.0),
+]
+COMPONENT_PREFIX = "component_ms_per_image["
+
+
+def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per pipeline case: its counts, time per image with and without guidance, and by component."""
+    rows = wide[wide["family"].astype(str).str.startswith("pipeline:") & (wide["status"] == "ok")]
+    if rows.empty:
+        return None
+    cols = [(c, h, s) for c, h, s in PIPELINE_COLUMNS if c in rows.columns]
+    cols += [(c, "ms/image " + c[len(COMPONENT_PREFIX):-1], 1.0) for c in rows.columns
+             if isinstance(c, str) and c.startswith(COMPONENT_PREFIX)]
+    out = pd.DataFrame({h: rows[c] * s if s not in (None, 1.0) else rows[c] for c, h, s in cols})
+    return out.dropna(axis=1, how="all").reset_index(drop=True)
+
+
 def failures(wide: pd.DataFrame) -> pd.DataFrame:
     f = wide[wide["status"] != "ok"]
     return f[["label", "batch_size", "precision", "status", "error"]].reset_index(drop=True)
