@@ -9,6 +9,7 @@ nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -38,6 +39,7 @@ class TrainConfig:
     prediction: str = "epsilon"
     seed: int = 0
     checkpoint_every: int = 100
+    bf16: bool = True  # on GPU, forward passes under bf16 autocast (weights, optimizer and loss stay fp32)
 
     def __post_init__(self) -> None:
         if (self.steps > 0) == (self.train_flops > 0):
@@ -62,6 +64,12 @@ class TrainResult:
     train_flops: float | None
     resumed_from: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _autocast(device: str, bf16: bool) -> Any:
+    if bf16 and str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _batch_rng(seed: int, step: int) -> torch.Generator:
@@ -166,8 +174,9 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
                 c[drop] = model.null(int(drop.sum()))
                 c = c.to(device)
         xt = sched.add_noise(x0, noise, t)
-        out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), c), channels)
-        loss = torch.nn.functional.mse_loss(out_, training_target(sched, x0, noise, t).to(device))
+        with _autocast(device, cfg.bf16):
+            out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), c), channels)
+        loss = torch.nn.functional.mse_loss(out_.float(), training_target(sched, x0, noise, t).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -202,6 +202,8 @@ class Pipeline(nn.Module):
         self.stages: Any = nn.ModuleDict({s.name: Stage(s) for s in spec.stages})
         # latents are divided by this before decoding (SD's 0.18215; re-estimated when the harness trains one)
         scale = spec.autoencoder.scaling_factor if spec.autoencoder is not None else 1.0
+        if spec.autoencoder is not None and spec.autoencoder.path:  # a released autoencoder carries its own
+            scale = float(self.autoencoder.config.scaling_factor)
         self.latent_scale: torch.Tensor
         self.register_buffer("latent_scale", torch.tensor(float(scale)))
 
@@ -291,7 +293,14 @@ def build_autoencoder(spec: AutoencoderSpec) -> Any:
         if not (Path(spec.path) / "config.json").is_file():
             raise MissingWeightsError(f"no autoencoder at {spec.path} (config.json missing): give a local diffusers "
                                       "AutoencoderKL directory saved with save_pretrained")
-        return AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
+        ae = AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
+        expected = spec.config.get("latent_channels", 4)
+        factor = 2 ** (len(ae.config.block_out_channels) - 1)
+        if ae.config.latent_channels != expected or factor != spec.factor:
+            raise ConfigError(f"the autoencoder at {spec.path} has {ae.config.latent_channels} latent channels and "
+                              f"downsamples {factor}x; this pipeline needs "
+                              f"{expected} channels and {spec.factor}x")
+        return ae
     return AutoencoderKL(**spec.config)
 
 

@@ -74,7 +74,8 @@ class TextEncoderSpec:
             raise ConfigError(f"text encoder kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
     def with_path(self, path: str) -> TextEncoderSpec:
-        return dataclasses.replace(self, path=path)
+        """The same encoder loaded from a local directory, frozen (pretrained weights)."""
+        return dataclasses.replace(self, path=path, trainable=False)
 
     @property
     def length(self) -> int:
@@ -101,6 +102,12 @@ class TextEncoder(nn.Module):
             self.model: nn.Module = TextTransformer(**spec.config)
         elif spec.path:
             self.model, self.tokenizer = _load_pretrained(spec)
+            cfg: Any = self.model.config
+            loaded = int(getattr(cfg, "hidden_size", None) or cfg.d_model)
+            expected = spec.config.get("hidden_size") or spec.config.get("d_model")
+            if expected and loaded != expected:
+                raise ConfigError(f"the text encoder at {spec.path} has width {loaded}, but this pipeline is built "
+                                  f"for a {spec.kind} encoder of width {expected}; load one of that width")
         elif spec.kind == "clip":
             from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -130,9 +137,7 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, captions: list[str], length: int | None = None) -> torch.Tensor:
         if self.tokenizer is not None:
-            t = self.tokenizer(captions, padding="max_length", truncation=True,
-                               max_length=length or self.tokenizer.model_max_length, return_tensors="pt")
-            return t["input_ids"] * t["attention_mask"]  # padding -> 0, this harness's padding id
+            return self.tokenizer.tokenize(captions, length)
         from metrics.embedded import tokenize
 
         return tokenize(captions)
@@ -162,17 +167,37 @@ def _load_pretrained(spec: TextEncoderSpec) -> tuple[nn.Module, Any]:
     if not (path / "config.json").is_file():
         raise MissingWeightsError(f"no text encoder at {path} (config.json missing): give a local Hugging Face "
                                   f"directory of a {spec.kind.upper()} text model saved with save_pretrained")
-    from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
     cls: Any = T5EncoderModel if spec.kind == "t5" else (
         CLIPTextModelWithProjection if spec.config.get("projection_dim") else CLIPTextModel)
     model = cls.from_pretrained(str(path), local_files_only=True)
+    return model, load_tokenizer(path)
+
+
+class CaptionTokenizer:
+    """A Hugging Face tokenizer as this harness uses it: ids padded to a fixed length, padding = 0."""
+
+    def __init__(self, hf: Any) -> None:
+        self.hf = hf
+
+    def tokenize(self, captions: list[str], length: int | None = None) -> torch.Tensor:
+        t = self.hf(captions, padding="max_length", truncation=True, max_length=length or self.hf.model_max_length,
+                    return_tensors="pt")
+        return t["input_ids"] * t["attention_mask"]
+
+
+def load_tokenizer(path: str | Path) -> CaptionTokenizer:
+    from transformers import AutoTokenizer
+
+    if not (Path(path) / "config.json").is_file():
+        raise MissingWeightsError(f"no text encoder at {path} (config.json missing): give a local Hugging Face "
+                                  "directory of a text model and its tokenizer, saved with save_pretrained")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return CaptionTokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
     except Exception as e:  # noqa: BLE001 - any tokenizer problem is the same user fix
-        raise MissingWeightsError(f"{path} has a {spec.kind} model but no readable tokenizer ({str(e)[:80]}); "
-                                  "save the tokenizer into the same directory") from None
-    return model, tokenizer
+        raise MissingWeightsError(f"{path}: no readable tokenizer ({str(e)[:80]}); save the text encoder's "
+                                  "tokenizer into the same directory") from None
 
 
 # Paper-scale text encoders (configs of the released models).

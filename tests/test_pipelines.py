@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from bench.pipeline_sampling import sample_pipeline
-from models.pipeline import (Pipeline, count_pipeline, denoiser_params, load_pipeline, save_pipeline,
-                             size_pipeline)
+from models.pipeline import Pipeline, count_pipeline, denoiser_params, load_pipeline, save_pipeline, size_pipeline
 from models.pipelines import PIPELINES
 from tests.conftest import ROOT
 from tests.conftest import run_cli as cli
@@ -190,3 +189,122 @@ def test_pipeline_training_resumes_after_sigkill(tmp_path):
     part = next(p for p in report["parts"] if p["part"] == "denoiser")
     assert part["steps"] == 120 and 0 < part["resumed_from"] < 120
     assert len(report["losses"]["denoiser"]) == 120  # one loss per step, no gap and no repeat
+
+
+PIPE_SUITE = """
+name = "pipes"
+[defaults]
+batch_sizes = [2]
+warmup = 0
+repeats = 2
+measure = ["counts", "speed", "memory"]
+sample_steps = 2
+guidance = 2.0
+
+[[sweeps]]
+pipelines = ["unclip", "ediffi"]
+scale = "tiny"
+params = ["1.5M"]
+"""
+
+
+def test_suite_pipeline_sweep_validates(tmp_path):
+    from bench.errors import ConfigError, UnknownNameError
+    from bench.suites import expand, parse
+
+    suite = parse(PIPE_SUITE, "pipes.toml", "pipes")
+    cases = expand(suite, "cpu")
+    assert [c.config["model"]["label"] for c in cases] == ["unclip@1.5M", "ediffi@1.5M"]
+    assert cases[0].config["model"]["family"] == "pipeline:unclip"
+    with pytest.raises(UnknownNameError, match="glide"):
+        parse(PIPE_SUITE.replace('"ediffi"', '"glyde"'), "p.toml", "p")
+    with pytest.raises(ConfigError, match="not gmacs"):
+        parse(PIPE_SUITE.replace('params = ["1.5M"]', 'gmacs = ["1G"]'), "p.toml", "p")
+    with pytest.raises(ConfigError, match="cannot reach"):
+        expand(parse(PIPE_SUITE.replace('"1.5M"', '"20K"'), "p.toml", "p"), "cpu")
+
+
+def test_pipeline_cases_record_components_and_guidance(tmp_path):
+    from bench import records
+
+    path = tmp_path / "pipes.toml"
+    path.write_text(PIPE_SUITE)
+    proc = cli("run", str(path), "--out", str(tmp_path / "run"), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    got = records.read(tmp_path / "run" / "records.jsonl").records
+    by = {(r.config["model"]["label"], r.metric): r for r in got}
+    for label in ("unclip@1.5M", "ediffi@1.5M"):
+        assert by[(label, "params")].value == pytest.approx(1.5e6, rel=0.03)
+        assert by[(label, "latency_ms")].status == "ok" and by[(label, "latency_ms_unguided")].status == "ok"
+        assert by[(label, "gmacs_per_image")].value > by[(label, "gmacs")].value
+    assert by[("unclip@1.5M", "component_ms_per_image[prior]")].value > 0
+    assert by[("ediffi@1.5M", "component_ms_per_image[base8]")].value > 0
+    # eDiff-I runs one expert per step: its per-step GMACs count one expert per stage, not both
+    comps = by[("ediffi@1.5M", "params")].extra["by_component"]
+    experts = [v["gmacs"] for k, v in comps.items() if k.startswith("base8.expert")]
+    sr = comps["sr16"]["gmacs"]
+    assert by[("ediffi@1.5M", "gmacs")].value == pytest.approx(max(experts) + sr)
+    report = cli("report", str(tmp_path / "run"))
+    assert report.returncode == 0, report.stderr
+    assert "## Pipelines" in (tmp_path / "run" / "report" / "report.md").read_text()
+
+
+def test_training_data_from_a_folder_and_an_npz(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench.pipeline_training import training_data
+
+    spec = PIPELINES.get("dit").spec("tiny")
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for k in range(3):
+            img = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / "imgs" / cls / f"{k}.png")
+    data, captions = training_data(spec, str(tmp_path / "imgs"))
+    assert data.images.shape == (6, 3, 16, 16) and captions is None
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    np.savez(tmp_path / "batch.npz", arr_0=rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8),
+             arr_1=np.array([3, 1, 4, 1, 5]))
+    data, _ = training_data(spec, str(tmp_path / "batch.npz"))
+    assert data.images.shape == (5, 3, 16, 16) and data.labels.tolist() == [3, 1, 4, 1, 5]
+
+
+def _save_local_text_encoder(path, width=32):
+    """A tiny CLIP text model and a word-level tokenizer over the embedded vocabulary, saved as a
+    Hugging Face directory: the loading path of real text encoders, with no download."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+    from metrics.embedded import MAX_WORDS, VOCAB
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", model_max_length=MAX_WORDS)
+    cfg = CLIPTextConfig(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=MAX_WORDS, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=0)
+    torch.manual_seed(0)
+    CLIPTextModel(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+
+
+def test_local_text_encoder_and_autoencoder_load_from_directories(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from models.pipelines import TINY_VAE
+
+    _save_local_text_encoder(tmp_path / "text")
+    torch.manual_seed(0)
+    AutoencoderKL(**TINY_VAE).save_pretrained(tmp_path / "vae")
+    out = tmp_path / "s"
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "text"), "--autoencoder", str(tmp_path / "vae"),
+               "--captions", "a small red circle at the center", "--n", "2", "--steps", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("*.png"))) == 2
+    _save_local_text_encoder(tmp_path / "wide", width=48)
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "wide"), "--n", "1", "--out", str(out))
+    assert proc.returncode == 2 and "width" in proc.stderr
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "nothing"), "--n", "1", "--out", str(out))
+    assert proc.returncode == 2 and "config.json" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ PIPELINE_ARGS = [
     arg("--params", metavar="N", help="reshape the denoisers to total N params (as 'diffbench count --params')"),
     arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
     arg("--seed", type=int, default=0, help="seed (default: 0)"),
+    arg("--text-encoder", metavar="DIR", help="load the (first) text encoder from a local Hugging Face directory "
+                                              "(model and tokenizer; frozen)"),
+    arg("--autoencoder", metavar="DIR", help="load the autoencoder from a local diffusers AutoencoderKL directory"),
 ]
 
 
@@ -27,6 +31,15 @@ def _spec(args: argparse.Namespace) -> Any:
     from models.sizing import parse_quantity
 
     spec = PIPELINES.get(args.pipeline).spec(args.scale)
+    if args.text_encoder:
+        if not spec.text_encoders:
+            raise ConfigError(f"the {spec.name} pipeline has no shared text encoder to load; drop --text-encoder")
+        spec = dataclasses.replace(spec, text_encoders=(spec.text_encoders[0].with_path(args.text_encoder),
+                                                        *spec.text_encoders[1:]))
+    if args.autoencoder:
+        if spec.autoencoder is None:
+            raise ConfigError(f"the {spec.name} pipeline has no autoencoder; drop --autoencoder")
+        spec = dataclasses.replace(spec, autoencoder=dataclasses.replace(spec.autoencoder, path=args.autoencoder))
     if args.params:
         spec, _, _ = size_pipeline(spec, parse_quantity(args.params, "--params"))
     return spec
@@ -165,7 +178,9 @@ def _conditions(spec: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
         first: TextEncoderSpec = spec.text_encoders[0] if spec.text_encoders else spec.stages[-1].text_encoder
         if first.path:
-            tokens = first.build().tokenize(captions)
+            from models.text_encoders import load_tokenizer
+
+            tokens = load_tokenizer(first.path).tokenize(captions)
         else:
             from metrics.embedded import tokenize
 
