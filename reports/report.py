@@ -108,15 +108,17 @@ def sections(run: RunData, out: Path) -> list[Section]:
     imgs_dir = out / "plots"
     imgs_dir.mkdir(parents=True, exist_ok=True)
     images: list[Path] = []
+    backbones = _backbones(wide)  # per-network GMACs, latency and throughput: pipelines are not comparable
     if quality and "gmacs" in wide:
         fit, best = _fit_section(wide, quality, origin)
         secs.append(fit)
-        images += plots.quality_vs_gmacs(wide, quality, imgs_dir, best)
+        images += plots.quality_vs_gmacs(backbones, quality, imgs_dir, best)
         if "latency_ms" in wide:
-            images += plots.pareto(wide, quality, imgs_dir)
+            images += plots.pareto(backbones, quality, imgs_dir)
     else:
         secs.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
-    images += plots.speed_memory_vs_params(wide, imgs_dir)
+    if not backbones.empty:
+        images += plots.speed_memory_vs_params(backbones, imgs_dir)
     secs.append(Section("Plots", "", images=[i for i in images if i.suffix == ".png"]))
     fails = tables.failures(wide)
     secs.append(Section("Failed cases", "None." if fails.empty else "", None if fails.empty else fails))

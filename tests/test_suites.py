@@ -53,7 +53,7 @@ BAD = [
     ("unknown preset", GOOD.replace("DiT-S/8", "DiT-S/9"), "did you mean"),
     ("no sweeps", 'name = "x"\n', "sweeps: expected one or more"),
     ("both", '[[sweeps]]\nfamilies = ["dit"]\npresets = ["DiT-S/2"]\nparams = ["1M"]\n',
-     "exactly one of families or presets"),
+     "exactly one of families, presets or pipelines"),
     ("bad precision", GOOD.replace('["fp32", "bf16"]', '["fp8"]'), "precisions: expected a non-empty list of fp32"),
 ]
 
