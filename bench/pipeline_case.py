@@ -57,10 +57,9 @@ def _train_and_score(case: dict[str, Any], pipe: Any, spec: Any) -> dict[str, Re
     from bench import datasets
     from bench.pipeline_sampling import sample_pipeline
     from bench.pipeline_training import train_pipeline, training_data
+    from bench.quality_case import score
     from bench.training import TrainConfig
-    from metrics.detectors import build_detector, describe
     from metrics.embedded import tokenize
-    from metrics.quality import compare, extract
 
     dataset = "shapes" if spec.cond == "text" else case.get("dataset", "digits")
     data, captions = training_data(spec, dataset, case["seed"])
@@ -93,20 +92,7 @@ def _train_and_score(case: dict[str, Any], pipe: Any, spec: Any) -> dict[str, Re
                                              case["guidance"], case["seed"], 128, case["device"])))
     out["sample_ms_per_image"] = Reading((time.perf_counter() - t0) * 1e3 / n, "ms",
                                          extra={"steps": case["sample_steps"], "scheduler": case["scheduler"]})
-    det = build_detector(dataset)
-    fid = compare(extract(samples, det), extract(data.images, det))["fid"]
-    out[f"fid[{det.name}]"] = Reading(fid, "1", extra={**describe(det), "n_generated": n,
-                                                       "n_reference": len(data.images)})
-    if held is not None:
-        from metrics import clip_score
-
-        clip = clip_score.load("embedded")
-        own, _ = clip_score.clip_score(clip, samples, held)
-        shuffled, _ = clip_score.clip_score(clip, samples, held[7:] + held[:7])
-        meta = {"model": clip.name, "weights_sha256": clip.weights_sha256, "verified": clip.verified,
-                "convention": clip_score.CONVENTION}
-        out["clip_score"] = Reading(own, "1", extra=meta)
-        out["clip_score_shuffled"] = Reading(shuffled, "1", extra=meta)
+    out.update(score(samples, data.images, dataset, held))
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 
 from bench.diffusion import make_scheduler, split_learned_variance
 from bench.errors import ConfigError
-from bench.sampling import sample_seed
+from bench.sampling import check_sampling, sample_seed
 
 
 class Timings:
@@ -80,15 +80,6 @@ def _guided(fn: Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Ten
         cond, uncond = out.chunk(2)
         return uncond + guidance * (cond - uncond)
     return step
-
-
-def check_sampling(steps: int, guidance: float, batch_size: int = 1) -> None:
-    if steps < 1:
-        raise ConfigError(f"sampling needs at least 1 step, got {steps}; give --steps 1 or more")
-    if guidance < 0:
-        raise ConfigError(f"the guidance scale must be >= 0 (1 = no guidance), got {guidance}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
 
 
 @torch.no_grad()

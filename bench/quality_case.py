@@ -28,9 +28,7 @@ def train_and_score(case: dict[str, Any], family: Any, config: Any) -> tuple[Any
     """Returns (the conditioned backbone config, readings)."""
     from bench.sampling import sample
     from bench.training import TrainConfig, train
-    from metrics.detectors import build_detector, describe
     from metrics.embedded import VOCAB
-    from metrics.quality import compare, extract
     from models.api import count
     from models.denoiser import Denoiser
 
@@ -69,17 +67,29 @@ def train_and_score(case: dict[str, Any], family: Any, config: Any) -> tuple[Any
                                     batch_size=128, device=case["device"])))
     out["sample_ms_per_image"] = Reading((time.perf_counter() - t0) * 1e3 / n, "ms",
                                          extra={"steps": case["sample_steps"], "scheduler": case["scheduler"]})
-    det = build_detector(case["dataset"])
-    fid = compare(extract(samples, det), extract(images, det))["fid"]
-    out[f"fid[{det.name}]"] = Reading(fid, "1", extra={**describe(det), "n_generated": n, "n_reference": len(images)})
+    out.update(score(samples, images, case["dataset"], held_caps if captions is not None else None))
+    return model.config, out
+
+
+def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None
+          ) -> dict[str, Reading]:
+    """FID of uint8 samples against the reference images with the dataset's embedded detector, and for
+    captioned samples the embedded CLIP score with their own captions and with captions shifted by 7."""
+    from metrics.detectors import build_detector, describe
+    from metrics.quality import compare, extract
+
+    det = build_detector(dataset)
+    fid = compare(extract(samples, det), extract(reference, det))["fid"]
+    out = {f"fid[{det.name}]": Reading(fid, "1", extra={**describe(det), "n_generated": len(samples),
+                                                         "n_reference": len(reference)})}
     if captions is not None:
         from metrics import clip_score
 
         clip = clip_score.load("embedded")
-        own, _ = clip_score.clip_score(clip, samples, held_caps)
-        shuffled, _ = clip_score.clip_score(clip, samples, held_caps[7:] + held_caps[:7])
+        own, _ = clip_score.clip_score(clip, samples, captions)
+        shuffled, _ = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
         meta = {"model": clip.name, "weights_sha256": clip.weights_sha256, "verified": clip.verified,
                 "convention": clip_score.CONVENTION}
         out["clip_score"] = Reading(own, "1", extra=meta)
         out["clip_score_shuffled"] = Reading(shuffled, "1", extra=meta)
-    return model.config, out
+    return out

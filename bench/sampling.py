@@ -16,6 +16,15 @@ from bench.diffusion import make_scheduler, split_learned_variance
 from bench.errors import ConfigError
 
 
+def check_sampling(steps: int, guidance: float, batch_size: int = 1) -> None:
+    if steps < 1:
+        raise ConfigError(f"sampling needs at least 1 step, got {steps}; give --steps 1 or more")
+    if guidance < 0:
+        raise ConfigError(f"the guidance scale must be >= 0 (1 = no guidance), got {guidance}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+
+
 def sample_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
@@ -25,12 +34,7 @@ def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor 
            scheduler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0, batch_size: int = 64,
            prediction: str = "epsilon", device: str = "cpu", start: int = 0) -> Iterator[torch.Tensor]:
     """Yield uint8 (B, C, H, W) batches of samples ``start`` .. ``start + n - 1``."""
-    if steps < 1:
-        raise ConfigError(f"sampling needs at least 1 step, got {steps}")
-    if guidance < 0:
-        raise ConfigError(f"the guidance scale must be >= 0 (1 = no guidance), got {guidance}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    check_sampling(steps, guidance, batch_size)
     model = model.to(device).eval()
     for b0 in range(start, start + n, batch_size):
         idx = list(range(b0, min(b0 + batch_size, start + n)))

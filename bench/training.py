@@ -13,7 +13,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,49 +77,23 @@ def _batch_rng(seed: int, step: int) -> torch.Generator:
 
 def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
           losses: list[float], meta: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from models.api import write_safetensors
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     st = opt.state_dict()
     for idx, s in st["state"].items():
         for name, v in s.items():
-            tensors[f"opt.{idx}.{name}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
-    tensors, aliases = _dedupe(tensors)
-    meta = {**meta, "step": str(step), "losses": json.dumps(losses), "param_groups": json.dumps(st["param_groups"]),
-            "aliases": json.dumps(aliases)}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
-
-
-def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tied weights (T5's shared token embedding) are stored once; the other names become aliases."""
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    key: Any
-    kept, aliases = {}, {}
-    for k, v in tensors.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
-        if v.numel() and key in seen:
-            aliases[k] = seen[key]
-        else:
-            seen[key] = k
-            kept[k] = v
-    return kept, aliases
+            tensors[f"opt.{idx}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    write_safetensors(path, tensors, {**meta, "step": str(step), "losses": json.dumps(losses),
+                                      "param_groups": json.dumps(st["param_groups"])})
 
 
 def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
           meta_expected: dict[str, str]) -> tuple[int, list[float]]:
-    from safetensors import safe_open
+    from models.api import read_safetensors
 
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
-    except Exception as e:
-        raise BadInputError(f"{path}: not a readable safetensors checkpoint ({str(e)[:80]})") from None
-    for alias, kept in json.loads(meta.get("aliases", "{}")).items():
-        tensors[alias] = tensors[kept]
+    tensors, meta = read_safetensors(path)
     for key in ("model_config", "train_config"):
         if meta.get(key) != meta_expected[key]:
             raise BadInputError(f"{path} was written for a different {key.replace('_', ' ')}; "

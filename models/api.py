@@ -89,6 +89,48 @@ def family(name: str) -> Family:
     return FAMILIES.get(name)
 
 
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write atomically (a kill mid-write leaves the previous file intact); tied weights (T5's shared
+    token embedding) are stored once and the other names recorded as aliases in the metadata."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    seen: dict[Any, str] = {}
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for k, v in tensors.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if v.numel() and key in seen:
+            aliases[k] = seen[key]
+        else:
+            seen[key] = k
+            kept[k] = v.detach().contiguous()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(kept, str(tmp), metadata={**metadata, "aliases": json.dumps(aliases)})
+    os.replace(tmp, path)
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors with aliases restored, metadata); an unreadable file is a one-line ``BadInputError``."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+    except Exception as e:
+        raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:80]})") from None
+    for alias, kept in json.loads(meta.get("aliases", "{}")).items():
+        tensors[alias] = tensors[kept]
+    return tensors, meta
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from safetensors or a plain torch file, never executing code from the file.
 

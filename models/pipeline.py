@@ -515,52 +515,24 @@ def fingerprint(spec: PipelineSpec) -> str:
 
 def save_pipeline(pipe: Pipeline, path: str | Path) -> None:
     """All weights in one safetensors file (tied weights once), the pipeline's config in its metadata."""
-    import json
-    import os
+    from models.api import write_safetensors
 
-    from safetensors.torch import save_file
-
-    seen: dict[tuple[int, int], str] = {}
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    for k, v in pipe.state_dict().items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset())
-        if v.numel() and key in seen:
-            aliases[k] = seen[key]
-            continue
-        seen[key] = k
-        tensors[k] = v.detach().contiguous()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "diffbench-pipeline", "pipeline": pipe.spec.name,
-                                           "spec": fingerprint(pipe.spec), "aliases": json.dumps(aliases)})
-    os.replace(tmp, path)
+    write_safetensors(path, pipe.state_dict(), {"format": "diffbench-pipeline", "pipeline": pipe.spec.name,
+                                                "spec": fingerprint(pipe.spec)})
 
 
 def load_pipeline(pipe: Pipeline, path: str | Path) -> Pipeline:
     """Weights into ``pipe`` from a pipeline checkpoint: safetensors (config checked) or a plain state
     dict loaded with ``weights_only`` (a pickle that needs code execution is refused)."""
-    import json
-
     from bench.errors import BadInputError
-    from models.api import load_state_dict
+    from models.api import load_state_dict, read_safetensors
 
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
-        except Exception as e:
-            raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:80]})") from None
+        state, meta = read_safetensors(path)
         if meta.get("format") == "diffbench-pipeline" and meta.get("spec") != fingerprint(pipe.spec):
             raise BadInputError(f"{path} was written for a different {meta.get('pipeline', '?')} pipeline config "
                                 f"than {pipe.spec.name} as built now; use the same preset, scale and --params")
-        for alias, kept in json.loads(meta.get("aliases", "{}")).items():
-            state[alias] = state[kept]
     else:
         state = load_state_dict(path)
     own = pipe.state_dict()

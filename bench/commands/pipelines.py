@@ -123,7 +123,8 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from bench.diffusion import make_scheduler
-    from bench.pipeline_sampling import Timings, check_sampling, sample_pipeline
+    from bench.pipeline_sampling import Timings, sample_pipeline
+    from bench.sampling import check_sampling
     from models.pipeline import Pipeline, load_pipeline
 
     spec = _spec(args)
