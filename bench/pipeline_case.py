@@ -99,6 +99,7 @@ def _train_and_score(case: dict[str, Any], pipe: Any, spec: Any) -> dict[str, Re
 def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | None) -> dict[str, Reading]:
     """End-to-end sampling of ``batch_size`` images, timed ``repeats`` times after ``warmup``, with the
     pipeline's guidance and without (guidance 1): the unguided run skips the unconditional pass."""
+    from bench import precision
     from bench.pipeline_sampling import Timings, sample_pipeline
     from metrics import energy, memory
 
@@ -110,9 +111,10 @@ def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | 
     out: dict[str, Reading] = {}
 
     def once(g: float, timings: Timings | None = None) -> None:
-        for _ in sample_pipeline(pipe, batch, tokens, labels, case.get("scheduler", "ddim"), steps, g, case["seed"],
-                                 batch, device, timings=timings):
-            pass
+        with precision.precision(case["precision"], device, case["attention"]):
+            for _ in sample_pipeline(pipe, batch, tokens, labels, case.get("scheduler", "ddim"), steps, g,
+                                     case["seed"], batch, device, timings=timings):
+                pass
 
     memory.reset_allocator_peak(device)
     for tag, g in (("", guidance), ("_unguided", 1.0)):

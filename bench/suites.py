@@ -322,6 +322,9 @@ def expand(suite: Suite, device: str) -> list[Case]:
                                                             "sample_steps", "scheduler", "guidance",
                                                             "autoencoder_steps")}
                                  if {"train", "quality"} & set(s.measure) else {}),
+                              # a pipeline is timed end to end: its sampler settings always apply
+                              **({k: getattr(s, k) for k in ("sample_steps", "scheduler", "guidance")}
+                                 if "pipeline" in model else {}),
                               "timeout_s": s.timeout_s}
                     cid = case_id(config)
                     if cid in seen:

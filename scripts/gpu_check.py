@@ -1,4 +1,5 @@
-"""GPU check (``tox -e gpu``): DiT-XL/2 and the SD 1.5 U-Net at real size in bf16 on one CUDA device.
+"""GPU check (``tox -e gpu``): DiT-XL/2 and the SD 1.5 U-Net at real size in bf16 on one CUDA device,
+and the SD 1.5 pipeline end to end (text encoder, 10 guided steps, VAE decode).
 
 Runs the built-in ``gpu-check`` suite through the normal runner (so its records land in a
 run directory like any other), then prints latency, throughput, allocator and NVML memory,
@@ -12,8 +13,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-COLUMNS = ("model", "latency_ms", "throughput_img_s", "peak_mem_allocated_bytes", "nvml_peak_used_bytes",
-           "energy_j_per_image", "mean_power_w", "mfu")
+COLUMNS = ("model", "latency_ms", "latency_ms_unguided", "throughput_img_s", "peak_mem_allocated_bytes",
+           "nvml_peak_used_bytes", "energy_j_per_image", "mean_power_w", "mfu")
 
 
 def main(argv: list[str] | None = None) -> int:
