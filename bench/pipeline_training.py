@@ -12,7 +12,6 @@ through ``bench.training.train``, so a killed run resumes part by part.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
@@ -234,10 +233,6 @@ def _load_module(pipe: Pipeline, path: Path) -> None:
     from safetensors.torch import load_file
 
     pipe.load_state_dict({**pipe.state_dict(), **load_file(str(path))}, strict=True)
-
-
-def copy_pipeline(pipe: Pipeline) -> Pipeline:
-    return copy.deepcopy(pipe)
 
 
 def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000

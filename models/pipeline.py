@@ -318,11 +318,6 @@ def _text_proj(prior: PriorSpec, decoder_cfg: Any, text_width: int, pooled_width
     return proj
 
 
-def replace_stage(spec: PipelineSpec, name: str, **changes: Any) -> PipelineSpec:
-    stages = tuple(dataclasses.replace(s, **changes) if s.name == name else s for s in spec.stages)
-    return dataclasses.replace(spec, stages=stages)
-
-
 # --- counting ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ harness), text encoders of the same kinds at 32-64 wide and trainable (no pretra
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,12 +298,3 @@ _add("uvit", "U-ViT", "class-conditional latent U-ViT-H/2 with SD's autoencoder"
      lambda: _latent_class("uvit", "U-ViT-H/2 (latent)", "U-ViT-H/2"), _uvit_tiny)
 _add("uvit-t2i", "U-ViT text-to-image", "CLIP text tokens -> latent U-ViT (every input a token) -> KL-f8 decoder",
      _uvit_t2i_paper, _uvit_t2i_tiny)
-
-
-def pipeline_spec(name: str, scale: str = "paper") -> PipelineSpec:
-    return PIPELINES.get(name).spec(scale)
-
-
-def with_stage_configs(spec: PipelineSpec, configs: dict[str, tuple[Any, ...]]) -> PipelineSpec:
-    stages = tuple(dataclasses.replace(s, backbones=configs.get(s.name, s.backbones)) for s in spec.stages)
-    return dataclasses.replace(spec, stages=stages)
