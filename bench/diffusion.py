@@ -54,6 +54,12 @@ def training_scheduler(prediction: str = "epsilon") -> Any:
     return make_scheduler("ddpm", prediction)
 
 
+def noise_augment(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Imagen's noise-conditioning augmentation: the low-res input taken to timestep ``t`` of the
+    training forward process (the super-resolution stage is told ``t``)."""
+    return training_scheduler().add_noise(x, noise, t.long())
+
+
 def split_learned_variance(out: torch.Tensor, channels: int) -> torch.Tensor:
     """The prediction part of a learned-variance output (DiT / ADM emit 2C channels)."""
     return out[:, :channels] if out.shape[1] == 2 * channels else out

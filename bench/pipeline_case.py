@@ -96,17 +96,24 @@ def _train_and_score(case: dict[str, Any], pipe: Any, spec: Any) -> dict[str, Re
     return out
 
 
+def _tokens(spec: Any, batch: int) -> torch.Tensor:
+    """Caption ids of the full length the text encoders take (SD: 77 tokens), as real prompts are padded to."""
+    vocab = min(int(e.config.get("vocab_size") or e.config.get("vocab") or 2) for e in spec.text_encoder_specs)
+    return torch.randint(1, vocab, (batch, spec.text_length), generator=torch.Generator().manual_seed(0))
+
+
 def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | None) -> dict[str, Reading]:
     """End-to-end sampling of ``batch_size`` images, timed ``repeats`` times after ``warmup``, with the
     pipeline's guidance and without (guidance 1): the unguided run skips the unconditional pass."""
     from bench import precision
     from bench.pipeline_sampling import Timings, sample_pipeline
     from metrics import energy, memory
+    from metrics.timing import time_calls
 
     device, batch = case["device"], case["batch_size"]
     steps = case.get("sample_steps", spec.steps)
     guidance = case.get("guidance", spec.guidance)
-    tokens = torch.randint(1, 20, (batch, 12)) if spec.cond == "text" else None
+    tokens = _tokens(spec, batch) if spec.cond == "text" else None
     labels = torch.arange(batch) % spec.num_classes if spec.cond == "class" else None
     out: dict[str, Reading] = {}
 
@@ -118,28 +125,23 @@ def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | 
 
     memory.reset_allocator_peak(device)
     for tag, g in (("", guidance), ("_unguided", 1.0)):
-        for _ in range(case["warmup"]):
-            once(g)
-        samples, breakdown = [], Timings(device)
-        for _ in range(case["repeats"]):
-            t = Timings(device)
-            t0 = time.perf_counter()
-            once(g, t)
-            samples.append((time.perf_counter() - t0) * 1e3)
-            for k, v in t.seconds.items():
-                breakdown.seconds[k] = breakdown.seconds.get(k, 0.0) + v
-        ordered = sorted(samples)
-        median = ordered[len(ordered) // 2]
+        breakdown, calls = Timings(device), [0]
+
+        def timed(g: float = g, breakdown: Timings = breakdown, calls: list[int] = calls) -> None:
+            calls[0] += 1  # the first call and the warmup calls stay out of the per-component breakdown
+            once(g, breakdown if calls[0] > 1 + case["warmup"] else None)
+
+        t = time_calls(timed, case["warmup"], case["repeats"], device, case.get("min_time_s", 0.0))
         extra = {"steps": steps, "guidance": g, "scheduler": case.get("scheduler", "ddim")}
-        out[f"latency_ms{tag}"] = Reading(median, "ms", samples=samples, extra=extra)
-        out[f"latency_per_image_ms{tag}"] = Reading(median / batch, "ms", extra=extra)
-        out[f"throughput_img_s{tag}"] = Reading(batch / (median / 1e3), "images/s", extra=extra)
+        out[f"latency_ms{tag}"] = Reading(t.median_ms, "ms", samples=t.samples_ms, extra={**extra, **t.summary()})
+        out[f"latency_per_image_ms{tag}"] = Reading(t.median_ms / batch, "ms", extra=extra)
+        out[f"throughput_img_s{tag}"] = Reading(batch / (t.median_ms / 1e3), "images/s", extra=extra)
         if not tag:
-            out["latency_p10_ms"] = Reading(ordered[max(0, int(0.1 * (len(ordered) - 1)))], "ms")
-            out["latency_p90_ms"] = Reading(ordered[int(round(0.9 * (len(ordered) - 1)))], "ms")
+            out["latency_p10_ms"] = Reading(t.p10_ms, "ms")
+            out["latency_p90_ms"] = Reading(t.p90_ms, "ms")
+            out["first_call_ms"] = Reading(t.first_call_ms, "ms", extra={"includes": "init"})
             for comp, secs in breakdown.seconds.items():
-                out[f"component_ms_per_image[{comp}]"] = Reading(secs * 1e3 / (case["repeats"] * batch), "ms",
-                                                                 extra=extra)
+                out[f"component_ms_per_image[{comp}]"] = Reading(secs * 1e3 / (t.n * batch), "ms", extra=extra)
     if "energy" in case["measure"]:
         with energy.EnergyMeter(device) as meter:
             once(guidance)
@@ -151,7 +153,7 @@ def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | 
         from bench.provenance import device_name
         from metrics import mfu
 
-        out["mfu"] = mfu.mfu(flops_per_image * batch, 1e3 / median, device_name(device), case["precision"])
+        out["mfu"] = mfu.mfu(flops_per_image * batch, 1e3 / t.median_ms, device_name(device), case["precision"])
     else:
         out["mfu"] = Reading.unavailable("1", "MFU needs a GPU peak; this ran on CPU")
     return out

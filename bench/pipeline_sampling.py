@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from bench.diffusion import make_scheduler, split_learned_variance
+from bench.diffusion import make_scheduler, noise_augment, split_learned_variance
 from bench.errors import ConfigError
 from bench.sampling import check_sampling, sample_seed
+from models.text_encoders import attention_mask
 
 
 class Timings:
@@ -69,14 +70,19 @@ def _cat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _guided(fn: Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor], inputs: dict[str, Any],
-            null_inputs: dict[str, Any] | None, guidance: float, channels: int
+            null_inputs: dict[str, Any] | None, guidance: float, channels: int | None
             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``step(x, t)`` with classifier-free guidance; ``channels``: split a learned-variance output (images)."""
+    def call(x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
+        out = fn(x, t, c)
+        return out if channels is None else split_learned_variance(out, channels)
+
     if null_inputs is None or guidance == 1.0:
-        return lambda x, t: split_learned_variance(fn(x, t, inputs), channels)
+        return lambda x, t: call(x, t, inputs)
     both = _cat(inputs, null_inputs)
 
     def step(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = split_learned_variance(fn(torch.cat([x, x]), torch.cat([t, t]), both), channels)
+        out = call(torch.cat([x, x]), torch.cat([t, t]), both)
         cond, uncond = out.chunk(2)
         return uncond + guidance * (cond - uncond)
     return step
@@ -125,16 +131,15 @@ def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels
     if pipe.prior is not None:
         (h, pooled), (h0, pooled0) = text_for(None)
         assert tokens is not None
-        mask: torch.Tensor = tokens > 0
-        mask[:, 0] = True
         prior = pipe.prior
 
         def prior_fn(x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
             return prior(hidden_states=x, timestep=t, proj_embedding=c["pooled"], encoder_hidden_states=c["h"],
                          attention_mask=c["mask"]).predicted_image_embedding
 
-        step = _guided(prior_fn, {"pooled": pooled, "h": h, "mask": mask},
-                       {"pooled": pooled0, "h": h0, "mask": torch.ones_like(mask)}, guidance, -1)
+        # the null caption's mask as in training (bench.pipeline_training): padding, first position attended
+        step = _guided(prior_fn, {"pooled": pooled, "h": h, "mask": attention_mask(tokens)},
+                       {"pooled": pooled0, "h": h0, "mask": attention_mask(torch.zeros_like(tokens))}, guidance, None)
         with timings("prior"):
             image_embed = run_sampler(step, (spec.prior.image_embed_dim,), _generators(seed, idx, 0), scheduler,
                                       steps, "sample", device=device).to(device)
@@ -153,7 +158,7 @@ def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels
             aug_t = torch.full((b,), float(s.aug_level))
             if s.aug_level > 0:  # Imagen's noise-conditioning augmentation, at a fixed level when sampling
                 noise = torch.stack([torch.randn(low.shape[1:], generator=g) for g in _generators(seed, idx, 100 + si)])
-                low = make_scheduler("ddpm").add_noise(low, noise, aug_t.long())
+                low = noise_augment(low, noise, aug_t)
             cond["low_res"] = null["low_res"] = low.to(device)
             cond["aug_t"] = null["aug_t"] = aug_t.to(device)
         text = null_text = None

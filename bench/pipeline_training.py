@@ -23,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.diffusion import TRAIN_STEPS, make_scheduler
+from bench.diffusion import TRAIN_STEPS, noise_augment
+from bench.errors import ConfigError
 from bench.training import TrainConfig, TrainResult, train
-from models.pipeline import Pipeline, count_pipeline, encode_text, fingerprint, stage_inputs
+from models.api import read_safetensors, write_safetensors
+from models.pipeline import Pipeline, count_pipeline, encode_text, fingerprint, null_image_embed, stage_inputs
+from models.text_encoders import attention_mask
 
 AUG_MAX = 0.5  # training draws the augmentation timestep uniformly from [0, AUG_MAX * 1000)
 
@@ -55,7 +58,7 @@ class _Trainable(nn.Module):
     def __init__(self, pipe: Pipeline, part: str, data: PipelineData, low_res: torch.Tensor | None,
                  train_text: bool, device: str) -> None:
         super().__init__()
-        self.part, self.device, self.cond_kind = part, device, "prior" if part == "prior" else None
+        self.part, self.device = part, device
         self.net = pipe.prior if part == "prior" else pipe.stages[part]
         self.spec = None if part == "prior" else pipe.stages[part].spec
         text_mods = pipe.text_modules(None if part == "prior" else part)
@@ -81,7 +84,7 @@ class _Trainable(nn.Module):
             low = self._low[idx]
             aug_t = torch.randint(0, int(AUG_MAX * TRAIN_STEPS), (len(idx),), generator=g)
             noise = torch.randn(low.shape, generator=g)
-            c["low_res"] = make_scheduler("ddpm").add_noise(low, noise, aug_t).to(dev)
+            c["low_res"] = noise_augment(low, noise, aug_t).to(dev)
             c["aug_t"] = aug_t.float().to(dev)
         return c
 
@@ -95,15 +98,12 @@ class _Trainable(nn.Module):
         c = c if c is not None else {"device": self.device}
         if self.part == "prior":
             h, pooled = self._text(c["tokens"])
-            mask = c["tokens"] > 0
-            mask[:, 0] = True
             return self.net(hidden_states=x, timestep=t, proj_embedding=pooled, encoder_hidden_states=h,
-                            attention_mask=mask).predicted_image_embedding
+                            attention_mask=attention_mask(c["tokens"])).predicted_image_embedding
         assert self.spec is not None
         text = self._text(c["tokens"]) if self.spec.cond in ("text", "image") else None
         if self.spec.cond == "image":
-            assert self.text_proj is not None
-            null = self.text_proj.learned_classifier_free_guidance_embeddings[None].expand(len(x), -1)
+            null = null_image_embed(self.text_proj, len(x))
             c = {**c, "image_embed": torch.where(c["drop"][:, None], null, c["image_embed"])}
         return self.net(x, t, stage_inputs(self.spec, c, text, self.text_proj))
 
@@ -129,11 +129,13 @@ def train_autoencoder(ae: nn.Module, images: torch.Tensor, steps: int, batch_siz
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    ae.eval()
-    with torch.no_grad():
-        z = torch.cat([ae.encode(x_all[i:i + 256].to(device)).latent_dist.mean.cpu()  # type: ignore[operator]
-                       for i in range(0, len(x_all), 256)])
-    return float(1.0 / z.std()), losses
+    return float(1.0 / encode_latents(ae.eval(), x_all, device).std()), losses
+
+
+@torch.no_grad()
+def encode_latents(ae: Any, x: torch.Tensor, device: str, batch: int = 256) -> torch.Tensor:
+    """Posterior means of images in [-1, 1], in batches, on the CPU (unscaled)."""
+    return torch.cat([ae.encode(x[i:i + batch].to(device)).latent_dist.mean.cpu() for i in range(0, len(x), batch)])
 
 
 def train_pipeline(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out_dir: str | Path, device: str = "cpu",
@@ -200,19 +202,13 @@ def _targets(pipe: Pipeline, part: str, data: PipelineData, device: str) -> tupl
     """(x0 for this part, low-res input for super-resolution stages)."""
     if part == "prior":
         if data.image_embeds is None:
-            from bench.errors import ConfigError
-
             raise ConfigError("training unCLIP's prior needs an image embedding per image (PipelineData.image_embeds)")
         return data.image_embeds.float(), None
     s = pipe.stages[part].spec
     c, h, _ = s.input_shape
     if pipe.autoencoder is not None:
         f = pipe.spec.autoencoder.factor  # type: ignore[union-attr]
-        x = resize(data.images, h * f)
-        with torch.no_grad():
-            ae: Any = pipe.autoencoder.to(device)
-            x0 = torch.cat([ae.encode(x[i:i + 256].to(device)).latent_dist.mean.cpu() for i in range(0, len(x), 256)])
-        x0 = x0 * pipe.latent_scale.cpu()
+        x0 = encode_latents(pipe.autoencoder.to(device), resize(data.images, h * f), device) * pipe.latent_scale.cpu()
     else:
         x0 = resize(data.images, h)
     low = None
@@ -223,16 +219,11 @@ def _targets(pipe: Pipeline, part: str, data: PipelineData, device: str) -> tupl
 
 
 def _save_module(pipe: Pipeline, path: Path, prefixes: tuple[str, ...]) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous() for k, v in pipe.state_dict().items() if k.startswith(prefixes)}
-    save_file(state, str(path))  # the autoencoder has no tied weights
+    write_safetensors(path, {k: v for k, v in pipe.state_dict().items() if k.startswith(prefixes)}, {})
 
 
 def _load_module(pipe: Pipeline, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    pipe.load_state_dict({**pipe.state_dict(), **load_file(str(path))}, strict=True)
+    pipe.load_state_dict({**pipe.state_dict(), **read_safetensors(path)[0]}, strict=True)
 
 
 def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
@@ -244,7 +235,6 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
     text side is not used, so the pipeline's own text encoder still has to learn the captions).
     """
     from bench import datasets
-    from bench.errors import ConfigError
     from metrics.embedded import tokenize
 
     res = spec.output_shape[1]

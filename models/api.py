@@ -163,7 +163,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load weights with ``strict=True``; a key or shape mismatch is one line naming the first problems."""
-    state = load_state_dict(path)
+    return load_into(model, load_state_dict(path), path, "build the config the checkpoint was trained with")
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, fix: str) -> nn.Module:
+    """``model.load_state_dict(state, strict=True)``, with any key or shape mismatch as one line that names
+    the first problems and ``fix``."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -177,7 +182,6 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
             parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-        raise BadInputError(f"{path} does not fit this model: {'; '.join(parts)}; "
-                            "build the config the checkpoint was trained with")
+        raise BadInputError(f"{source} does not fit this model: {'; '.join(parts)}; {fix}")
     model.load_state_dict(state, strict=True)
     return model

@@ -124,9 +124,18 @@ class PipelineSpec:
     @property
     def cond(self) -> str:
         """What a user gives each sample: captions ("text") or labels ("class") or nothing."""
-        if self.text_encoders or any(s.text_encoder for s in self.stages):
+        if self.text_encoder_specs:
             return "text"
         return "class" if self.num_classes else "none"
+
+    @property
+    def text_encoder_specs(self) -> list[TextEncoderSpec]:
+        return [*self.text_encoders, *(s.text_encoder for s in self.stages if s.text_encoder is not None)]
+
+    @property
+    def text_length(self) -> int:
+        """Caption length every text encoder accepts (all encoders read the same token ids)."""
+        return min(e.length for e in self.text_encoder_specs)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -217,12 +226,16 @@ class Pipeline(nn.Module):
         return encode_text(self.text_modules(stage), tokens)
 
     def null_image_embed(self, n: int) -> torch.Tensor:
-        assert self.text_proj is not None
-        return self.text_proj.learned_classifier_free_guidance_embeddings[None].expand(n, -1)
+        return null_image_embed(self.text_proj, n)
 
     def condition(self, stage: str, cond: dict[str, Any], text: tuple[torch.Tensor, torch.Tensor] | None
                   ) -> dict[str, Any]:
         return stage_inputs(self.stages[stage].spec, cond, text, self.text_proj)
+
+
+def null_image_embed(text_proj: Any, n: int) -> torch.Tensor:
+    """unCLIP's learned null image embedding (classifier-free guidance), for ``n`` samples."""
+    return text_proj.learned_classifier_free_guidance_embeddings[None].expand(n, -1)
 
 
 def _width(encoder: Any) -> int:
@@ -286,20 +299,17 @@ def build_autoencoder(spec: AutoencoderSpec) -> Any:
     from diffusers import AutoencoderKL
 
     if spec.path:
-        from pathlib import Path
-
         from bench.errors import MissingWeightsError
 
         if not (Path(spec.path) / "config.json").is_file():
             raise MissingWeightsError(f"no autoencoder at {spec.path} (config.json missing): give a local diffusers "
                                       "AutoencoderKL directory saved with save_pretrained")
         ae = AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
-        expected = spec.config.get("latent_channels", 4)
         factor = 2 ** (len(ae.config.block_out_channels) - 1)
-        if ae.config.latent_channels != expected or factor != spec.factor:
+        if ae.config.latent_channels != spec.latent_channels or factor != spec.factor:
             raise ConfigError(f"the autoencoder at {spec.path} has {ae.config.latent_channels} latent channels and "
-                              f"downsamples {factor}x; this pipeline needs "
-                              f"{expected} channels and {spec.factor}x")
+                              f"downsamples {factor}x; this pipeline needs {spec.latent_channels} channels and "
+                              f"{spec.factor}x")
         return ae
     return AutoencoderKL(**spec.config)
 
@@ -339,27 +349,27 @@ def _tokens(n: int, length: int) -> torch.Tensor:
 
 def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
     """Params and GMACs of every component, built on the meta device (nothing is allocated)."""
-    from metrics.counting import count_flops, flops_to_gmacs
+    from metrics.counting import count_flops, count_params, flops_to_gmacs
 
     def n_params(m: nn.Module) -> int:
-        return sum(p.numel() for p in m.parameters())
+        return count_params(m).total
 
     meta = torch.device("meta")
     rows: list[ComponentCount] = []
     with meta:
         pipe: Any = Pipeline(spec).eval()
     with torch.no_grad():
-        for i, (enc, es) in enumerate(zip(pipe.text_encoders, spec.text_encoders, strict=True)):
-            toks = _tokens(1, es.length).to(meta)
+        for i, enc in enumerate(pipe.text_encoders):
+            toks = _tokens(1, spec.text_length).to(meta)
             rows.append(ComponentCount(f"text_encoder{'' if i == 0 else f'.{i}'}", "text_encoder", n_params(enc),
                                        flops_to_gmacs(count_flops(partial(enc, toks)))))
         for i, lin in enumerate(pipe.text_merge):
-            length = spec.text_encoders[i + 1].length
+            length = spec.text_length
             x = torch.zeros(1, length, lin.in_features, device=meta)
             rows.append(ComponentCount(f"text_merge.{i + 1}", "text_merge", n_params(lin),
                                        flops_to_gmacs(count_flops(partial(lin, x)))))
         if pipe.prior is not None and spec.prior is not None:
-            e, length = spec.prior.image_embed_dim, spec.text_encoders[0].length
+            e, length = spec.prior.image_embed_dim, spec.text_length
             args = dict(hidden_states=torch.zeros(1, e, device=meta), timestep=torch.tensor([1], device=meta),
                         proj_embedding=torch.zeros(1, e, device=meta),
                         encoder_hidden_states=torch.zeros(1, length, e, device=meta),
@@ -372,7 +382,7 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
         for s in spec.stages:
             stage = pipe.stages[s.name]
             if stage.text is not None and s.text_encoder is not None:
-                toks = _tokens(1, s.text_encoder.length).to(meta)
+                toks = _tokens(1, spec.text_length).to(meta)
                 rows.append(ComponentCount(f"{s.name}.text_encoder", "text_encoder", n_params(stage.text),
                                            flops_to_gmacs(count_flops(partial(stage.text, toks))),
                                            stage=s.name))
@@ -442,8 +452,9 @@ def _reshaped(s: StageSpec, factor: float, depth_delta: int = 0) -> StageSpec | 
 
 
 def _stage_params(s: StageSpec) -> int:
-    with torch.device("meta"):
-        return sum(sum(p.numel() for p in c.build().parameters()) for c in s.backbones)
+    from models.sizing import probe  # cached per config: the search probes the same widths again and again
+
+    return sum(probe(c, False)[0] for c in s.backbones)
 
 
 def size_pipeline(spec: PipelineSpec, params: float, tolerance: float = 0.03) -> tuple[PipelineSpec, int, float]:
@@ -520,7 +531,7 @@ def load_pipeline(pipe: Pipeline, path: str | Path) -> Pipeline:
     """Weights into ``pipe`` from a pipeline checkpoint: safetensors (config checked) or a plain state
     dict loaded with ``weights_only`` (a pickle that needs code execution is refused)."""
     from bench.errors import BadInputError
-    from models.api import load_state_dict, read_safetensors
+    from models.api import load_into, load_state_dict, read_safetensors
 
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
@@ -530,14 +541,5 @@ def load_pipeline(pipe: Pipeline, path: str | Path) -> Pipeline:
                                 f"than {pipe.spec.name} as built now; use the same preset, scale and --params")
     else:
         state = load_state_dict(path)
-    own = pipe.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        first = (shapes or missing or unexpected)[0]
-        raise BadInputError(f"{path} does not fit the {pipe.spec.name} pipeline: {len(shapes)} shape mismatch(es), "
-                            f"{len(missing)} missing and {len(unexpected)} unexpected key(s), e.g. {first}; "
-                            "use a checkpoint written for this preset, scale and --params")
-    pipe.load_state_dict(state, strict=True)
+    load_into(pipe, state, path, f"use a checkpoint written for the {pipe.spec.name} preset at this scale and --params")
     return pipe

@@ -84,7 +84,7 @@ TINY_RES = 16
 def _tiny_text(kind: str = "clip", **extra: Any) -> TextEncoderSpec:
     configs: dict[str, dict[str, Any]] = {"clip": TINY_CLIP, "t5": TINY_T5, "glide": TINY_GLIDE_TEXT}
     cfg = configs[kind]
-    return TextEncoderSpec(kind, {**cfg, **extra}, trainable=True)
+    return TextEncoderSpec(kind, {**cfg, **extra}, trainable=True, max_length=MAX_WORDS)
 
 
 def _tiny_text_unet(size: int, **kw: Any) -> TextUNetConfig:
@@ -135,7 +135,7 @@ def _imagen_paper() -> PipelineSpec:
                   thresholding=True),
         StageSpec("sr1024", "unet-glide", (_imagen_sr(1024, (2, 2, 2, 2, 2)),), low_res_from="sr256",
                   aug_level=100, thresholding=True)),
-        (TextEncoderSpec("t5", T5_XXL, name="T5-XXL encoder"),), guidance=7.0, steps=50,
+        (TextEncoderSpec("t5", T5_XXL, name="T5-XXL encoder", max_length=128),), guidance=7.0, steps=50,
         source="Saharia et al. 2022 (Appendix F flags); T5-XXL (google/t5-v1_1-xxl) config")
 
 
@@ -166,7 +166,8 @@ def _ediffi_paper() -> PipelineSpec:
         StageSpec("sr256", "unet-glide", (sr,) * 2, boundaries=(500,), low_res_from="base64", aug_level=100),
         StageSpec("sr1024", "unet-glide", (_imagen_sr(1024, (2, 2, 2, 2, 2)),), low_res_from="sr256",
                   aug_level=100)),
-        (TextEncoderSpec("t5", T5_XXL, name="T5-XXL encoder"), TextEncoderSpec("clip", CLIP_L14, name="CLIP ViT-L/14")),
+        (TextEncoderSpec("t5", T5_XXL, name="T5-XXL encoder", max_length=77),
+         TextEncoderSpec("clip", CLIP_L14, name="CLIP ViT-L/14")),
         guidance=7.5, steps=50,
         source="Balaji et al. 2022 (experts by noise interval; T5 + CLIP text); Imagen-style U-Nets")
 

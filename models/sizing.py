@@ -259,7 +259,7 @@ RULES: dict[str, Callable[..., list[Structure]]] = {
 # --- exact count polynomials ------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=4096)
-def _probe(config: Any, with_flops: bool) -> tuple[int, int]:
+def probe(config: Any, with_flops: bool) -> tuple[int, int]:
     """(params, flops) of a config, counted on meta; flops 0 when not asked for."""
     import torch
 
@@ -311,9 +311,9 @@ def fit_counts(s: Structure, by: str) -> CountModel:
     qs = []
     for d in s.probe_depths:
         if by != "params" and s.flops_through_origin:  # U-Net FLOPs: every term scales with the width
-            pts = [(0, 0)] + [(w, _probe(s.make(w, d), True)[idx]) for w in s.probe_widths[:2]]
+            pts = [(0, 0)] + [(w, probe(s.make(w, d), True)[idx]) for w in s.probe_widths[:2]]
         else:
-            pts = [(w, _probe(s.make(w, d), by != "params")[idx]) for w in s.probe_widths]
+            pts = [(w, probe(s.make(w, d), by != "params")[idx]) for w in s.probe_widths]
         qs.append(_quadratic(pts))
     if len(qs) == 1:
         return CountModel(s.probe_depths[0], None, qs[0], None)

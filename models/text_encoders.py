@@ -68,6 +68,7 @@ class TextEncoderSpec:
     path: str = ""
     trainable: bool = False  # frozen as in SD / Imagen / unCLIP; GLIDE trains its own
     name: str = ""
+    max_length: int = 0  # > 0: caption length, for encoders without a position limit (T5)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -80,10 +81,21 @@ class TextEncoderSpec:
     @property
     def length(self) -> int:
         c = self.config
-        return int(c.get("max_position_embeddings") or c.get("length") or c.get("n_positions") or 77)
+        length = self.max_length or c.get("max_position_embeddings") or c.get("length")
+        if not length:
+            raise ConfigError(f"the {self.kind} text encoder has no position limit: give its caption max_length")
+        return int(length)
 
     def build(self) -> TextEncoder:
         return TextEncoder(self)
+
+
+def attention_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """True where a token is attended: non-padding tokens, and always the first position, so that an
+    all-padding (null) caption still has something to attend to."""
+    mask = tokens > 0
+    mask[:, 0] = True
+    return mask
 
 
 def _masked_mean(h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -102,16 +114,14 @@ class TextEncoder(nn.Module):
             self.model: nn.Module = TextTransformer(**spec.config)
         elif spec.path:
             self.model, self.tokenizer = _load_pretrained(spec)
-            cfg: Any = self.model.config
-            loaded = int(getattr(cfg, "hidden_size", None) or cfg.d_model)
             expected = spec.config.get("hidden_size") or spec.config.get("d_model")
-            if expected and loaded != expected:
-                raise ConfigError(f"the text encoder at {spec.path} has width {loaded}, but this pipeline is built "
+            if expected and self.width != expected:
+                raise ConfigError(f"the text encoder at {spec.path} has width {self.width}, but this pipeline is built "
                                   f"for a {spec.kind} encoder of width {expected}; load one of that width")
         elif spec.kind == "clip":
             from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-            cfg = CLIPTextConfig(**spec.config)
+            cfg: Any = CLIPTextConfig(**spec.config)
             cls = CLIPTextModelWithProjection if spec.config.get("projection_dim") else CLIPTextModel
             self.model = cls(cfg)
         else:
@@ -146,10 +156,8 @@ class TextEncoder(nn.Module):
         if self.spec.kind == "glide":
             h = self.model(tokens)
             return h, h[:, -1]
-        mask: torch.Tensor | None = None
-        if tokens.device.type != "meta":  # counting on meta: masks cannot be inspected there, and change no FLOPs
-            mask = (tokens > 0).long()
-            mask[:, 0] = 1  # an all-padding (null) caption still attends to its first position
+        # counting on meta: masks cannot be inspected there, and change no FLOPs
+        mask = attention_mask(tokens).long() if tokens.device.type != "meta" else None
         out: Any = self.model(input_ids=tokens, attention_mask=mask)
         h = out.last_hidden_state
         if self.spec.kind == "clip" and self.spec.path:
@@ -172,7 +180,7 @@ def _load_pretrained(spec: TextEncoderSpec) -> tuple[nn.Module, Any]:
     cls: Any = T5EncoderModel if spec.kind == "t5" else (
         CLIPTextModelWithProjection if spec.config.get("projection_dim") else CLIPTextModel)
     model = cls.from_pretrained(str(path), local_files_only=True)
-    return model, load_tokenizer(path)
+    return model, _load_tokenizer(path)
 
 
 class CaptionTokenizer:
@@ -187,12 +195,9 @@ class CaptionTokenizer:
         return t["input_ids"] * t["attention_mask"]
 
 
-def load_tokenizer(path: str | Path) -> CaptionTokenizer:
+def _load_tokenizer(path: str | Path) -> CaptionTokenizer:
     from transformers import AutoTokenizer
 
-    if not (Path(path) / "config.json").is_file():
-        raise MissingWeightsError(f"no text encoder at {path} (config.json missing): give a local Hugging Face "
-                                  "directory of a text model and its tokenizer, saved with save_pretrained")
     try:
         return CaptionTokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
     except Exception as e:  # noqa: BLE001 - any tokenizer problem is the same user fix

@@ -134,9 +134,13 @@ def run_sample(args: argparse.Namespace) -> int:
     make_scheduler(args.scheduler)
     if args.n < 1:
         raise ConfigError(f"--n must be positive, got {args.n}")
-    tokens, labels = _conditions(spec, args)
+    captions, labels = _conditions(spec, args)  # checked before the (possibly large) build
     torch.manual_seed(args.seed)
     pipe = Pipeline(spec)
+    tokens = None
+    if captions is not None:  # the tokenizer of the text encoder as built (a loaded one brings its own)
+        first = pipe.text_encoders[0] if len(pipe.text_encoders) else pipe.stages[spec.stages[-1].name].text
+        tokens = first.tokenize(captions)
     if args.checkpoint:
         load_pipeline(pipe, args.checkpoint)
     else:
@@ -164,10 +168,11 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _conditions(spec: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+def _conditions(spec: Any, args: argparse.Namespace) -> tuple[list[str] | None, Any]:
+    """(captions, labels) for the ``--n`` samples, cycled from the arguments or defaulted."""
     import torch
 
-    tokens = labels = None
+    captions = labels = None
     if spec.cond == "text":
         captions = args.captions
         if not captions:
@@ -175,17 +180,6 @@ def _conditions(spec: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
             captions = datasets.shapes(args.n, 16, seed=args.seed + 777).captions or []
         captions = [captions[k % len(captions)] for k in range(args.n)]
-        from models.text_encoders import TextEncoderSpec
-
-        first: TextEncoderSpec = spec.text_encoders[0] if spec.text_encoders else spec.stages[-1].text_encoder
-        if first.path:
-            from models.text_encoders import load_tokenizer
-
-            tokens = load_tokenizer(first.path).tokenize(captions)
-        else:
-            from metrics.embedded import tokenize
-
-            tokens = tokenize(captions)
     elif args.captions:
         raise BadInputError(f"the {spec.name} pipeline is not text-conditional; drop --captions")
     if spec.cond == "class":
@@ -202,4 +196,4 @@ def _conditions(spec: Any, args: argparse.Namespace) -> tuple[Any, Any]:
         labels = torch.tensor([given[k % len(given)] for k in range(args.n)])
     elif args.labels:
         raise BadInputError(f"the {spec.name} pipeline is not class-conditional; drop --labels")
-    return tokens, labels
+    return captions, labels
