@@ -132,6 +132,8 @@ def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | 
             once(g, breakdown if calls[0] > 1 + case["warmup"] else None)
 
         t = time_calls(timed, case["warmup"], case["repeats"], device, case.get("min_time_s", 0.0))
+        if not tag:
+            guided = t  # MFU counts the guided sample's FLOPs, so it divides by the guided latency
         extra = {"steps": steps, "guidance": g, "scheduler": case.get("scheduler", "ddim")}
         out[f"latency_ms{tag}"] = Reading(t.median_ms, "ms", samples=t.samples_ms, extra={**extra, **t.summary()})
         out[f"latency_per_image_ms{tag}"] = Reading(t.median_ms / batch, "ms", extra=extra)
@@ -149,13 +151,15 @@ def _speed(case: dict[str, Any], pipe: Any, spec: Any, flops_per_image: float | 
     if "memory" in case["measure"]:
         out.update(memory.allocator_peaks(device))
         out["cpu_peak_rss_bytes"] = memory.peak_rss_bytes()
-    if flops_per_image is not None and device.startswith("cuda"):
+    if not device.startswith("cuda"):
+        out["mfu"] = Reading.unavailable("1", "MFU needs a GPU peak; this ran on CPU")
+    elif flops_per_image is None:
+        out["mfu"] = Reading.unavailable("1", "MFU needs the FLOPs per image: add counts to the case's measure")
+    else:
         from bench.provenance import device_name
         from metrics import mfu
 
-        out["mfu"] = mfu.mfu(flops_per_image * batch, 1e3 / t.median_ms, device_name(device), case["precision"])
-    else:
-        out["mfu"] = Reading.unavailable("1", "MFU needs a GPU peak; this ran on CPU")
+        out["mfu"] = mfu.mfu(flops_per_image * batch, 1e3 / guided.median_ms, device_name(device), case["precision"])
     return out
 
 

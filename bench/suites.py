@@ -305,6 +305,17 @@ def _conditioning(sweep: Sweep) -> Any:
     return Conditioning(sweep.cond, sweep.classes)
 
 
+TRAINING_SETTINGS = ("dataset", "train_steps", "train_batch", "lr", "samples", "autoencoder_steps")
+SAMPLER_SETTINGS = ("sample_steps", "scheduler", "guidance")
+
+
+def _case_settings(s: Settings, model: dict[str, Any]) -> tuple[str, ...]:
+    """The training and sampler settings a case carries: only those it uses, so that they change its id
+    only where they change what it measures (a pipeline is timed end to end: its sampler always applies)."""
+    trains = bool({"train", "quality"} & set(s.measure))
+    return (TRAINING_SETTINGS if trains else ()) + (SAMPLER_SETTINGS if trains or "pipeline" in model else ())
+
+
 def expand(suite: Suite, device: str) -> list[Case]:
     cases: list[Case] = []
     seen: set[str] = set()
@@ -318,13 +329,7 @@ def expand(suite: Suite, device: str) -> list[Case]:
                               "warmup": s.warmup, "repeats": s.repeats, "min_time_s": s.min_time_s,
                               "seed": s.seed, "measure": list(s.measure), "oom_retry": s.oom_retry,
                               "nvml_interval_s": s.nvml_interval_s, "cond": sweep.cond, "classes": sweep.classes,
-                              **({k: getattr(s, k) for k in ("dataset", "train_steps", "train_batch", "lr", "samples",
-                                                            "sample_steps", "scheduler", "guidance",
-                                                            "autoencoder_steps")}
-                                 if {"train", "quality"} & set(s.measure) else {}),
-                              # a pipeline is timed end to end: its sampler settings always apply
-                              **({k: getattr(s, k) for k in ("sample_steps", "scheduler", "guidance")}
-                                 if "pipeline" in model else {}),
+                              **{k: getattr(s, k) for k in _case_settings(s, model)},
                               "timeout_s": s.timeout_s}
                     cid = case_id(config)
                     if cid in seen:

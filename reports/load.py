@@ -16,7 +16,7 @@ import pandas as pd
 from bench import records
 from bench.errors import BadInputError
 
-IDENTITY = ["case_id", "label", "family", "preset", "input", "batch_size", "precision", "device"]
+IDENTITY = ["case_id", "label", "family", "preset", "pipeline", "input", "batch_size", "precision", "device"]
 
 
 @dataclass
@@ -34,7 +34,7 @@ def _row(r: records.Record) -> dict[str, Any]:
     ref = model.get("reference", {})
     return {
         "case_id": r.case_id, "run_id": r.run_id, "suite": r.suite, "label": model.get("label", r.case_id),
-        "family": model.get("family"), "preset": model.get("preset"),
+        "family": model.get("family"), "preset": model.get("preset"), "pipeline": model.get("pipeline"),
         "input": "x".join(map(str, model.get("input") or [])) or None,
         "batch_size": r.config.get("batch_size"), "precision": r.config.get("precision"),
         "device": r.config.get("device"), "metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,

@@ -21,9 +21,6 @@ from reports.load import RunData, load_run, unavailable_reasons
 FORMATS = ("md", "html", "csv", "tex")
 
 
-PIPELINE_PREFIX = "pipeline:"
-
-
 @dataclass
 class Section:
     title: str
@@ -46,7 +43,7 @@ def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
 def _backbones(wide: pd.DataFrame) -> pd.DataFrame:
     """Backbone cases only: a pipeline's GMACs (one step of every stage) and its denoisers' params are not
     one network's, so pipelines stay out of the scaling fit and get a table of their own."""
-    return wide[~wide["family"].astype(str).str.startswith(PIPELINE_PREFIX)]
+    return wide[wide["pipeline"].isna()]
 
 
 def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> tuple[Section, PowerLaw]:

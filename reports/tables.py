@@ -71,7 +71,7 @@ COMPONENT_PREFIX = "component_ms_per_image["
 
 def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
     """One row per pipeline case: its counts, time per image with and without guidance, and by component."""
-    rows = wide[wide["family"].astype(str).str.startswith("pipeline:") & (wide["status"] == "ok")]
+    rows = wide[wide["pipeline"].notna() & (wide["status"] == "ok")]
     if rows.empty:
         return None
     cols = [(c, h, s) for c, h, s in PIPELINE_COLUMNS if c in rows.columns]
