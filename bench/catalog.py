@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.registry import Registry
+from diffbench.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,13 @@ class Listing:
 
 
 def _families() -> list[dict[str, Any]]:
-    from models.families import FAMILIES
+    from diffbench.models.families import FAMILIES
 
     return [{"name": n, "title": f.title, "description": f.description} for n, f in FAMILIES.items()]
 
 
 def _presets() -> list[dict[str, Any]]:
-    from models.presets import PRESETS
+    from diffbench.models.presets import PRESETS
 
     rows = []
     for n, p in PRESETS.items():
@@ -36,7 +36,7 @@ def _presets() -> list[dict[str, Any]]:
 
 
 def _pipelines() -> list[dict[str, Any]]:
-    from models.pipelines import PIPELINES
+    from diffbench.models.pipelines import PIPELINES
 
     rows = []
     for n, p in PIPELINES.items():
@@ -52,26 +52,26 @@ def _pipelines() -> list[dict[str, Any]]:
 
 
 def _metrics() -> list[dict[str, Any]]:
-    from metrics.specs import METRICS
+    from diffbench.metrics.specs import METRICS
 
-    return [{"name": n, "unit": m.unit, "description": m.description} for n, m in METRICS.items()]
+    return [m.as_dict() for m in METRICS.values()]
 
 
 def _suites() -> list[dict[str, Any]]:
-    from bench.suites import builtin_suites
+    from diffbench.bench.suites import builtin_suites
 
     return [{"name": s.name, "description": s.description} for s in builtin_suites()]
 
 
 def _detectors() -> list[dict[str, Any]]:
-    from metrics.detectors import DETECTORS
+    from diffbench.metrics.detectors import DETECTORS
 
     return [{"name": n, "modes": ", ".join(d.modes), "outputs": ", ".join(d.outputs), "description": d.description}
             for n, d in DETECTORS.items()]
 
 
 def _commands() -> list[dict[str, Any]]:
-    from bench.cli import COMMANDS
+    from diffbench.bench.cli import COMMANDS
 
     return [{"name": n, "description": c.help} for n, c in COMMANDS.items()]
 
@@ -88,7 +88,9 @@ LISTINGS.add("pipelines", Listing(
     ("name", "title", "condition", "stages", "autoencoder", "prior"), _pipelines,
     note="'diffbench count PIPELINE' counts every component on the meta device; --scale tiny for the CPU-sized "
          "version; --params N reshapes the denoisers to a common budget"))
-LISTINGS.add("metrics", Listing("metrics", "quantities records carry", ("name", "unit", "description"), _metrics))
+LISTINGS.add("metrics", Listing("metrics", "quantities records carry: unit, kind (how runs compare), which way is "
+                               "better, qualifier (name[...])", ("name", "unit", "kind", "better", "qualifier",
+                                                                 "description"), _metrics))
 LISTINGS.add("suites", Listing("suites", "built-in suites for 'diffbench run' (bench/suites/)",
                                ("name", "description"), _suites))
 LISTINGS.add("detectors", Listing("detectors", "feature networks for FID and relatives",

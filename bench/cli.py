@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import UnknownNameError, UserError
-from bench.registry import Registry
+from diffbench.core.errors import UnknownNameError, UserError
+from diffbench.core.registry import Registry
 
 PROG = "diffbench"
-COMMAND_MODULES = ("bench.commands.listing", "bench.commands.counting", "bench.commands.matching",
-                   "bench.commands.running", "bench.commands.quality",
-                   "bench.commands.reporting", "bench.commands.pipelines")
+COMMAND_MODULES = tuple(f"diffbench.bench.commands.{m}" for m in (
+    "listing", "counting", "matching", "running", "quality", "reporting", "pipelines"))
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def _examples(lines: Sequence[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.provenance import diffbench_version
+    from diffbench.bench.provenance import diffbench_version
 
     for module in COMMAND_MODULES:
         importlib.import_module(module)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench.errors import CaseUnsupported
+from diffbench.core.errors import CaseUnsupported
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 ATTENTION_BACKENDS = {

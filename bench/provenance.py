@@ -5,7 +5,6 @@ Collected once per process (it shells out to git and asks NVML), attached to eve
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import platform
 import socket
@@ -14,19 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.core.records import utc_now
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC timestamp with microseconds, e.g. ``2026-11-25T20:01:02.123456+00:00``."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
 @dataclass(frozen=True)
 class Provenance:
     """Where a record came from. Every field is documented because reports show them."""
 
-    git_commit: str | None  # HEAD of the diffbench checkout, None when not run from a git checkout
+    git_commit: str | None  # HEAD of diffbench's own checkout; None when installed (see diffbench_version)
     git_dirty: bool | None  # True when the checkout had uncommitted changes (the numbers may not be reproducible)
     diffbench_version: str  # the installed distribution's version
     torch_version: str  # torch.__version__
@@ -41,9 +37,21 @@ class Provenance:
     recorded_at: str | None = None  # when this record line was written (ISO-8601 UTC)
 
 
+def is_own_checkout(root: Path = REPO_ROOT) -> bool:
+    """True when ``root`` is a source checkout of diffbench itself (not an installed copy that happens
+    to sit inside someone else's git repository, whose commit would be recorded as ours)."""
+    pyproject = root / "pyproject.toml"
+    try:
+        return (root / ".git").exists() and 'name = "diffbench"' in pyproject.read_text()
+    except OSError:
+        return False
+
+
 @functools.lru_cache(maxsize=1)
 def git_state(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding diffbench, or (None, None) outside git."""
+    """(commit, dirty) of diffbench's own checkout, or (None, None) when installed (the version says it)."""
+    if not is_own_checkout(root):
+        return None, None
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -77,7 +85,7 @@ def nvidia_driver_version() -> str | None:
 
 
 def device_name(device: str = "cpu") -> str:
-    from metrics.device import cpu_name
+    from diffbench.metrics.device import cpu_name
 
     if device.startswith("cuda"):
         import torch

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import records
-from bench.errors import CaseUnsupported, ConfigError
-from bench.provenance import collect, utc_now
-from bench.records import Record, stamp
-from bench.suites import Case, Suite
+from diffbench.bench.provenance import collect, utc_now
+from diffbench.bench.spec import CaseSpec
+from diffbench.bench.suites import Case, Suite
+from diffbench.core import records
+from diffbench.core.errors import CaseUnsupported, ConfigError
+from diffbench.core.records import Record, stamp
 
 RECORDS = "records.jsonl"
 PARTIAL = "records.partial.jsonl"
@@ -41,12 +42,13 @@ class RunSummary:
     statuses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def _child(case: dict[str, Any], run_id: str, suite: str, case_id: str, name: str, conn: Any) -> None:
+def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, name: str, conn: Any) -> None:
     """Entry point of a case's process: sends ("ok", records) or ("fail", status, message, traceback)."""
-    from bench.cases import execute
+    from diffbench.bench.cases import execute
+    from diffbench.bench.spec import CaseSpec
 
     try:
-        recs = execute(case, run_id, suite, case_id, name)
+        recs = execute(CaseSpec.from_json(spec_json), run_id, suite, case_id, name)
         conn.send(("ok", [r.to_json() for r in recs]))
     except CaseUnsupported as e:
         conn.send(("fail", "unsupported", str(e), ""))
@@ -118,9 +120,9 @@ class Runner:
                     "cases": [{"case_id": c.case_id, "name": c.name, "config": c.config} for c in self.cases]}
         (d / "suite.resolved.json").write_text(json.dumps(resolved, indent=1, default=str))
         if self.cases:
-            from metrics.device import device_facts
+            from diffbench.metrics.device import device_facts
 
-            facts = device_facts(self.cases[0].config["device"])
+            facts = device_facts(self.cases[0].spec.device)
             (d / "device.json").write_text(json.dumps(facts, indent=1, default=str))
         return _compact(d) if resume else set()
 
@@ -147,15 +149,13 @@ class Runner:
         return summary
 
     def run_case(self, case: Case) -> list[str]:
-        config = dict(case.config)
-        timeout = self.timeout_s or config.get("timeout_s", 600.0)
+        spec = case.spec
+        timeout = self.timeout_s or spec.timeout_s
         while True:
-            status, payload = self._spawn(case, config, timeout)
-            if (status == "oom" and config["device"].startswith("cuda") and config.get("oom_retry")
-                    and config["batch_size"] > 1):
-                self.log(f"{case.name}: out of memory at batch {config['batch_size']}; retrying at half")
-                config = {**config, "batch_size": config["batch_size"] // 2,
-                          "oom_retry_from": config.get("oom_retry_from", case.config["batch_size"])}
+            status, payload = self._spawn(case, spec, timeout)
+            if status == "oom" and spec.device.startswith("cuda") and spec.oom_retry and spec.batch_size > 1:
+                self.log(f"{case.name}: out of memory at batch {spec.batch_size}; retrying at half")
+                spec = spec.with_batch(spec.batch_size // 2)
                 continue
             break
         if status == "ok":
@@ -164,14 +164,14 @@ class Runner:
             statuses = [r.status for r in recs]
             self.log(f"{case.name}: ok, {len(recs)} record(s)")
             return ["ok" if "ok" in statuses else statuses[0]]
-        self._status_row(case, config, status, payload)
+        self._status_row(case, spec, status, payload)
         return [status]
 
-    def _spawn(self, case: Case, config: dict[str, Any], timeout: float) -> tuple[str, Any]:
+    def _spawn(self, case: Case, spec: CaseSpec, timeout: float) -> tuple[str, Any]:
         ctx = mp.get_context("spawn")
         recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(config, self.run_id, self.suite.name, case.case_id, case.name, send),
-                           daemon=True)
+        args = (spec.to_json(), self.run_id, self.suite.name, case.case_id, case.name, send)
+        proc = ctx.Process(target=_child, args=args, daemon=True)
         t0 = time.monotonic()
         proc.start()
         send.close()
@@ -204,14 +204,12 @@ class Runner:
             if proc.is_alive():
                 proc.kill()
 
-    def _status_row(self, case: Case, config: dict[str, Any], status: str, message: str) -> None:
+    def _status_row(self, case: Case, spec: CaseSpec, status: str, message: str) -> None:
         self.log(f"{case.name}: {status}: {message}")
-        from bench.precision import flags
+        from diffbench.bench.precision import flags
 
-        prov = collect("cpu" if not config["device"].startswith("cuda") else config["device"],
-                       flags(config["precision"], config["attention"], config["compile"], config["channels_last"]),
-                       config["seed"])
-        rec = Record(self.run_id, case.case_id, self.suite.name, config, "case", None, "", status=status,
+        prov = collect(spec.device, flags(spec.precision, spec.attention, spec.compile, spec.channels_last), spec.seed)
+        rec = Record(self.run_id, case.case_id, self.suite.name, spec.to_json(), "case", None, "", status=status,
                      error=" ".join(str(message).split())[:500], case_size=1)
         records.append(self.run_dir / RECORDS, stamp(rec, prov))
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError, UnknownNameError
-from bench.precision import ATTENTION_BACKENDS, PRECISIONS
+from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
+from diffbench.bench.spec import BackboneRef, CaseSpec, ModelRef, PipelineRef, Sampler, Training
+from diffbench.core.errors import ConfigError, UnknownNameError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,9 +84,18 @@ class Suite:
 
 @dataclass(frozen=True)
 class Case:
-    case_id: str  # hash of the resolved config (timeout excluded): the identity --resume uses
     name: str  # human label, also what --only matches
-    config: dict[str, Any] = field(hash=False)
+    spec: CaseSpec
+
+    @property
+    def case_id(self) -> str:
+        """The hash of the spec (timeout excluded): the identity --resume uses."""
+        return self.spec.case_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The spec as JSON, as records carry it."""
+        return self.spec.to_json()
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -197,9 +206,9 @@ def parse(text: str, file: str, name: str) -> Suite:
 
 
 def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sweep:
-    from models.families import FAMILIES
-    from models.pipelines import PIPELINES
-    from models.presets import PRESETS
+    from diffbench.models.families import FAMILIES
+    from diffbench.models.pipelines import PIPELINES
+    from diffbench.models.presets import PRESETS
 
     fams, presets, pipes = raw.get("families", []), raw.get("presets", []), raw.get("pipelines", [])
     if sum(map(bool, (fams, presets, pipes))) != 1:
@@ -235,25 +244,18 @@ def builtin_suites() -> list[Suite]:
 
 # --- expansion ------------------------------------------------------------------------------------
 
-def case_id(config: dict[str, Any]) -> str:
-    identity = {k: v for k, v in config.items() if k != "timeout_s"}
-    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
+def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
-    from models.api import config_dict, resolve
-    from models.families import family_of
-    from models.sizing import match, parse_input_shape, parse_target
+    from diffbench.models.api import config_dict, resolve
+    from diffbench.models.families import family_of
+    from diffbench.models.presets import PRESETS
+    from diffbench.models.sizing import match, parse_input_shape, parse_target
 
-    out: list[dict[str, Any]] = []
-    from models.presets import PRESETS
-
+    out: list[ModelRef] = []
     for name in sweep.presets:
-        cfg = resolve(name)
-        out.append({"label": name, "family": family_of(cfg).name, "preset": name, "config": config_dict(cfg),
-                    "reference": dict(PRESETS.get(name).reference), "source": PRESETS.get(name).source})
+        cfg, preset = resolve(name), PRESETS.get(name)
+        out.append(BackboneRef(name, family_of(cfg).name, config_dict(cfg), name, dict(preset.reference),
+                               preset.source))
     out.extend(_pipeline_models(sweep, file))
     by = "params" if sweep.params else "gmacs"
     for fam in sweep.families:
@@ -264,56 +266,56 @@ def _models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
                 r = match(fam, input_shape=shape, cond=_conditioning(sweep),
                           patch=sweep.patch or None, tolerance=sweep.tolerance, **{by: value})
                 tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
-                out.append({"label": f"{fam}@{t}{tag}", "family": fam, "preset": None, "target": {by: value},
-                            "input": list(shape), "config": config_dict(r.config)})
+                out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value},
+                                       input=shape))
     return out
 
 
-def _pipeline_models(sweep: Sweep, file: str) -> list[dict[str, Any]]:
+def _pipeline_models(sweep: Sweep, file: str) -> list[PipelineRef]:
     """Pipelines at a scale, reshaped to each params budget (sized here, once: a budget out of reach
     fails before any case runs); the case's child process rebuilds the same spec."""
-    from bench.pipeline_case import pipeline_spec
-    from models.pipeline import fingerprint
-    from models.sizing import parse_target
+    from diffbench.models.pipelines import fingerprint, pipeline_spec
+    from diffbench.models.sizing import parse_target
 
     out = []
     for name in sweep.pipelines:
         for t in sweep.params or (None,):
             budget = parse_target(t, "params", f"{file}: params budget") if t else None
             label = name + (f"@{t}" if t else "") + ("" if sweep.scale == "tiny" else "/paper")
-            model: dict[str, Any] = {"label": label,
-                     "family": f"pipeline:{name}", "preset": None, "pipeline": name, "scale": sweep.scale,
-                     "budget": budget, "tolerance": sweep.tolerance}
-            spec = pipeline_spec(model)
-            model.update({"target": {"params": budget} if budget else None, "input": list(spec.output_shape),
-                          "config": {"spec_sha256": hashlib.sha256(fingerprint(spec).encode()).hexdigest()[:16],
-                                     "stages": [s.name for s in spec.stages]}})
-            out.append(model)
+            spec = pipeline_spec(name, sweep.scale, budget, sweep.tolerance)
+            built = {"spec_sha256": hashlib.sha256(fingerprint(spec).encode()).hexdigest()[:16],
+                     "stages": [s.name for s in spec.stages]}
+            out.append(PipelineRef(label, name, sweep.scale, budget, sweep.tolerance, built,
+                                   {"params": budget} if budget else None, spec.output_shape))
     return out
 
 
 def _conditioning(sweep: Sweep) -> Any:
-    from models.sizing import Conditioning
+    from diffbench.models.sizing import Conditioning
 
     training = {"train", "quality"} & set(sweep.settings.measure)
     if sweep.cond == "text" and sweep.settings.dataset == "shapes" and training:
         # size with the text encoder the training will use: the procedural captions' tokens
-        from metrics.embedded import MAX_WORDS
-        from models.denoiser import TEXT_DIM
+        from diffbench.metrics.embedded import MAX_WORDS
+        from diffbench.models.denoiser import TEXT_DIM
 
         return Conditioning("text", sweep.classes, context_dim=TEXT_DIM, context_tokens=MAX_WORDS)
     return Conditioning(sweep.cond, sweep.classes)
 
 
-TRAINING_SETTINGS = ("dataset", "train_steps", "train_batch", "lr", "samples", "autoencoder_steps")
-SAMPLER_SETTINGS = ("sample_steps", "scheduler", "guidance")
+def _training(s: Settings) -> Training | None:
+    """The training settings, only for cases that train: they change an id only where they change what is measured."""
+    if not {"train", "quality"} & set(s.measure):
+        return None
+    return Training(s.dataset, s.train_steps, s.train_batch, s.lr, s.samples, s.autoencoder_steps)
 
 
-def _case_settings(s: Settings, model: dict[str, Any]) -> tuple[str, ...]:
-    """The training and sampler settings a case carries: only those it uses, so that they change its id
-    only where they change what it measures (a pipeline is timed end to end: its sampler always applies)."""
-    trains = bool({"train", "quality"} & set(s.measure))
-    return (TRAINING_SETTINGS if trains else ()) + (SAMPLER_SETTINGS if trains or "pipeline" in model else ())
+def _sampler(s: Settings, model: ModelRef) -> Sampler | None:
+    """The sampler settings, for the cases that sample: those that train and score, and every pipeline (timed
+    end to end)."""
+    if not ({"train", "quality"} & set(s.measure) or isinstance(model, PipelineRef)):
+        return None
+    return Sampler(s.sample_steps, s.scheduler, s.guidance)
 
 
 def expand(suite: Suite, device: str) -> list[Case]:
@@ -324,18 +326,14 @@ def expand(suite: Suite, device: str) -> list[Case]:
         for model in _models(sweep, suite.source):
             for prec in s.precisions:
                 for batch in s.batch_sizes:
-                    config = {"model": model, "batch_size": batch, "precision": prec, "device": device,
-                              "compile": s.compile, "channels_last": s.channels_last, "attention": s.attention,
-                              "warmup": s.warmup, "repeats": s.repeats, "min_time_s": s.min_time_s,
-                              "seed": s.seed, "measure": list(s.measure), "oom_retry": s.oom_retry,
-                              "nvml_interval_s": s.nvml_interval_s, "cond": sweep.cond, "classes": sweep.classes,
-                              **{k: getattr(s, k) for k in _case_settings(s, model)},
-                              "timeout_s": s.timeout_s}
-                    cid = case_id(config)
-                    if cid in seen:
+                    spec = CaseSpec(model, batch, prec, device, s.compile, s.channels_last, s.attention, s.warmup,
+                                    s.repeats, s.min_time_s, s.seed, tuple(s.measure), s.oom_retry,
+                                    s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s, _training(s),
+                                    _sampler(s, model))
+                    if spec.case_id in seen:
                         continue
-                    seen.add(cid)
-                    shape = "x".join(map(str, model.get("input") or []))
-                    name = "/".join(p for p in (model["label"], shape, f"b{batch}", prec) if p)
-                    cases.append(Case(cid, name, config))
+                    seen.add(spec.case_id)
+                    shape = "x".join(map(str, model.input or []))
+                    name = "/".join(p for p in (model.label, shape, f"b{batch}", prec) if p)
+                    cases.append(Case(name, spec))
     return cases

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BadInputError, MissingWeightsError
+from diffbench.core.errors import BadInputError, MissingWeightsError
 
 CONVENTION = "100 * max(cos, 0), averaged over pairs (torchmetrics CLIPScore)"
 
@@ -43,7 +43,7 @@ def load(model: str | None = None, arch: str = "ViT-B-32", allow_unverified: boo
 
 
 def _embedded(allow_unverified: bool) -> ClipModel:
-    from metrics import embedded
+    from diffbench.metrics import embedded
 
     net, digest, verified = embedded.load_shapes_clip(allow_unverified=allow_unverified)
 
@@ -61,7 +61,7 @@ def _embedded(allow_unverified: bool) -> ClipModel:
 def _hf(path: Path) -> ClipModel:
     from transformers import CLIPModel, CLIPProcessor
 
-    from metrics.weights import sha256_of
+    from diffbench.metrics.weights import sha256_of
 
     net = CLIPModel.from_pretrained(str(path), local_files_only=True).eval()
     proc = CLIPProcessor.from_pretrained(str(path), local_files_only=True)
@@ -95,7 +95,7 @@ def _as_tensor(out: object) -> torch.Tensor:
 def _open_clip(path: Path, arch: str) -> ClipModel:
     import open_clip
 
-    from metrics.weights import sha256_of
+    from diffbench.metrics.weights import sha256_of
 
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(path))

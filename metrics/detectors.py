@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from bench.registry import Registry
+from diffbench.core.registry import Registry
 
 
 class Detector(Protocol):
@@ -41,7 +41,7 @@ DETECTORS: Registry[DetectorSpec] = Registry("detector", "feature networks for F
 
 def build_detector(name: str, mode: str | None = None, weights: str | None = None, allow_unverified: bool = False,
                    device: str = "cpu") -> Detector:
-    from bench.errors import ConfigError
+    from diffbench.core.errors import ConfigError
 
     spec = DETECTORS.get(name)
     mode = mode or spec.modes[0]
@@ -55,7 +55,7 @@ def describe(det: Detector) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from metrics import embedded, inception
+    from diffbench.metrics import embedded, inception
 
     DETECTORS.add("inception-v3", DetectorSpec(
         "inception-v3", "Inception-v3 pool3 (2048-d) through torch-fidelity / clean-fid, from a local weights file",

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from metrics.nvml import handle_for, text
+from diffbench.metrics.nvml import handle_for, text
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,7 +26,7 @@ def resolve_device(spec: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; validates 'cuda:N'."""
     import torch
 
-    from bench.errors import ConfigError
+    from diffbench.core.errors import ConfigError
 
     if spec == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"

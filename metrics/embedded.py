@@ -101,7 +101,7 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 
 
 def tokenize(captions: list[str]) -> torch.Tensor:
-    from bench.errors import BadInputError
+    from diffbench.core.errors import BadInputError
 
     index = {w: i for i, w in enumerate(VOCAB)}
     out = torch.zeros(len(captions), MAX_WORDS, dtype=torch.long)
@@ -125,8 +125,8 @@ def expected_hashes() -> dict[str, str]:
 def _load(module: nn.Module, file: str, weights: str | None, allow_unverified: bool) -> tuple[str, bool]:
     from safetensors.torch import load_file
 
-    from bench.errors import MissingWeightsError
-    from metrics.weights import sha256_of
+    from diffbench.core.errors import MissingWeightsError
+    from diffbench.metrics.weights import sha256_of
 
     path = Path(weights) if weights else ASSETS / file
     if not path.is_file():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from metrics.nvml import handle_for
-from metrics.reading import Reading
+from diffbench.metrics.nvml import handle_for
+from diffbench.metrics.reading import Reading
 
 
 @dataclass

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from metrics.weights import PT_INCEPTION, TS_INCEPTION, ResolvedWeights, locate
+from diffbench.metrics.weights import PT_INCEPTION, TS_INCEPTION, ResolvedWeights, locate
 
 MODES = ("torch-fidelity", "clean", "legacy_tensorflow", "legacy_pytorch")
 SFID_CHANNELS = 7  # ADM evaluator: first 7 channels of mixed_6/conv (17x17x7 = 2023-d)
 
 
 def _safe_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from bench.errors import BadInputError
+    from diffbench.core.errors import BadInputError
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never executes code from the file

@@ -15,8 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from metrics.nvml import handle_for
-from metrics.reading import Reading
+from diffbench.metrics.nvml import handle_for
+from diffbench.metrics.reading import Reading
 
 
 def reset_allocator_peak(device: str) -> None:

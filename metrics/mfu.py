@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from metrics.reading import Reading
+from diffbench.metrics.reading import Reading
 
 
 @dataclass(frozen=True)

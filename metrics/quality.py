@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BadInputError
-from metrics import inputs
-from metrics.detectors import Detector, describe
-from metrics.frechet import frechet_distance
-from metrics.stats import FeatureStats, is_stats_file
+from diffbench.core.errors import BadInputError
+from diffbench.metrics import inputs
+from diffbench.metrics.detectors import Detector, describe
+from diffbench.metrics.frechet import frechet_distance
+from diffbench.metrics.stats import FeatureStats, is_stats_file
 
 
 @dataclass
@@ -85,18 +85,18 @@ def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool =
             notes["kid" if kid else "prc"] = "needs images on both sides, not a statistics file"
         else:
             if kid:
-                from metrics.kid import kernel_inception_distance
+                from diffbench.metrics.kid import kernel_inception_distance
 
                 out["kid"], out["kid_std"] = kernel_inception_distance(a.pool, b.pool, seed=seed)
             if prc:
-                from metrics.prc import precision_recall
+                from diffbench.metrics.prc import precision_recall
 
                 out["precision"], out["recall"] = precision_recall(b.pool, a.pool)  # a is the generated side
     if isc:
         if a.logits is None:
             notes["isc"] = "the detector has no class logits (Inception-v3 torch-fidelity mode has)"
         else:
-            from metrics.isc import inception_score
+            from diffbench.metrics.isc import inception_score
 
             out["isc"], out["isc_std"] = inception_score(a.logits, splits=min(10, len(a.logits)))
     if sfid:

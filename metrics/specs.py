@@ -1,26 +1,136 @@
-"""The metrics diffbench can record: name, unit and meaning (one registry, one place)."""
+"""Every metric a record can carry, in one registry: name, unit, kind, direction and meaning.
+
+Cases write through it (:func:`check` refuses a name or unit it does not hold), reports take their
+columns from it, and ``diffbench list metrics`` shows it. ``kind`` says how a value may be
+compared between runs: ``exact`` (counts: any change means the model changed), ``timing`` (noisy:
+compare raw samples), ``memory`` (near-deterministic allocator peaks), ``energy``, ``efficiency``
+(MFU), ``quality`` (moves with seeds unless the run is deterministic), ``training`` (the loss
+curve), ``status`` (the row a failed case leaves). ``better`` is ``lower``, ``higher`` or ``""``
+(a setting or a count, neither better nor worse).
+
+A metric with a ``qualifier`` is written as ``name[value]``: ``fid[digits]`` (the detector),
+``train_loss_last[stage1]`` (the trained part), ``component_ms_per_image[decoder]``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from bench.registry import Registry
+from diffbench.core.registry import Registry
+
+KINDS = ("exact", "timing", "memory", "energy", "efficiency", "quality", "training", "status")
+MIB = 1 / 2**20
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
     unit: str
+    kind: str
+    better: str  # "lower", "higher" or "" (neither)
     description: str
-    better: str = ""  # "lower", "higher" or "" (not a quality)
+    column: str = ""  # header in the report's comparison table ("" = not a column there); carries the unit
+    scale: float = 1.0  # value x scale is what the column shows (bytes -> MiB)
+    qualifier: str = ""  # "detector", "part" or "component": written as name[...]
+    pipeline_column: str = ""  # header in the report's pipelines table
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.better not in ("lower", "higher", ""):
+            raise ValueError(f"metric {self.name}: kind {self.kind!r} / better {self.better!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 METRICS: Registry[MetricSpec] = Registry("metric", "quantities that records carry")
 
-for _spec in [
-    MetricSpec("params", "count", "every nn.Parameter of the denoiser, frozen ones included"),
-    MetricSpec("params_trainable", "count", "parameters with requires_grad"),
-    MetricSpec("gmacs", "GMAC", "multiply-accumulates of one network evaluation at batch 1 (FlopCounterMode / 2)"),
-    MetricSpec("flops", "FLOP", "FLOPs of one network evaluation at batch 1 (2 per MAC)"),
-]:
-    METRICS.add(_spec.name, _spec)
+
+def _add(name: str, unit: str, kind: str, better: str, description: str, **kw: Any) -> None:
+    METRICS.add(name, MetricSpec(name, unit, kind, better, description, **kw))
+
+
+_E, _T, _M = "exact", "timing", "memory"
+# exact counts, on the meta device
+_add("params", "count", _E, "", "every nn.Parameter of the denoiser(s), frozen ones included; pipelines: every "
+     "stage, expert and prior", column="params (M)", scale=1e-6, pipeline_column="denoiser params (M)")
+_add("params_trainable", "count", _E, "", "parameters with requires_grad")
+_add("params_all", "count", _E, "", "pipelines: every component (text encoders and autoencoder too)",
+     pipeline_column="params, all (M)")
+_add("gmacs", "GMAC", _E, "lower", "multiply-accumulates of one network evaluation at batch 1 (FlopCounterMode / "
+     "2); pipelines: one step of every stage (the largest expert) and the prior", column="GMACs",
+     pipeline_column="GMACs/step")
+_add("flops", "FLOP", _E, "lower", "FLOPs of one network evaluation at batch 1 (2 per MAC)")
+_add("gmacs_per_image", "GMAC", _E, "lower", "pipelines: a whole sample: denoisers x steps x guidance passes, text "
+     "encoders and decoder once", pipeline_column="GMACs/image")
+# timing (raw samples in the record)
+_add("throughput_img_s", "images/s", _T, "higher", "batch / median latency", column="images/s")
+_add("throughput_img_s_unguided", "images/s", _T, "higher", "pipelines: batch / median latency without guidance")
+_add("latency_ms", "ms", _T, "lower", "median of the timed calls (one evaluation, or one end-to-end sample for "
+     "pipelines), first call apart; raw samples kept", column="latency p50 (ms)")
+_add("latency_ms_unguided", "ms", _T, "lower", "pipelines: median latency at guidance 1 (no unconditional pass)")
+_add("latency_p10_ms", "ms", _T, "lower", "10th percentile of the timed calls")
+_add("latency_p90_ms", "ms", _T, "lower", "90th percentile of the timed calls", column="latency p90 (ms)")
+_add("latency_per_image_ms", "ms", _T, "lower", "median latency / batch", pipeline_column="ms/image (guided)")
+_add("latency_per_image_ms_unguided", "ms", _T, "lower", "pipelines: median latency without guidance / batch",
+     pipeline_column="ms/image (unguided)")
+_add("first_call_ms", "ms", _T, "lower", "the first call (includes initialisation, or compilation with compile)")
+_add("compile_ms", "ms", _T, "lower", "estimate: first call minus the steady-state median (compile only)")
+_add("component_ms_per_image", "ms", _T, "lower", "pipelines: time per image in one component of guided "
+     "sampling (text encoder, prior, each stage, decoder)", qualifier="component")
+_add("case_wall_s", "s", _T, "lower", "wall time of the case's speed, memory and energy measurements")
+_add("sample_ms_per_image", "ms", _T, "lower", "sampling the images that are scored, per image")
+_add("train_seconds", "s", _T, "lower", "wall time of training (all parts)")
+# memory
+_add("peak_mem_allocated_bytes", "bytes", _M, "lower", "torch CUDA allocator peak of allocated memory (exact)",
+     column="peak alloc (MiB)", scale=MIB)
+_add("peak_mem_reserved_bytes", "bytes", _M, "lower", "torch CUDA allocator peak of reserved memory")
+_add("nvml_peak_used_bytes", "bytes", _M, "lower", "NVML device memory in use, peak of a background sampler",
+     column="NVML peak (MiB)", scale=MIB)
+_add("nvml_process_peak_bytes", "bytes", _M, "lower", "NVML memory of this process, peak of a background sampler")
+_add("cpu_peak_rss_bytes", "bytes", _M, "lower", "peak resident set size of the case's process",
+     column="peak RSS (MiB)", scale=MIB)
+# energy and efficiency
+_add("energy_j_per_image", "J", "energy", "lower", "NVML total-energy counter over a window of at least 1 s, "
+     "per image", column="J/image")
+_add("mean_power_w", "W", "energy", "", "energy over the window's duration")
+_add("mfu", "1", "efficiency", "higher", "counted FLOPs x calls/s over the device's datasheet peak for the "
+     "precision", column="MFU (%)", scale=100.0)
+# quality
+_add("fid", "1", "quality", "lower", "Frechet distance of detector features, generated vs reference",
+     qualifier="detector")
+_add("clip_score", "1", "quality", "higher", "100 x max(cos, 0) of image and own caption", column="CLIP score")
+_add("clip_score_shuffled", "1", "quality", "", "CLIP score against captions shifted by 7 (a chance baseline)",
+     column="CLIP score, shuffled captions")
+# training
+_add("train_steps", "steps", _E, "", "optimiser steps (per part for pipelines)")
+_add("train_flops", "FLOP", _E, "", "3 x forward FLOPs x images seen (denoising parts)")
+_add("train_loss_first", "1", "training", "lower", "mean loss of the first steps (all steps as samples)",
+     qualifier="part")
+_add("train_loss_last", "1", "training", "lower", "mean loss of the last steps", column="final train loss",
+     qualifier="part")
+# a failed case
+_add("case", "", "status", "", "the one record of a case that did not finish: its status and error")
+
+
+def base_name(metric: str) -> str:
+    """``fid[digits]`` -> ``fid``."""
+    return metric.split("[", 1)[0]
+
+
+def spec_of(metric: str) -> MetricSpec:
+    return METRICS.get(base_name(metric))
+
+
+def check(metric: str, unit: str) -> None:
+    """Refuse a metric the registry does not hold, a qualifier where none belongs, or a unit other than its own."""
+    spec = spec_of(metric)
+    if ("[" in metric) and not spec.qualifier:
+        raise ValueError(f"metric {metric!r}: {spec.name} takes no [qualifier]")
+    if unit != spec.unit:
+        raise ValueError(f"metric {metric!r} is in {spec.unit!r}, not {unit!r}")
+
+
+def columns(attribute: str = "column") -> list[tuple[str, str, float]]:
+    """(metric, header, scale) of every metric with a header in ``attribute``, in registry order."""
+    return [(n, getattr(m, attribute), m.scale) for n, m in METRICS.items() if getattr(m, attribute)]

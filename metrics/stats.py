@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BadInputError
+from diffbench.core.errors import BadInputError
 
 
 @dataclass

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import MissingWeightsError
+from diffbench.core.errors import MissingWeightsError
 
 
 @dataclass(frozen=True)

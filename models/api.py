@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import BadInputError, ConfigError, UnknownNameError
-from metrics.counting import count_flops, count_params, flops_to_gmacs
-from models.families import FAMILIES, Family, family_of
-from models.presets import PRESETS
+from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
+from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
+from diffbench.models.families import FAMILIES, Family, family_of
+from diffbench.models.presets import PRESETS
 
 
 def resolve(spec: Any, **overrides: Any) -> Any:
@@ -83,6 +84,21 @@ def count(spec: Any, name: str | None = None, **overrides: Any) -> ModelCounts:
 def config_dict(config: Any) -> dict[str, Any]:
     d = dataclasses.asdict(config)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def config_from_dict(config_cls: type, d: dict[str, Any]) -> Any:
+    """The inverse of :func:`config_dict`: JSON lists become tuples where the field is a tuple (by its type
+    hint, not its printed name); an unknown field is a ``ConfigError``."""
+    hints = typing.get_type_hints(config_cls)
+
+    def is_tuple(hint: Any) -> bool:
+        return hint is tuple or typing.get_origin(hint) is tuple or any(is_tuple(a) for a in typing.get_args(hint)
+                                                                           if typing.get_origin(hint) is not tuple)
+
+    unknown = sorted(set(d) - set(hints))
+    if unknown:
+        raise ConfigError(f"{config_cls.__name__} has no field(s) {', '.join(unknown)}")
+    return config_cls(**{k: tuple(v) if isinstance(v, list) and is_tuple(hints[k]) else v for k, v in d.items()})
 
 
 def family(name: str) -> Family:

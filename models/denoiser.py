@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
-from models.families import FAMILIES
-from models.text_encoders import TextTransformer
+from diffbench.core.errors import ConfigError
+from diffbench.models.families import FAMILIES
+from diffbench.models.text_encoders import TextTransformer
 
 TEXT_DIM = 64  # width of the small text transformer trained with a denoiser
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.layers import Attention, CrossAttention, Mlp, PatchEmbed, check_divisible, sincos_pos_embed_2d
-from models.layers import timestep_embedding as _timestep_embedding
+from diffbench.models.layers import Attention, CrossAttention, Mlp, PatchEmbed, check_divisible, sincos_pos_embed_2d
+from diffbench.models.layers import timestep_embedding as _timestep_embedding
 
 CONDITIONINGS = ("adaLN-Zero", "adaLN", "cross-attention", "in-context")
 
@@ -38,7 +38,7 @@ class DiTConfig:
     conditioning: str = "adaLN-Zero"
 
     def __post_init__(self) -> None:
-        from bench.errors import ConfigError
+        from diffbench.core.errors import ConfigError
 
         if self.conditioning not in CONDITIONINGS:
             raise ConfigError(f"DiT conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.registry import Registry
-from models.dit import DiTConfig
-from models.textunet import TextUNetConfig
-from models.unet import SDXL_POOLED_DIM, ADMUNetConfig, LDMUNetConfig, upsample_low_res
-from models.uvit import UViTConfig
-from models.vit import ViTConfig
+from diffbench.core.registry import Registry
+from diffbench.models.dit import DiTConfig
+from diffbench.models.textunet import TextUNetConfig
+from diffbench.models.unet import SDXL_POOLED_DIM, ADMUNetConfig, LDMUNetConfig, upsample_low_res
+from diffbench.models.uvit import UViTConfig
+from diffbench.models.vit import ViTConfig
 
 Inputs = dict[str, Any]
 

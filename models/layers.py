@@ -108,7 +108,7 @@ class Mlp(nn.Module):
 
 
 def check_divisible(size: int, patch: int, what: str = "input") -> None:
-    from bench.errors import ConfigError
+    from diffbench.core.errors import ConfigError
 
     if size % patch:
         raise ConfigError(

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.registry import Registry
-from models.dit import DiTConfig
-from models.unet import ADMUNetConfig, LDMUNetConfig
-from models.uvit import UViTConfig
+from diffbench.core.registry import Registry
+from diffbench.models.dit import DiTConfig
+from diffbench.models.unet import ADMUNetConfig, LDMUNetConfig
+from diffbench.models.uvit import UViTConfig
 
 DIT_PAPER = "Peebles & Xie, Scalable Diffusion Models with Transformers, ICCV 2023 (facebookresearch/DiT)"
 UVIT_PAPER = "Bao et al., All are Worth Words: A ViT Backbone for Diffusion Models, CVPR 2023 (baofff/U-ViT)"

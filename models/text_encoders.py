@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import ConfigError, MissingWeightsError
+from diffbench.core.errors import ConfigError, MissingWeightsError
 
 KINDS = ("clip", "t5", "glide")
 
@@ -148,7 +148,7 @@ class TextEncoder(nn.Module):
     def tokenize(self, captions: list[str], length: int | None = None) -> torch.Tensor:
         if self.tokenizer is not None:
             return self.tokenizer.tokenize(captions, length)
-        from metrics.embedded import tokenize
+        from diffbench.metrics.embedded import tokenize
 
         return tokenize(captions)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.errors import ConfigError
+from diffbench.core.errors import ConfigError
 
 CLASS_EMBEDS = ("none", "identity", "projection", "timestep")
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
+from diffbench.core.errors import ConfigError
 
 
 def _level_resolutions(image_size: int, levels: int) -> list[int]:

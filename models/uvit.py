@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.layers import Attention, Mlp, PatchEmbed, check_divisible, timestep_embedding
+from diffbench.models.layers import Attention, Mlp, PatchEmbed, check_divisible, timestep_embedding
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class UViTConfig:
     skip: bool = True  # long skips (False gives the ablation without them)
 
     def __post_init__(self) -> None:
-        from bench.errors import ConfigError
+        from diffbench.core.errors import ConfigError
 
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"U-ViT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")

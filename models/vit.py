@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.layers import PatchEmbed, check_divisible, timestep_embedding
-from models.uvit import Block, unpatchify
+from diffbench.models.layers import PatchEmbed, check_divisible, timestep_embedding
+from diffbench.models.uvit import Block, unpatchify
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ViTConfig:
     learn_sigma: bool = False
 
     def __post_init__(self) -> None:
-        from bench.errors import ConfigError
+        from diffbench.core.errors import ConfigError
 
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"ViT hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")

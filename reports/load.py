@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench import records
-from bench.errors import BadInputError
+from diffbench.core import records
+from diffbench.core.errors import BadInputError
+from diffbench.metrics.specs import METRICS
 
 IDENTITY = ["case_id", "label", "family", "preset", "pipeline", "input", "batch_size", "precision", "device"]
 
@@ -57,8 +58,10 @@ def load_run(run_dir: str | Path) -> RunData:
         raise BadInputError(f"{path}: no records{' (' + got.problems[0] + ')' if got.problems else ''}; "
                             "run the suite first")
     long = pd.DataFrame([_row(r) for r in got.records])
+    # a detector-qualified metric is written with its detector (fid[digits]); older records named it in extra only
+    by_detector = {n for n, m in METRICS.items() if m.qualifier == "detector"}
     long["metric_key"] = [
-        f"{m}[{det}]" if isinstance(det, str) and m in ("fid", "kid", "sfid", "precision", "recall") else m
+        f"{m}[{det}]" if isinstance(det, str) and m in by_detector else m
         for m, det in zip(long["metric"], long["detector"], strict=True)
     ]
     device = json.loads((d / "device.json").read_text()) if (d / "device.json").is_file() else {}

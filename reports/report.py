@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import plots, tables
-from reports.fits import PowerLaw, best_power_law, correlation, fit_power_law
-from reports.load import RunData, load_run, unavailable_reasons
+from diffbench.reports import plots, tables
+from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_power_law
+from diffbench.reports.load import RunData, load_run, unavailable_reasons
 
 FORMATS = ("md", "html", "csv", "tex")
 

@@ -7,29 +7,39 @@ import re
 import numpy as np
 import pandas as pd
 
-# (column in the wide frame, header, scale) - headers carry their units
-COMPARISON = [
-    ("label", "model", None), ("family", "family", None), ("batch_size", "batch", None),
-    ("precision", "precision", None), ("params", "params (M)", 1e-6), ("paper_params", "paper params (M)", 1e-6),
-    ("gmacs", "GMACs", 1.0), ("paper_gflops", "paper Gflops", 1.0), ("throughput_img_s", "images/s", 1.0),
-    ("latency_ms", "latency p50 (ms)", 1.0), ("latency_p90_ms", "latency p90 (ms)", 1.0),
-    ("peak_mem_allocated_bytes", "peak alloc (MiB)", 1 / 2**20), ("nvml_peak_used_bytes", "NVML peak (MiB)", 1 / 2**20),
-    ("cpu_peak_rss_bytes", "peak RSS (MiB)", 1 / 2**20), ("energy_j_per_image", "J/image", 1.0),
-    ("mfu", "MFU (%)", 100.0), ("clip_score", "CLIP score", 1.0),
-    ("clip_score_shuffled", "CLIP score, shuffled captions", 1.0),
-    ("train_loss_last", "final train loss", 1.0), ("paper_fid", "paper FID", 1.0),
-]
-QUALITY_PREFIXES = ("fid[", "kid[", "sfid[")
+from diffbench.metrics import specs
+
+IDENTITY_COLUMNS = [("label", "model", None), ("family", "family", None), ("batch_size", "batch", None),
+                    ("precision", "precision", None)]
+# what the papers report, shown after the measured metric it is compared with
+REFERENCES = {"params": ("paper_params", "paper params (M)", 1e-6), "gmacs": ("paper_gflops", "paper Gflops", 1.0)}
+FINAL = [("paper_fid", "paper FID", 1.0)]
+
+
+def _comparison_columns() -> list[tuple[str, str, float | None]]:
+    """(column of the wide frame, header, scale): identity, then every metric with a report column in the
+    metric registry (in its order), each paper reference beside its metric."""
+    out: list[tuple[str, str, float | None]] = list(IDENTITY_COLUMNS)
+    for metric, header, scale in specs.columns():
+        out.append((metric, header, scale))
+        if metric in REFERENCES:
+            out.append(REFERENCES[metric])
+    return out + FINAL
+
+
+def _quality_prefixes() -> tuple[str, ...]:
+    """One column per detector for the metrics qualified by their detector (``fid[digits]``)."""
+    return tuple(f"{n}[" for n, m in specs.METRICS.items() if m.qualifier == "detector")
 
 
 def comparison(wide: pd.DataFrame, reasons: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """The per-case table; columns with no value anywhere are dropped and their reason returned."""
     measured = set(reasons) | set(wide.columns)
-    cols = [(c, h, s) for c, h, s in COMPARISON if c in measured]
+    cols = [(c, h, s) for c, h, s in _comparison_columns() if c in measured]
     wide = wide.assign(**{c: np.nan for c, _, _ in cols if c not in wide.columns})
     # one column per detector: FIDs from different detectors never share a column
     cols += [(c, c.replace("[", " (").replace("]", ")"), 1.0) for c in sorted(wide.columns)
-             if isinstance(c, str) and c.startswith(QUALITY_PREFIXES)]
+             if isinstance(c, str) and c.startswith(_quality_prefixes())]
     out = pd.DataFrame({h: wide[c] * s if s not in (None, 1.0) else wide[c] for c, h, s in cols})
     out = out[wide["status"] == "ok"].reset_index(drop=True)
     dropped = {}
@@ -61,11 +71,6 @@ def dit_grid(wide: pd.DataFrame, value: str) -> pd.DataFrame | None:
                         index=pd.Index([f"DiT-{s}" for s in sizes], name="model"), columns=patches)
 
 
-PIPELINE_COLUMNS = [
-    ("label", "pipeline", None), ("params", "denoiser params (M)", 1e-6), ("params_all", "params, all (M)", 1e-6),
-    ("gmacs", "GMACs/step", 1.0), ("gmacs_per_image", "GMACs/image", 1.0),
-    ("latency_per_image_ms", "ms/image (guided)", 1.0), ("latency_per_image_ms_unguided", "ms/image (unguided)", 1.0),
-]
 COMPONENT_PREFIX = "component_ms_per_image["
 
 
@@ -74,7 +79,8 @@ def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
     rows = wide[wide["pipeline"].notna() & (wide["status"] == "ok")]
     if rows.empty:
         return None
-    cols = [(c, h, s) for c, h, s in PIPELINE_COLUMNS if c in rows.columns]
+    cols = [(c, h, s) for c, h, s in [("label", "pipeline", None), *specs.columns("pipeline_column")]
+            if c in rows.columns]
     cols += [(c, "ms/image " + c[len(COMPONENT_PREFIX):-1], 1.0) for c in rows.columns
              if isinstance(c, str) and c.startswith(COMPONENT_PREFIX)]
     out = pd.DataFrame({h: rows[c] * s if s not in (None, 1.0) else rows[c] for c, h, s in cols})

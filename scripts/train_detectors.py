@@ -20,8 +20,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import datasets  # noqa: E402
-from metrics import embedded  # noqa: E402
+from diffbench.diffusion import datasets  # noqa: E402
+from diffbench.metrics import embedded  # noqa: E402
 
 
 def _fit(name: str, model: torch.nn.Module, n: int, batch: int, epochs: int, g: torch.Generator,

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``python -m bench ARGS`` as a user would; returns the completed process."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "diffbench", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env)
 
 

@@ -1,32 +1,79 @@
-"""The layering the design promises: models and metrics know nothing of the harness."""
+"""The layering the design promises, and one importable package.
+
+- Everything imports as ``diffbench.*`` (or relatively): nothing imports a top-level ``bench``,
+  ``models``, ``metrics`` or ``reports``, so a second copy cannot be imported from the
+  repository root and a user's own ``models.py`` cannot shadow ours.
+- ``diffbench.core`` (errors, registry, records schema) imports nothing else of diffbench.
+- ``models`` and ``metrics`` know nothing of the harness (``bench``); ``reports`` reads records only.
+"""
 
 import ast
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-ALLOWED_FROM_BENCH = {"bench.errors", "bench.registry"}
+PACKAGES = ("bench", "models", "metrics", "reports", "diffusion")
+OLD_TOP_LEVEL = {"bench", "models", "metrics", "reports", "diffusion", "core", "api"}
+
+
+def python_files(*dirs: str) -> list[Path]:
+    return [p for d in dirs for p in (ROOT / d).rglob("*.py") if ".venv" not in p.parts]
 
 
 def imports(path: Path) -> set[str]:
+    """Absolute module names imported by ``path`` (relative imports resolved against its package)."""
     out: set[str] = set()
+    rel = path.relative_to(ROOT)
+    pkg = ["diffbench", *rel.parts[:-1]] if rel.parts[0] in PACKAGES else list(rel.parts[:-1])
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg[: len(pkg) - node.level + 1] if node.level else []
+            mod = ".".join([*base, node.module] if node.module else base)
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)  # `from diffbench import models` imports a module
     return out
 
 
-def test_models_and_metrics_import_only_leaf_modules_of_bench():
-    for pkg in ("models", "metrics"):
-        for path in (ROOT / pkg).rglob("*.py"):
-            bad = {m for m in imports(path) if (m == "bench" or m.startswith("bench.")) and m not in ALLOWED_FROM_BENCH}
-            assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+def test_nothing_imports_the_folders_as_top_level_packages():
+    for path in python_files(*PACKAGES, "diffbench", "tests", "scripts"):
+        bad = {m for m in imports(path) if m.split(".")[0] in OLD_TOP_LEVEL}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}: import them as diffbench.<package>"
+
+
+def test_core_imports_nothing_else_of_diffbench():
+    for path in (ROOT / "diffbench" / "core").rglob("*.py"):
+        bad = {m for m in imports(path) if m.startswith("diffbench") and not m.startswith("diffbench.core")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_models_and_metrics_do_not_import_the_harness():
+    for path in python_files("models", "metrics"):
+        bad = {m for m in imports(path) if m.startswith(("diffbench.bench", "diffbench.reports", "diffbench.api"))}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_diffusion_does_not_import_the_harness():
+    for path in python_files("diffusion"):
+        bad = {m for m in imports(path) if m.startswith(("diffbench.bench", "diffbench.reports", "diffbench.api"))}
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
 def test_reports_do_not_import_models():
-    for path in (ROOT / "reports").rglob("*.py"):
-        assert not {m for m in imports(path) if m.split(".")[0] == "models"}, path
+    for path in python_files("reports"):
+        assert not {m for m in imports(path) if m.startswith("diffbench.models")}, path
+
+
+def test_the_package_links_every_folder():
+    for name in PACKAGES:
+        link = ROOT / "diffbench" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), link
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -35,3 +82,55 @@ def test_readme_test_command_is_what_ci_runs():
     assert ci in readme
     quick = readme.split("## Quick start")[1].split("\n## ")[0]
     assert quick.count("```bash") == 2, "the first section has exactly two commands"
+
+
+def test_the_wheel_holds_only_diffbench(tmp_path):
+    """``pip install .`` installs one top-level package, with the suites and detector weights in it."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("diffbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top == {"diffbench"}, top
+    (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+    assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["diffbench"]
+    for needed in ("diffbench/bench/suites/quick.toml", "diffbench/core/records.py", "diffbench/models/dit.py",
+                   "diffbench/__main__.py"):
+        assert needed in names, needed
+    assert any(n.startswith("diffbench/metrics/assets/") for n in names)
+
+
+@pytest.fixture
+def hostile_folder(tmp_path: Path) -> Path:
+    """A user's research folder: a DiT-style models.py and a metrics/ package that must never be imported."""
+    (tmp_path / "models.py").write_text("raise SystemExit('the user models.py was imported')\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "__init__.py").write_text("raise SystemExit('the user metrics/ was imported')\n")
+    (tmp_path / "bench.py").write_text("raise SystemExit('the user bench.py was imported')\n")
+    return tmp_path
+
+
+def test_commands_work_from_a_folder_with_a_models_py(hostile_folder: Path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    exe = Path(sys.executable).parent / "diffbench"
+    for argv in ([str(exe), "list", "families"], [sys.executable, "-m", "diffbench", "list", "families"]):
+        if not Path(argv[0]).exists():
+            continue
+        p = subprocess.run(argv, cwd=hostile_folder, capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert "dit" in p.stdout and "unet-ldm" in p.stdout
+    code = "import diffbench; c = diffbench.count('DiT-XL/2'); assert c.params == 675129632, c.params; print('ok')"
+    p = subprocess.run([sys.executable, "-c", code], cwd=hostile_folder, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_installed_copy_records_its_version_not_a_foreign_commit(tmp_path: Path):
+    """Installed inside someone else's git repository, provenance must not record *their* commit."""
+    from diffbench.bench import provenance
+
+    foreign = tmp_path / "theirs"
+    (foreign / "site" / "diffbench").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(foreign)], check=True)
+    assert provenance.git_state.__wrapped__(foreign / "site") == (None, None)
+    assert provenance.is_own_checkout(ROOT) == (ROOT / ".git").exists()

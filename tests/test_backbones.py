@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-import models
-from bench.errors import BadInputError, ConfigError
-from models.families import FAMILIES
+from diffbench import models
+from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.models.families import FAMILIES
 
 # conditioning variants beyond each family's tiny default
 VARIANTS = {

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-import models
-from metrics import energy, memory
-from metrics.timing import time_calls
-from models.families import FAMILIES
+from diffbench import models
+from diffbench.metrics import energy, memory
+from diffbench.metrics.timing import time_calls
+from diffbench.models.families import FAMILIES
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

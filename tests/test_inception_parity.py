@@ -41,7 +41,7 @@ def test_clean_mode_equals_clean_fid(cli, folders, tmp_path):
     from cleanfid import fid as cleanfid
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
-    from metrics.inception import _cleanfid_torchscript_inception
+    from diffbench.metrics.inception import _cleanfid_torchscript_inception
 
     weights = torchscript_standin(tmp_path / "inception-2015-12-05.pt")
     proc = cli("fid", str(folders[0]), str(folders[1]), "--mode", "clean", "--weights", str(weights),
@@ -57,8 +57,8 @@ def test_clean_mode_equals_clean_fid(cli, folders, tmp_path):
     ref = fid_statistics_to_metric(stats[0], stats[1], verbose=False)["frechet_inception_distance"]
     assert ours["fid"] == pytest.approx(ref, rel=1e-4)
     # and the features themselves agree: same resizer, same network, same preprocessing
-    from metrics.detectors import build_detector
-    from metrics.quality import extract
+    from diffbench.metrics.detectors import build_detector
+    from diffbench.metrics.quality import extract
 
     det = build_detector("inception-v3", "clean", str(weights), allow_unverified=True)
     side = extract(folders[0], det, keep_features=True)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from bench.errors import CaseUnsupported
-from bench.precision import precision
-from metrics import energy, memory
-from metrics.mfu import mfu, peak_for
-from metrics.timing import TimingResult, time_calls
+from diffbench.bench.precision import precision
+from diffbench.core.errors import CaseUnsupported
+from diffbench.metrics import energy, memory
+from diffbench.metrics.mfu import mfu, peak_for
+from diffbench.metrics.timing import TimingResult, time_calls
 
 
 def test_timing_statistics_from_known_samples():

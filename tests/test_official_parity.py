@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import models
+from diffbench import models
 
 DIT_REPO = os.environ.get("DIFFBENCH_DIT_REPO")
 UVIT_REPO = os.environ.get("DIFFBENCH_UVIT_REPO")

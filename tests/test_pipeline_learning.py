@@ -3,16 +3,15 @@ the embedded detectors and the embedded CLIP (figures measured on a 2-core CPU i
 
 import torch
 
-from bench import datasets
-from bench.pipeline_sampling import sample_pipeline
-from bench.pipeline_training import train_pipeline, training_data
-from bench.training import TrainConfig
-from metrics import clip_score
-from metrics.detectors import build_detector
-from metrics.embedded import tokenize
-from metrics.quality import compare, extract
-from models.pipeline import Pipeline
-from models.pipelines import PIPELINES
+from diffbench.diffusion import datasets
+from diffbench.diffusion.pipeline_sampling import sample_pipeline
+from diffbench.diffusion.pipeline_training import train_pipeline, training_data
+from diffbench.diffusion.training import TrainConfig
+from diffbench.metrics import clip_score
+from diffbench.metrics.detectors import build_detector
+from diffbench.metrics.embedded import tokenize
+from diffbench.metrics.quality import compare, extract
+from diffbench.models.pipelines import PIPELINES, Pipeline
 
 
 def test_tiny_uvit_trained_on_digits_lowers_loss_and_fid(tmp_path):

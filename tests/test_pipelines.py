@@ -11,9 +11,16 @@ import time
 import pytest
 import torch
 
-from bench.pipeline_sampling import sample_pipeline
-from models.pipeline import Pipeline, count_pipeline, denoiser_params, load_pipeline, save_pipeline, size_pipeline
-from models.pipelines import PIPELINES
+from diffbench.diffusion.pipeline_sampling import sample_pipeline
+from diffbench.models.pipelines import (
+    PIPELINES,
+    Pipeline,
+    count_pipeline,
+    denoiser_params,
+    load_pipeline,
+    save_pipeline,
+    size_pipeline,
+)
 from tests.conftest import ROOT
 from tests.conftest import run_cli as cli
 
@@ -94,7 +101,7 @@ def test_budget_sizing_matches_denoiser_params_across_pipelines():
 
 
 def test_checkpoint_round_trip_and_config_mismatch(tmp_path):
-    from bench.errors import BadInputError
+    from diffbench.core.errors import BadInputError
 
     spec = PIPELINES.get("glide").spec("tiny")
     torch.manual_seed(1)
@@ -172,7 +179,7 @@ def test_cli_train_then_sample_writes_images(tmp_path):
 
 def test_pipeline_training_resumes_after_sigkill(tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "bench", "train", "dit", "--dataset", "digits", "--steps", "120",
+    args = [sys.executable, "-m", "diffbench", "train", "dit", "--dataset", "digits", "--steps", "120",
             "--checkpoint-every", "10", "--autoencoder-steps", "5", "--batch-size", "8", "--out", str(out)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -209,8 +216,8 @@ params = ["1.5M"]
 
 
 def test_suite_pipeline_sweep_validates(tmp_path):
-    from bench.errors import ConfigError, UnknownNameError
-    from bench.suites import expand, parse
+    from diffbench.bench.suites import expand, parse
+    from diffbench.core.errors import ConfigError, UnknownNameError
 
     suite = parse(PIPE_SUITE, "pipes.toml", "pipes")
     cases = expand(suite, "cpu")
@@ -225,7 +232,7 @@ def test_suite_pipeline_sweep_validates(tmp_path):
 
 
 def test_pipeline_cases_record_components_and_guidance(tmp_path):
-    from bench import records
+    from diffbench.core import records
 
     path = tmp_path / "pipes.toml"
     path.write_text(PIPE_SUITE)
@@ -253,7 +260,7 @@ def test_training_data_from_a_folder_and_an_npz(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from bench.pipeline_training import training_data
+    from diffbench.diffusion.pipeline_training import training_data
 
     spec = PIPELINES.get("dit").spec("tiny")
     rng = np.random.default_rng(0)
@@ -277,7 +284,7 @@ def _save_local_text_encoder(path, width=32):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-    from metrics.embedded import MAX_WORDS, VOCAB
+    from diffbench.metrics.embedded import MAX_WORDS, VOCAB
 
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -293,7 +300,7 @@ def _save_local_text_encoder(path, width=32):
 def test_local_text_encoder_and_autoencoder_load_from_directories(tmp_path):
     from diffusers import AutoencoderKL
 
-    from models.pipelines import TINY_VAE
+    from diffbench.models.pipelines.presets import TINY_VAE
 
     _save_local_text_encoder(tmp_path / "text")
     torch.manual_seed(0)

@@ -2,8 +2,8 @@
 
 import pytest
 
-import models
-from models.presets import PRESETS
+from diffbench import models
+from diffbench.models.presets import PRESETS
 
 EXACT = [n for n, p in PRESETS.items() if "params" in p.reference]
 ABLATION = [n for n, p in PRESETS.items() if "paper_params" in p.reference]
@@ -44,8 +44,8 @@ def test_counts_are_independent_of_device_pitfall():
     # so a real CPU forward counts the same as the meta one.
     import torch
 
-    from metrics.counting import count_flops
-    from models.families import FAMILIES
+    from diffbench.metrics.counting import count_flops
+    from diffbench.models.families import FAMILIES
 
     cfg = models.resolve("DiT-S/8")
     fam = FAMILIES.get("dit")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench import datasets
-from metrics.detectors import build_detector
-from metrics.frechet import frechet_distance
-from metrics.quality import compare, extract
-from metrics.stats import FeatureStats
+from diffbench.diffusion import datasets
+from diffbench.metrics.detectors import build_detector
+from diffbench.metrics.frechet import frechet_distance
+from diffbench.metrics.quality import compare, extract
+from diffbench.metrics.stats import FeatureStats
 
 
 def gaussian_features(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_kid_is_seeded_and_prc_in_range(digits_detector):
 
 
 def test_inception_score_of_uniform_and_confident_logits():
-    from metrics.isc import inception_score
+    from diffbench.metrics.isc import inception_score
 
     uniform = np.zeros((100, 10))
     assert inception_score(uniform, splits=5)[0] == pytest.approx(1.0)
@@ -130,7 +130,7 @@ def test_inception_score_of_uniform_and_confident_logits():
 
 
 def test_embedded_clip_score_prefers_matching_captions():
-    from metrics import clip_score
+    from diffbench.metrics import clip_score
 
     model = clip_score.load("embedded")
     held_out = datasets.shapes(300, 32, seed=12345)  # seeds the detector never saw
@@ -141,7 +141,7 @@ def test_embedded_clip_score_prefers_matching_captions():
 
 
 def test_dataset_words_are_in_the_clip_vocabulary():
-    from metrics.embedded import VOCAB
+    from diffbench.metrics.embedded import VOCAB
 
     words = {w for c in datasets.shapes(200, 16).captions for w in c.split()}
     assert words <= set(VOCAB)
@@ -154,8 +154,8 @@ def test_shapes_are_deterministic_by_index():
 
 
 def test_embedded_weights_are_small_and_match_their_hashes():
-    from metrics.embedded import ASSETS, expected_hashes
-    from metrics.weights import sha256_of
+    from diffbench.metrics.embedded import ASSETS, expected_hashes
+    from diffbench.metrics.weights import sha256_of
 
     hashes = expected_hashes()
     assert set(hashes) == {"digits.safetensors", "shapes.safetensors", "shapes-clip.safetensors"}
@@ -168,7 +168,7 @@ def test_open_clip_checkpoint_loads_offline_and_scores(tmp_path):
     """Plumbing with a randomly initialised ViT-B-32 saved locally (scores not meaningful)."""
     import open_clip
 
-    from metrics import clip_score
+    from diffbench.metrics import clip_score
 
     torch.manual_seed(0)
     net = open_clip.create_model("ViT-B-32", pretrained=None)

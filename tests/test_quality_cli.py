@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.errors import BadInputError
-from metrics.inputs import to_uint8
+from diffbench.core.errors import BadInputError
+from diffbench.metrics.inputs import to_uint8
 
 
 def one_line_error(proc, fragment):
@@ -98,7 +98,7 @@ def test_stats_then_fid_against_the_file(cli, tmp_path, good):
 
 
 def test_npz_batch_input_and_clip_score_json(cli, tmp_path):
-    from bench import datasets
+    from diffbench.diffusion import datasets
 
     s = datasets.shapes(16, 32, seed=99)
     np.savez(tmp_path / "imgs.npz", arr_0=s.images.permute(0, 2, 3, 1).numpy())

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import records
-from bench.errors import BadInputError
-from bench.provenance import collect
-from bench.records import Record
+from diffbench.bench.provenance import collect
+from diffbench.core import records
+from diffbench.core.errors import BadInputError
+from diffbench.core.records import Record
 
 
 def rec(i: int, **kw) -> Record:

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.errors import UnknownNameError, UserError
-from bench.registry import Registry
+from diffbench.core.errors import UnknownNameError, UserError
+from diffbench.core.registry import Registry
 
 
 def make() -> Registry[int]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reports.fits import best_power_law, correlation, fit_power_law
+from diffbench.reports.fits import best_power_law, correlation, fit_power_law
 
 # DiT Table 4 (REFERENCE.md): paper Gflops, params (all), FID-50K at 400K steps
 GFLOPS = [0.36, 1.41, 6.06, 1.42, 5.56, 23.01, 5.01, 19.7, 80.71, 7.39, 29.05, 118.64]
@@ -51,9 +51,9 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench import records  # noqa: E402
-from bench.records import Record  # noqa: E402
-from reports.report import build  # noqa: E402
+from diffbench.core import records  # noqa: E402
+from diffbench.core.records import Record  # noqa: E402
+from diffbench.reports.report import build  # noqa: E402
 
 NAMES = ["DiT-S/8", "DiT-S/4", "DiT-S/2", "DiT-B/8", "DiT-B/4", "DiT-B/2", "DiT-L/8", "DiT-L/4", "DiT-L/2",
          "DiT-XL/8", "DiT-XL/4", "DiT-XL/2"]

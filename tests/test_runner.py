@@ -1,5 +1,6 @@
 """The runner: faults in a case become one status row; SIGKILL + --resume loses and duplicates nothing."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -9,8 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench import records
-from bench.runner import PARTIAL, RECORDS, complete_cases
+from diffbench.bench.runner import PARTIAL, RECORDS, complete_cases
+from diffbench.core import records
 from tests.conftest import ROOT
 
 SUITE = """
@@ -26,7 +27,7 @@ presets = ["DiT-S/8"]
 
 def run(args, env_extra=None, timeout=300):
     env = dict(os.environ, PYTHONWARNINGS="ignore", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "bench", "run", *args, "--no-progress"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "diffbench", "run", *args, "--no-progress"], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
@@ -75,7 +76,7 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_records(tmp_path: P
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     resume: list[str] = []
     for delay in (3.0, 4.5, 6.0):  # kill at several points of the sweep, each run resuming the last
-        p = subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite), "--out", str(out), "--no-progress",
+        p = subprocess.Popen([sys.executable, "-m", "diffbench", "run", str(suite), "--out", str(out), "--no-progress",
                               *resume], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
         time.sleep(delay)
@@ -115,27 +116,27 @@ def test_existing_run_dir_needs_resume(tmp_path: Path):
 
 
 def test_oom_on_gpu_retries_at_half_the_batch(tmp_path: Path, monkeypatch):
-    from bench import suites
-    from bench.runner import Runner
+    from diffbench.bench import suites
+    from diffbench.bench.runner import Runner
 
     suite_file = tmp_path / "t.toml"
     suite_file.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[8]"))
     suite = suites.load(str(suite_file))
     case = suites.expand(suite, "cpu")[0]
-    gpu_case = suites.Case(case.case_id, case.name, dict(case.config, device="cuda:0"))
+    gpu_case = suites.Case(case.name, dataclasses.replace(case.spec, device="cuda:0"))
     runner = Runner(suite, [gpu_case], tmp_path / "run", progress=False)
     (tmp_path / "run").mkdir()
     tried = []
 
-    def fake_spawn(case, config, timeout):
-        tried.append(config["batch_size"])
-        if config["batch_size"] > 2:
+    def fake_spawn(case, spec, timeout):
+        tried.append(spec.batch_size)
+        if spec.batch_size > 2:
             return "oom", "CUDA out of memory"
-        rec = records.Record("r", case.case_id, "t", config, "params", 1.0, "count", case_size=1)
+        rec = records.Record("r", case.case_id, "t", spec.to_json(), "params", 1.0, "count", case_size=1)
         return "ok", [rec.to_json()]
 
     monkeypatch.setattr(runner, "_spawn", fake_spawn)
     assert runner.run_case(gpu_case) == ["ok"]
     assert tried == [8, 4, 2]
     rec = records.read(tmp_path / "run" / RECORDS).records[0]
-    assert rec.config["batch_size"] == 2 and rec.config["oom_retry_from"] == 8 and rec.case_id == case.case_id
+    assert rec.config["batch_size"] == 2 and rec.config["oom_retry_from"] == 8 and rec.case_id == gpu_case.case_id

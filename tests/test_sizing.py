@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-import models
-from bench.errors import ConfigError, UnknownNameError
-from models.sizing import RULES, Conditioning, fit_counts, match, parse_quantity
+from diffbench import models
+from diffbench.core.errors import ConfigError, UnknownNameError
+from diffbench.models.sizing import RULES, Conditioning, fit_counts, match, parse_quantity
 
 FAMILIES = ["dit", "uvit", "vit", "unet-adm", "unet-ldm"]
 

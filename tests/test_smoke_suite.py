@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from bench import records
-from bench.records import Record
+from diffbench.core import records
+from diffbench.core.records import Record
 
 PROVENANCE_KEYS = {"git_commit", "git_dirty", "diffbench_version", "torch_version", "cuda_version", "driver_version",
                    "python_version", "device_name", "host", "precision", "seed", "started_at", "recorded_at"}

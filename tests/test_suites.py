@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import suites
-from bench.errors import ConfigError
+from diffbench.bench import suites
+from diffbench.core.errors import ConfigError
 
 GOOD = """
 name = "t"

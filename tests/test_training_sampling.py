@@ -9,12 +9,12 @@ import time
 import pytest
 import torch
 
-from bench import datasets
-from bench.errors import BadInputError, ConfigError
-from bench.sampling import sample
-from bench.training import CHECKPOINT, TrainConfig, train
-from models.denoiser import Denoiser
-from models.families import FAMILIES
+from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.diffusion import datasets
+from diffbench.diffusion.sampling import sample
+from diffbench.diffusion.training import CHECKPOINT, TrainConfig, train
+from diffbench.models.denoiser import Denoiser
+from diffbench.models.families import FAMILIES
 from tests.conftest import ROOT
 
 
@@ -56,7 +56,7 @@ def test_sampling_bad_input(kwargs, fragment):
 
 
 def test_unknown_scheduler():
-    from bench.errors import UnknownNameError
+    from diffbench.core.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="did you mean 'ddim'"):
         next(sample(tiny(), 2, (3, 8, 8), torch.zeros(2, dtype=torch.long), scheduler="ddimm"))
@@ -83,10 +83,10 @@ def test_training_budget_in_flops():
 
 TRAIN_SCRIPT = """
 import sys, torch
-from bench import datasets
-from bench.training import TrainConfig, train
-from models.denoiser import Denoiser
-from models.families import FAMILIES
+from diffbench.diffusion import datasets
+from diffbench.diffusion.training import TrainConfig, train
+from diffbench.models.denoiser import Denoiser
+from diffbench.models.families import FAMILIES
 torch.manual_seed(0)
 torch.set_num_threads(1)
 m = Denoiser("dit", FAMILIES.get("dit").tiny(), "class", num_classes=10)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import arg, command
-from bench.formatting import FORMATS, render
+from diffbench.bench.cli import arg, command
+from diffbench.bench.formatting import FORMATS, render
 
 
 @command(
@@ -16,7 +16,7 @@ from bench.formatting import FORMATS, render
           arg("--format", choices=FORMATS, default="table", help="output format (default: table)")],
 )
 def run_list(args: argparse.Namespace) -> int:
-    from bench.catalog import LISTINGS
+    from diffbench.bench.catalog import LISTINGS
 
     kinds = [args.kind] if args.kind else LISTINGS.names()
     listings = [LISTINGS.get(k) for k in kinds]  # validates before printing anything

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import arg, command
-from bench.errors import ConfigError
-from bench.formatting import FORMATS, render
+from diffbench.bench.cli import arg, command
+from diffbench.bench.formatting import FORMATS, render
+from diffbench.core.errors import ConfigError
 
 COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
 
@@ -39,8 +39,9 @@ def shape_summary(config: dict) -> str:
     ],
 )
 def run_match(args: argparse.Namespace) -> int:
-    from models.families import FAMILIES
-    from models.sizing import Conditioning, match, parse_input_shape, parse_target
+    import diffbench
+    from diffbench.models.families import FAMILIES
+    from diffbench.models.sizing import parse_input_shape, parse_target
 
     by = args.by or ("gmacs" if args.gmacs and not args.params else "params")
     raw = args.params if by == "params" else args.gmacs
@@ -54,12 +55,9 @@ def run_match(args: argparse.Namespace) -> int:
     if args.classes < 1:
         raise ConfigError(f"--classes must be at least 1, got {args.classes}")
     shape = parse_input_shape(args.input)
-    cond = Conditioning(kind=args.cond, num_classes=args.classes)
-    rows = []
-    for fam in families:
-        for t in targets:
-            r = match(fam, input_shape=shape, cond=cond, patch=args.patch, tolerance=args.tolerance, **{by: t})
-            rows.append(r.as_dict())
+    rows = [diffbench.match(fam, input_shape=shape, cond=args.cond, num_classes=args.classes, patch=args.patch,
+                            tolerance=args.tolerance, **{by: t}).as_dict()
+            for fam in families for t in targets]
     if args.format == "table":
         for d in rows:
             d["shape"] = shape_summary(d["config"])

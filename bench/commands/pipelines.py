@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.cli import arg, command
-from bench.errors import BadInputError, ConfigError
-from bench.formatting import render
+from diffbench.bench.cli import arg, command
+from diffbench.bench.formatting import render
+from diffbench.core.errors import BadInputError, ConfigError
 
 PIPELINE_ARGS = [
     arg("pipeline", metavar="PIPELINE", help="a pipeline (see 'diffbench list pipelines')"),
@@ -26,9 +26,8 @@ PIPELINE_ARGS = [
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    from models.pipeline import size_pipeline
-    from models.pipelines import PIPELINES
-    from models.sizing import parse_quantity
+    from diffbench.models.pipelines import PIPELINES, size_pipeline
+    from diffbench.models.sizing import parse_quantity
 
     spec = PIPELINES.get(args.pipeline).spec(args.scale)
     if args.text_encoder:
@@ -66,9 +65,9 @@ def _spec(args: argparse.Namespace) -> Any:
           arg("--out", required=True, help="output directory: checkpoints, pipeline.safetensors, train.json")],
 )
 def run_train(args: argparse.Namespace) -> int:
-    from bench.pipeline_training import train_pipeline, training_data
-    from bench.training import TrainConfig
-    from models.pipeline import Pipeline, save_pipeline
+    from diffbench.diffusion.pipeline_training import train_pipeline, training_data
+    from diffbench.diffusion.training import TrainConfig
+    from diffbench.models.pipelines import Pipeline, save_pipeline
 
     if args.steps < 0 or args.train_flops < 0:
         raise ConfigError("--steps and --train-flops must not be negative")
@@ -122,10 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.diffusion import make_scheduler
-    from bench.pipeline_sampling import Timings, sample_pipeline
-    from bench.sampling import check_sampling
-    from models.pipeline import Pipeline, load_pipeline
+    from diffbench.diffusion.pipeline_sampling import Timings, sample_pipeline
+    from diffbench.diffusion.process import make_scheduler
+    from diffbench.diffusion.sampling import check_sampling
+    from diffbench.models.pipelines import Pipeline, load_pipeline
 
     spec = _spec(args)
     steps = spec.steps if args.steps is None else args.steps
@@ -176,7 +175,7 @@ def _conditions(spec: Any, args: argparse.Namespace) -> tuple[list[str] | None, 
     if spec.cond == "text":
         captions = args.captions
         if not captions:
-            from bench import datasets
+            from diffbench.diffusion import datasets
 
             captions = datasets.shapes(args.n, 16, seed=args.seed + 777).captions or []
         captions = [captions[k % len(captions)] for k in range(args.n)]

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.cli import arg, command
-from bench.errors import BadInputError
-from bench.formatting import render
+from diffbench.bench.cli import arg, command
+from diffbench.bench.formatting import render
+from diffbench.core.errors import BadInputError
 
 DETECTOR_ARGS = [
     arg("--detector", default="inception-v3", help="detector (see 'diffbench list detectors'; default inception-v3)"),
@@ -23,7 +23,7 @@ DETECTOR_ARGS = [
 
 
 def _detector(args: argparse.Namespace):
-    from metrics.detectors import build_detector
+    from diffbench.metrics.detectors import build_detector
 
     if args.batch_size < 1:
         raise BadInputError(f"--batch-size must be positive, got {args.batch_size}")
@@ -49,24 +49,18 @@ def _detector(args: argparse.Namespace):
           arg("--format", choices=("table", "json"), default="table")],
 )
 def run_fid(args: argparse.Namespace) -> int:
-    from metrics.detectors import describe
-    from metrics.quality import compare, load_side
+    import diffbench
 
-    for p in (args.a, args.b):
-        if not Path(p).exists():
-            raise BadInputError(f"{p}: no such file or folder")
-    det = _detector(args)
-    keep = args.kid or args.prc
-    a = load_side(args.a, det, keep, args.batch_size)
-    b = load_side(args.b, det, keep, args.batch_size)
-    result = {**compare(a, b, args.kid, args.isc, args.sfid, args.prc, args.seed), **describe(det)}
+    mode = args.mode if args.mode != "embedded" else None
+    result = diffbench.fid(args.a, args.b, args.detector, mode, args.weights, args.allow_unverified_weights,
+                           args.kid, args.isc, args.sfid, args.prc, args.seed, args.batch_size, args.device)
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
         rows = [{"metric": k, "value": v} for k, v in result.items() if k != "not_available"]
         rows += [{"metric": k, "value": f"not available: {v}"} for k, v in result.get("not_available", {}).items()]
         print(render(rows, ("metric", "value")))
-        if not det.verified:
+        if not result["verified"]:
             print("UNVERIFIED weights: these numbers are not comparable with published ones")
     return 0
 
@@ -79,8 +73,8 @@ def run_fid(args: argparse.Namespace) -> int:
           arg("-o", "--out", required=True, help="output .npz"), *DETECTOR_ARGS],
 )
 def run_stats(args: argparse.Namespace) -> int:
-    from metrics.detectors import describe
-    from metrics.quality import extract
+    from diffbench.metrics.detectors import describe
+    from diffbench.metrics.quality import extract
 
     if not Path(args.source).exists():
         raise BadInputError(f"{args.source}: no such file or folder")
@@ -110,7 +104,7 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_clip_score(args: argparse.Namespace) -> int:
     import torch
 
-    from metrics import clip_score, inputs
+    from diffbench.metrics import clip_score, inputs
 
     cap_path = Path(args.captions)
     if not cap_path.is_file():

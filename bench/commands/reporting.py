@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.cli import arg, command
-from bench.errors import ConfigError
+from diffbench.bench.cli import arg, command
+from diffbench.core.errors import ConfigError
 
 
 @command(
@@ -20,17 +20,17 @@ from bench.errors import ConfigError
 def run_report(args: argparse.Namespace) -> int:
     import sys
 
-    from reports.load import load_run
-    from reports.report import FORMATS, build
+    import diffbench
+    from diffbench.reports.report import FORMATS
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ConfigError(f"--format {args.format!r}: expected a comma-separated subset of {', '.join(FORMATS)}")
-    run = load_run(args.run_dir)  # validates and reports unreadable lines before any work
+    run = diffbench.load_run(args.run_dir)  # validates and reports unreadable lines before any work
     for p in run.problems:
         print(f"diffbench: warning: {p}", file=sys.stderr)
     out = args.out or f"{args.run_dir.rstrip('/')}/report"
-    written = build(args.run_dir, out, formats)
+    written = diffbench.report(run, out, formats)
     print(f"{len(written)} file(s) written to {out}")
     return 0

@@ -7,9 +7,9 @@ import datetime as dt
 from collections import Counter
 from pathlib import Path
 
-from bench.cli import arg, command
-from bench.errors import ConfigError
-from bench.formatting import render
+from diffbench.bench.cli import arg, command
+from diffbench.bench.formatting import render
+from diffbench.core.errors import ConfigError
 
 
 @command(
@@ -33,33 +33,29 @@ from bench.formatting import render
     ],
 )
 def run_suite(args: argparse.Namespace) -> int:
-    from bench import suites
-    from bench.runner import Runner, select
-    from metrics.device import resolve_device
+    import diffbench
 
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
-    suite = suites.load(args.suite)
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out, the run directory to continue")
-    device = resolve_device(args.device)
-    cases = select(suites.expand(suite, device), args.only)
     if args.dry_run:
+        cases = diffbench.plan(args.suite, args.device, args.only)
         rows = [{"name": c.name, "case_id": c.case_id, "family": c.config["model"]["family"],
                  "batch": c.config["batch_size"], "precision": c.config["precision"]} for c in cases]
         print(render(rows, ("name", "case_id", "family", "batch", "precision")))
-        print(f"{len(cases)} case(s) on {device}; nothing was run (--dry-run)")
+        print(f"{len(cases)} case(s) on {cases[0].config['device'] if cases else args.device}; "
+              "nothing was run (--dry-run)")
         return 0
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out or f"runs/{suite.name}-{stamp}")
-    runner = Runner(suite, cases, run_dir, timeout_s=args.timeout, progress=not args.no_progress)
+    out = args.out or f"runs/{Path(args.suite).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     try:
-        summary = runner.run(resume=args.resume)
+        run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
+                            progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"diffbench: interrupted; continue with: diffbench run {args.suite} --out {run_dir} --resume")
+        print(f"diffbench: interrupted; continue with: diffbench run {args.suite} --out {out} --resume")
         return 130
-    counts = Counter(summary.statuses)
-    parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to run"
-    print(f"{summary.total} case(s), {summary.skipped} already complete; {parts}; "
-          f"records: {run_dir / 'records.jsonl'}")
+    call = run.this_call or {}
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(call.get("statuses", {})).items())) or "nothing to run"
+    print(f"{call.get('total', 0)} case(s), {call.get('skipped', 0)} already complete; {parts}; "
+          f"records: {Path(out) / 'records.jsonl'}")
     return 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from metrics.frechet import frechet_distance
+from diffbench.metrics.frechet import frechet_distance
 
 
 def sqrtm_route(mu1, s1, mu2, s2):

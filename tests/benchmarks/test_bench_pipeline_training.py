@@ -4,10 +4,9 @@
 import pytest
 import torch
 
-from bench.pipeline_training import train_pipeline, training_data
-from bench.training import TrainConfig
-from models.pipeline import Pipeline
-from models.pipelines import PIPELINES
+from diffbench.diffusion.pipeline_training import train_pipeline, training_data
+from diffbench.diffusion.training import TrainConfig
+from diffbench.models.pipelines import PIPELINES, Pipeline
 
 
 @pytest.mark.benchmark

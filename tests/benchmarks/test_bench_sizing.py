@@ -7,7 +7,7 @@ import time
 import pytest
 
 SCRIPT = """
-from models.sizing import match
+from diffbench.models.sizing import match
 for fam in ("dit", "uvit", "vit", "unet-adm", "unet-ldm"):
     for target in (33e6, 130e6, 458e6, 675e6):
         r = match(fam, params=target, input_shape=(4, 32, 32))

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from metrics.timing import time_calls
+from diffbench.metrics.timing import time_calls
 
 
 @pytest.mark.benchmark

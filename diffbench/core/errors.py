@@ -1,8 +1,7 @@
 """User errors: mistakes a user can fix, shown by the CLI as one line with exit status 2.
 
 Anything that is *not* a ``UserError`` is a bug or a fault inside a case and keeps its
-traceback. ``models`` and ``metrics`` may import this module (and ``bench.registry``):
-they are the two leaf modules of ``bench`` that carry no harness logic.
+traceback. Part of the bottom layer (``diffbench.core``): every module may import it.
 """
 
 from __future__ import annotations

@@ -28,16 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import ConfigError
-from bench.registry import Registry
-from metrics.embedded import FEATURE_DIM, MAX_WORDS, VOCAB
-from models.dit import DiTConfig
-from models.pipeline import AutoencoderSpec, PipelineSpec, PriorSpec, StageSpec
-from models.presets import PRESETS
-from models.text_encoders import CLIP_L14, CLIP_L14_PROJ, GLIDE_TEXT, T5_XXL, TextEncoderSpec
-from models.textunet import TextUNetConfig
-from models.unet import ADMUNetConfig, LDMUNetConfig
-from models.uvit import UViTConfig
+from diffbench.core.errors import ConfigError
+from diffbench.core.registry import Registry
+from diffbench.metrics.embedded import FEATURE_DIM, MAX_WORDS, VOCAB
+from diffbench.models.dit import DiTConfig
+from diffbench.models.pipelines.spec import AutoencoderSpec, PipelineSpec, PriorSpec, StageSpec
+from diffbench.models.presets import PRESETS
+from diffbench.models.text_encoders import CLIP_L14, CLIP_L14_PROJ, GLIDE_TEXT, T5_XXL, TextEncoderSpec
+from diffbench.models.textunet import TextUNetConfig
+from diffbench.models.unet import ADMUNetConfig, LDMUNetConfig
+from diffbench.models.uvit import UViTConfig
 
 SCALES = ("paper", "tiny")
 

@@ -9,15 +9,15 @@ samples ``start .. start + n - 1``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from bench.diffusion import make_scheduler, noise_augment, split_learned_variance
-from bench.errors import ConfigError
-from bench.sampling import check_sampling, sample_seed
-from models.text_encoders import attention_mask
+from diffbench.core.errors import ConfigError
+from diffbench.diffusion.process import make_scheduler, noise_augment
+from diffbench.diffusion.sampling import check_sampling, generators, guided, reverse_process, to_uint8
+from diffbench.models.text_encoders import attention_mask
 
 
 class Timings:
@@ -45,47 +45,6 @@ class _Span:
     def __exit__(self, *exc: object) -> None:
         self._sync()
         self.t.seconds[self.name] = self.t.seconds.get(self.name, 0.0) + time.perf_counter() - self.start
-
-
-def _generators(seed: int, idx: list[int], salt: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(sample_seed(seed, k) * 7919 + salt) for k in idx]
-
-
-def run_sampler(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
-                gens: list[torch.Generator], scheduler: str, steps: int, prediction: str = "epsilon",
-                thresholding: bool = False, device: str = "cpu") -> torch.Tensor:
-    """The reverse process from per-sample noise; ``step(x_in, t) -> model output`` (guidance inside)."""
-    sched = make_scheduler(scheduler, prediction, thresholding)
-    sched.set_timesteps(steps)
-    x = torch.stack([torch.randn(shape, generator=g) for g in gens]) * sched.init_noise_sigma
-    for t in sched.timesteps:
-        xin = sched.scale_model_input(x, t)
-        tt = torch.full((len(gens),), float(t), device=device)
-        x = sched.step(step(xin.to(device), tt).float().cpu(), t, x, generator=gens).prev_sample
-    return x
-
-
-def _cat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {k: torch.cat([a[k], b[k]]) for k in a}
-
-
-def _guided(fn: Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor], inputs: dict[str, Any],
-            null_inputs: dict[str, Any] | None, guidance: float, channels: int | None
-            ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``step(x, t)`` with classifier-free guidance; ``channels``: split a learned-variance output (images)."""
-    def call(x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
-        out = fn(x, t, c)
-        return out if channels is None else split_learned_variance(out, channels)
-
-    if null_inputs is None or guidance == 1.0:
-        return lambda x, t: call(x, t, inputs)
-    both = _cat(inputs, null_inputs)
-
-    def step(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = call(torch.cat([x, x]), torch.cat([t, t]), both)
-        cond, uncond = out.chunk(2)
-        return uncond + guidance * (cond - uncond)
-    return step
 
 
 @torch.no_grad()
@@ -137,12 +96,12 @@ def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels
             return prior(hidden_states=x, timestep=t, proj_embedding=c["pooled"], encoder_hidden_states=c["h"],
                          attention_mask=c["mask"]).predicted_image_embedding
 
-        # the null caption's mask as in training (bench.pipeline_training): padding, first position attended
-        step = _guided(prior_fn, {"pooled": pooled, "h": h, "mask": attention_mask(tokens)},
-                       {"pooled": pooled0, "h": h0, "mask": attention_mask(torch.zeros_like(tokens))}, guidance, None)
+        # the null caption's mask as in training (diffusion.pipeline_training): padding, first position attended
+        step = guided(prior_fn, {"pooled": pooled, "h": h, "mask": attention_mask(tokens)},
+                      {"pooled": pooled0, "h": h0, "mask": attention_mask(torch.zeros_like(tokens))}, guidance, None)
         with timings("prior"):
-            image_embed = run_sampler(step, (spec.prior.image_embed_dim,), _generators(seed, idx, 0), scheduler,
-                                      steps, "sample", device=device).to(device)
+            image_embed = reverse_process(step, (spec.prior.image_embed_dim,), generators(seed, idx, 0), scheduler,
+                                          steps, "sample", device=device)
     outputs: dict[str, torch.Tensor] = {}
     for si, s in enumerate(spec.stages, start=1):
         stage = pipe.stages[s.name]
@@ -155,24 +114,24 @@ def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels
             cond["image_embed"], null["image_embed"] = image_embed, pipe.null_image_embed(b)
         if s.low_res_from:
             low = outputs[s.low_res_from]
-            aug_t = torch.full((b,), float(s.aug_level))
+            aug_t = torch.full((b,), float(s.aug_level), device=device)
             if s.aug_level > 0:  # Imagen's noise-conditioning augmentation, at a fixed level when sampling
-                noise = torch.stack([torch.randn(low.shape[1:], generator=g) for g in _generators(seed, idx, 100 + si)])
-                low = noise_augment(low, noise, aug_t)
-            cond["low_res"] = null["low_res"] = low.to(device)
-            cond["aug_t"] = null["aug_t"] = aug_t.to(device)
+                noise = torch.stack([torch.randn(low.shape[1:], generator=g) for g in generators(seed, idx, 100 + si)])
+                low = noise_augment(low, noise.to(device), aug_t)
+            cond["low_res"] = null["low_res"] = low
+            cond["aug_t"] = null["aug_t"] = aug_t
         text = null_text = None
         if s.cond in ("text", "image"):
             text, null_text = text_for(s.name)
         inputs = pipe.condition(s.name, cond, text)
         null_inputs = pipe.condition(s.name, null, null_text) if s.cond != "none" else None
-        step = _guided(stage, inputs, null_inputs, guidance, s.input_shape[0])
+        step = guided(stage, inputs, null_inputs, guidance, s.input_shape[0])
         with timings(s.name):
-            x = run_sampler(step, s.input_shape, _generators(seed, idx, si), scheduler, steps, s.prediction,
-                            s.thresholding, device)
+            x = reverse_process(step, s.input_shape, generators(seed, idx, si), scheduler, steps, s.prediction,
+                                s.thresholding, device)
         outputs[s.name] = x.clamp(-1, 1) if pipe.autoencoder is None else x
     x = outputs[spec.stages[-1].name]
     if pipe.autoencoder is not None:
         with timings("decoder"):
-            x = pipe.autoencoder.decode((x / pipe.latent_scale.cpu()).to(device)).sample.float().cpu()
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            x = pipe.autoencoder.decode(x / pipe.latent_scale).sample.float()
+    return to_uint8(x)

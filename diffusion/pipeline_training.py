@@ -7,7 +7,7 @@ stage's resolution, noise-augmented at a random level drawn from the step's seed
 (Imagen's noise-conditioning augmentation). Trainable text encoders (GLIDE's, and every tiny
 one, since no pretrained weights ship) learn with the first stage that uses them and are frozen
 afterwards, as Imagen's and unCLIP's are. Each part checkpoints into its own sub-directory
-through ``bench.training.train``, so a killed run resumes part by part.
+through ``diffusion.training.train``, so a killed run resumes part by part.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.diffusion import TRAIN_STEPS, noise_augment
-from bench.errors import ConfigError
-from bench.training import TrainConfig, TrainResult, train
-from models.api import read_safetensors, write_safetensors
-from models.pipeline import Pipeline, count_pipeline, encode_text, fingerprint, null_image_embed, stage_inputs
-from models.text_encoders import attention_mask
+from diffbench.core.errors import ConfigError
+from diffbench.diffusion.process import TRAIN_STEPS, noise_augment
+from diffbench.diffusion.training import TrainConfig, TrainResult, train
+from diffbench.models.api import read_safetensors, write_safetensors
+from diffbench.models.pipelines import Pipeline, count_pipeline, fingerprint
+from diffbench.models.pipelines.modules import encode_text, null_image_embed, stage_inputs
+from diffbench.models.text_encoders import attention_mask
 
 AUG_MAX = 0.5  # training draws the augmentation timestep uniformly from [0, AUG_MAX * 1000)
 
@@ -52,7 +53,7 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class _Trainable(nn.Module):
-    """One part of a pipeline as ``bench.training.train`` sees it: ``forward(x_t, t, cond)`` plus
+    """One part of a pipeline as ``diffusion.training.train`` sees it: ``forward(x_t, t, cond)`` plus
     ``training_condition(idx, drop, generator)`` that gathers (and drops) the conditions of a batch."""
 
     def __init__(self, pipe: Pipeline, part: str, data: PipelineData, low_res: torch.Tensor | None,
@@ -234,8 +235,8 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
     unCLIP's prior targets are the embedded CLIP's image embeddings (the only CLIP that ships; its
     text side is not used, so the pipeline's own text encoder still has to learn the captions).
     """
-    from bench import datasets
-    from metrics.embedded import tokenize
+    from diffbench.diffusion import datasets
+    from diffbench.metrics.embedded import tokenize
 
     res = spec.output_shape[1]
     if dataset == "digits":
@@ -253,7 +254,7 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
                           f"{spec.num_classes} classes")
     data = PipelineData(d.images, d.labels, tokenize(d.captions) if d.captions is not None else None)
     if spec.prior is not None:
-        from metrics import clip_score
+        from diffbench.metrics import clip_score
 
         clip = clip_score.load("embedded")
         with torch.no_grad():

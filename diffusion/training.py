@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from bench.diffusion import TRAIN_STEPS, split_learned_variance, training_scheduler, training_target
-from bench.errors import BadInputError, ConfigError
+from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.diffusion.process import TRAIN_STEPS, split_learned_variance, training_scheduler, training_target
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -77,7 +77,7 @@ def _batch_rng(seed: int, step: int) -> torch.Generator:
 
 def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
           losses: list[float], meta: dict[str, str]) -> None:
-    from models.api import write_safetensors
+    from diffbench.models.api import write_safetensors
 
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -91,7 +91,7 @@ def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
 
 def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
           meta_expected: dict[str, str]) -> tuple[int, list[float]]:
-    from models.api import read_safetensors
+    from diffbench.models.api import read_safetensors
 
     tensors, meta = read_safetensors(path)
     for key in ("model_config", "train_config"):

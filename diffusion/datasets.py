@@ -78,8 +78,8 @@ def from_path(path: str, resolution: int) -> ImageSet:
     ADM-style ``.npz`` (``arr_0`` uint8 NHWC images, optional ``arr_1`` labels), resized to ``resolution``."""
     from pathlib import Path
 
-    from bench.errors import BadInputError
-    from metrics.inputs import batches, list_images
+    from diffbench.core.errors import BadInputError
+    from diffbench.metrics.inputs import batches, list_images
 
     p = Path(path)
     if not p.exists():

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from bench.errors import ConfigError
-from bench.registry import Registry
+from diffbench.core.errors import ConfigError
+from diffbench.core.registry import Registry
 
 TRAIN_STEPS = 1000
 SCHEDULERS: Registry[Callable[..., Any]] = Registry("scheduler", "samplers from diffusers")

@@ -8,6 +8,7 @@ mid-write), reports it, and keeps everything else. Reports are built from record
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import fcntl
 import json
 import math
@@ -17,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.errors import BadInputError
-from bench.provenance import Provenance, utc_now
+from diffbench.core.errors import BadInputError
 
 SCHEMA_VERSION = 1
 
@@ -47,7 +47,7 @@ class Record:
     - ``samples``: raw samples behind ``value`` (e.g. every timed iteration), or null.
     - ``extra``: metric-specific context (detector name and weights hash, verified flag, ...).
     - ``provenance``: git commit and dirtiness, versions, device, host, precision flags, seed,
-      timestamps: see :class:`bench.provenance.Provenance`.
+      timestamps: see :class:`diffbench.bench.provenance.Provenance`.
     - ``case_size``: how many records the case wrote in its batch; a case with fewer records under
       one ``run_id`` is incomplete (its writer was killed) and ``--resume`` runs it again.
     """
@@ -101,9 +101,15 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def stamp(record: Record, provenance: Provenance | dict[str, Any]) -> Record:
-    """Attach provenance with ``recorded_at`` set to now."""
-    prov = dataclasses.asdict(provenance) if isinstance(provenance, Provenance) else dict(provenance)
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with microseconds, e.g. ``2026-11-25T20:01:02.123456+00:00``."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def stamp(record: Record, provenance: Any) -> Record:
+    """Attach provenance (a dataclass or a dict) with ``recorded_at`` set to now."""
+    is_dc = dataclasses.is_dataclass(provenance) and not isinstance(provenance, type)
+    prov = dataclasses.asdict(provenance) if is_dc else dict(provenance)
     prov["recorded_at"] = utc_now()
     return dataclasses.replace(record, provenance=prov)
 

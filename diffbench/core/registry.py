@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from bench.errors import UnknownNameError
+from diffbench.core.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -63,6 +63,9 @@ class Registry(Generic[T]):
 
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(self._items.items())
+
+    def values(self) -> Iterator[T]:
+        return iter(self._items.values())
 
     def names(self) -> list[str]:
         return list(self._items)

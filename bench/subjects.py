@@ -1,0 +1,164 @@
+"""The subject contract: a thing to benchmark, whatever it is inside.
+
+A case measures a *subject* through five verbs — count it, train it to a budget, sample from it,
+and give the calls to time (``evaluations``) with what was learnt along them (``breakdown``).
+Two adapters implement them: :class:`BackboneSubject` (one network evaluation per call) and
+:class:`PipelineSubject` (one end-to-end sample per call, with and without guidance). Everything
+else — timing, memory, energy, MFU, training readings, scoring — is written once, over the
+contract, in ``bench.measure`` and ``bench.evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from diffbench.bench.spec import BackboneRef, CaseSpec, PipelineRef
+from diffbench.core.errors import CaseUnsupported
+from diffbench.metrics.reading import Reading
+
+
+@dataclass
+class Evaluation:
+    """One timed call: ``run()`` does the work for ``images`` images; ``tag`` suffixes its metric names."""
+
+    run: Callable[[], Any]
+    images: int
+    tag: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded with its latency readings
+
+
+@dataclass
+class Held:
+    """Held-out conditions to sample and score with: labels or caption ids, and the captions themselves."""
+
+    conds: torch.Tensor | None
+    captions: list[str] | None = None
+
+
+class Subject(Protocol):
+    spec: CaseSpec
+    dataset: str  # what it trains on and is scored against (digits, shapes, ...)
+    cond: str  # class, text or none: what its samples are conditioned on
+    num_classes: int
+
+    def counts(self) -> dict[str, Reading]: ...
+    def flops_per_image(self, counts: dict[str, Reading]) -> float | None: ...
+    def train(self, out_dir: str) -> dict[str, Any]: ...  # part ("" for a single part) -> TrainResult
+    def reference_images(self) -> torch.Tensor: ...
+    def sample(self, n: int, held: Held) -> torch.Tensor: ...
+    def evaluations(self) -> list[Evaluation]: ...  # the main (guided) call first
+    def breakdown(self, calls: int) -> dict[str, Reading]: ...
+
+
+def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 10) -> Held:
+    """Conditions the subject never trained on: classes in turn, or captions of fresh shapes."""
+    if cond == "text":
+        from diffbench.diffusion import datasets
+        from diffbench.metrics.embedded import tokenize
+
+        captions = datasets.shapes(n, resolution, seed=seed + 777).captions or []
+        return Held(tokenize(captions), captions)
+    if cond == "class":
+        return Held(torch.arange(n) % num_classes)
+    return Held(None)
+
+
+def train_config(spec: CaseSpec) -> Any:
+    from diffbench.diffusion.training import TrainConfig
+
+    t = spec.training
+    assert t is not None, "a case that trains carries training settings"
+    return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed, checkpoint_every=0)
+
+
+def subject_for(spec: CaseSpec) -> Subject:
+    if isinstance(spec.model, PipelineRef):
+        from diffbench.bench.pipeline_subject import PipelineSubject
+
+        return PipelineSubject(spec)
+    return BackboneSubject(spec)
+
+
+class BackboneSubject:
+    """A backbone config of a family; trained as a ``Denoiser`` (its conditioning modules added)."""
+
+    def __init__(self, spec: CaseSpec) -> None:
+        from diffbench.models.api import config_from_dict
+        from diffbench.models.families import FAMILIES
+
+        assert isinstance(spec.model, BackboneRef)
+        self.spec, self.family = spec, FAMILIES.get(spec.model.family)
+        self.config = config_from_dict(self.family.config_cls, spec.model.config)
+        self.dataset = spec.training.dataset if spec.training else "digits"
+        self.cond = "text" if self.dataset == "shapes" else spec.cond
+        self.num_classes = 10  # the embedded datasets' classes (digits 0-9)
+        self.ema: Any = None
+        self._model: Any = None
+
+    def counts(self) -> dict[str, Reading]:
+        from diffbench.models.api import count
+
+        c = count(self.config)
+        return {"params": Reading(c.params, "count", extra={"by_module": c.params_by_module}),
+                "params_trainable": Reading(c.params_trainable, "count"),
+                "gmacs": Reading(c.gmacs, "GMAC", extra={"convention": "FlopCounterMode/2, batch 1, one evaluation"}),
+                "flops": Reading(c.flops, "FLOP")}
+
+    def flops_per_image(self, counts: dict[str, Reading]) -> float | None:
+        return None if counts.get("flops") is None else counts["flops"].value
+
+    def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from diffbench.diffusion import datasets
+        from diffbench.metrics.embedded import tokenize
+
+        res = self.family.input_shape(self.config)[1]
+        if self.dataset == "digits":
+            d = datasets.digits(res)
+            return d.images, d.labels
+        d = datasets.shapes(3000, res, seed=self.spec.seed + 1)
+        return d.images, tokenize(d.captions or [])
+
+    def reference_images(self) -> torch.Tensor:
+        return self._data()[0]
+
+    def train(self, out_dir: str) -> dict[str, Any]:
+        from diffbench.diffusion.training import train
+        from diffbench.metrics.embedded import VOCAB
+        from diffbench.models.api import count
+        from diffbench.models.denoiser import Denoiser
+
+        images, conds = self._data()
+        torch.manual_seed(self.spec.seed)
+        model = Denoiser(self.family.name, self.config, self.cond, num_classes=10, vocab=len(VOCAB))
+        self.config = model.config  # counted and timed as conditioned for training
+        self.ema, result = train(model, images, conds if self.cond != "none" else None, train_config(self.spec),
+                                 out_dir, flops_per_image=count(model.config).flops, device=self.spec.device)
+        return {"": result}
+
+    def sample(self, n: int, held: Held) -> torch.Tensor:
+        from diffbench.diffusion.sampling import sample
+
+        s = self.spec.sampler
+        assert s is not None and self.ema is not None, "sampling follows training"
+        shape = self.family.input_shape(self.config)
+        return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
+                                     self.spec.seed, batch_size=128, device=self.spec.device)))
+
+    def evaluations(self) -> list[Evaluation]:
+        spec, device = self.spec, self.spec.device
+        model = self.config.build().to(device).eval()
+        inputs = self.family.make_inputs(self.config, spec.batch_size, torch.device(device), torch.float32)
+        if spec.channels_last:
+            if not self.family.name.startswith("unet"):
+                raise CaseUnsupported("channels_last applies to the U-Net families")
+            model = model.to(memory_format=torch.channels_last)
+            inputs["x"] = inputs["x"].contiguous(memory_format=torch.channels_last)
+        net: Any = torch.compile(model) if spec.compile else model
+        return [Evaluation(lambda: self.family.denoise(net, inputs), spec.batch_size)]
+
+    def breakdown(self, calls: int) -> dict[str, Reading]:
+        return {}

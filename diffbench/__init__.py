@@ -1,0 +1,39 @@
+"""diffbench: benchmark and evaluate diffusion backbones and pipelines at matched size.
+
+The Python API (the CLI is a thin wrapper over it)::
+
+    import diffbench
+    diffbench.count("DiT-XL/2").params                  # 675,129,632
+    diffbench.match("uvit", params="130M").config       # the U-ViT closest to 130M params
+    run = diffbench.run("smoke", out="runs/smoke", resume=True)
+    run.cases                                           # one row per case (pandas)
+    diffbench.report(run)                               # tables, fits, plots from the records
+    diffbench.fid("samples/", "ref.npz", detector="digits")
+
+Subpackages: ``diffbench.core`` (errors, registry, records schema), ``diffbench.models``,
+``diffbench.metrics``, ``diffbench.bench`` (suites, runner, cases, CLI), ``diffbench.reports``.
+Importing ``diffbench`` is cheap: torch loads with the first function that needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffbench.core.errors import UserError
+
+__all__ = ["Run", "UserError", "build", "count", "count_pipeline", "fid", "load_run", "match", "plan", "report",
+           "run", "__version__"]
+
+_API = {"Run", "build", "count", "count_pipeline", "fid", "load_run", "match", "plan", "report", "run"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from diffbench import api
+
+        return getattr(api, name)
+    if name == "__version__":
+        from diffbench.bench.provenance import diffbench_version
+
+        return diffbench_version()
+    raise AttributeError(f"module 'diffbench' has no attribute {name!r}")

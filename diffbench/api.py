@@ -1,0 +1,165 @@
+"""diffbench's Python API: what the CLI does, as functions for notebooks and other tools.
+
+Every ``diffbench`` command is a thin wrapper over one of these; bad input raises
+:class:`diffbench.UserError` (the CLI prints it as one line and exits 2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from diffbench.models.api import ModelCounts
+    from diffbench.models.sizing import MatchResult
+
+
+@dataclass
+class Run:
+    """A run directory as data: its records (one row per record), one row per case, provenance, statuses."""
+
+    run_dir: Path
+    records: pd.DataFrame  # long: one row per record (metric, value, unit, status, error, identity columns)
+    cases: pd.DataFrame  # wide: one row per case, a column per metric
+    provenance: dict[str, Any] = field(default_factory=dict)  # of the last record written
+    device: dict[str, Any] = field(default_factory=dict)  # device.json
+    problems: list[str] = field(default_factory=list)  # unreadable lines, set aside
+    this_call: dict[str, Any] | None = None  # from run(): cases in the suite, already complete, statuses of this call
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        """case status -> number of cases (``ok``, ``error``, ``oom``, ``timeout``, ...)."""
+        return dict(Counter(self.cases["status"]))
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        return f"Run({str(self.run_dir)!r}: {len(self.cases)} case(s), {len(self.records)} record(s); {parts})"
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run directory written by :func:`run` (partial runs too)."""
+    from diffbench.reports.load import load_run as _load
+
+    data = _load(run_dir)
+    return Run(data.run_dir, data.long, data.wide, data.provenance, data.device, data.problems)
+
+
+def plan(suite: str | Path, device: str = "auto", only: str | None = None) -> list[Any]:
+    """The cases a suite expands to on ``device`` (``only``: comma-separated globs over case names),
+    each with its ``name``, ``case_id`` and typed ``spec``; nothing is run."""
+    from diffbench.bench import suites
+    from diffbench.bench.runner import select
+    from diffbench.metrics.device import resolve_device
+
+    return select(suites.expand(suites.load(str(suite)), resolve_device(device)), only)
+
+
+def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", resume: bool = False,
+        only: str | None = None, timeout: float | None = None, progress: bool = False) -> Run:
+    """Run a suite (a built-in name or a TOML file), each case in its own process; return its records.
+
+    ``out`` defaults to ``runs/SUITE-TIMESTAMP``; ``resume`` keeps complete cases of ``out``;
+    ``only`` is a comma-separated list of globs over case names; ``timeout`` is seconds per case.
+    """
+    from diffbench.bench import suites
+    from diffbench.bench.runner import Runner
+    from diffbench.core.errors import ConfigError
+
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if resume and out is None:
+        raise ConfigError("resume needs out, the run directory to continue")
+    s = suites.load(str(suite))
+    cases = plan(suite, device, only)
+    run_dir = Path(out) if out is not None else Path(f"runs/{s.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress).run(resume=resume)
+    result = load_run(run_dir)
+    result.this_call = {"total": summary.total, "skipped": summary.skipped, "statuses": dict(summary.statuses)}
+    return result
+
+
+def report(run: Run | str | Path, out: str | Path | None = None,
+           formats: tuple[str, ...] = ("md", "html", "csv", "tex")) -> list[Path]:
+    """Write the tables, fits, plots and report of a run (from its records alone); return the files."""
+    from diffbench.core.errors import ConfigError
+    from diffbench.reports.report import FORMATS, build
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"formats {formats!r}: expected a non-empty subset of {', '.join(FORMATS)}")
+    run_dir = run.run_dir if isinstance(run, Run) else Path(run)
+    return build(run_dir, Path(out) if out is not None else run_dir / "report", formats)
+
+
+def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None, weights: str | None = None,
+        allow_unverified_weights: bool = False, kid: bool = False, isc: bool = False, sfid: bool = False,
+        prc: bool = False, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> dict[str, Any]:
+    """FID between ``a`` and ``b`` (image folders, ``.npz`` batches, statistics files, or uint8 NCHW tensors);
+    with ``kid``/``isc``/``sfid``/``prc`` also KID, IS, sFID and precision/recall. The result names the
+    detector, its weights' sha256 and whether they are the published ones (``verified``)."""
+    from diffbench.core.errors import BadInputError
+    from diffbench.metrics.detectors import build_detector, describe
+    from diffbench.metrics.quality import compare, extract, load_side
+
+    if batch_size < 1:
+        raise BadInputError(f"batch size must be positive, got {batch_size}")
+    for side in (a, b):
+        if isinstance(side, (str, Path)) and not Path(side).exists():
+            raise BadInputError(f"{side}: no such file or folder")
+    det = build_detector(detector, mode, weights, allow_unverified_weights, device)
+    keep = kid or prc
+
+    def load(side: Any) -> Any:
+        if isinstance(side, (str, Path)):
+            return load_side(side, det, keep, batch_size)
+        return extract(side, det, keep, batch_size)
+
+    return {**compare(load(a), load(b), kid, isc, sfid, prc, seed), **describe(det)}
+
+
+def count(spec: Any, **overrides: Any) -> ModelCounts:
+    """Params (all, trainable, per module) and GMACs of one evaluation at batch 1 of a preset name
+    (``"DiT-XL/2"``), a family name with overrides (``count("dit", depth=12)``) or a config; on ``meta``."""
+    from diffbench.models.api import count as _count
+
+    return _count(spec, **overrides)
+
+
+def count_pipeline(name: str, scale: str = "paper", params: str | float | None = None) -> list[dict[str, Any]]:
+    """One row per component of a pipeline preset (``"ldm"``, ``"imagen"``, ...), optionally with its
+    denoisers reshaped to ``params`` in total; papers' reported counts beside the measured ones."""
+    from diffbench.models.pipelines.counting import component_rows
+
+    return component_rows(name, scale, params)
+
+
+def match(family: str, params: float | str | None = None, gmacs: float | str | None = None,
+          input_shape: str | tuple[int, int, int] = "4x32x32", cond: str = "class", num_classes: int = 1000,
+          patch: int | None = None, tolerance: float = 0.02) -> MatchResult:
+    """The config of ``family`` closest to a parameter count or GMACs target (``"130M"``, ``6e9``...)."""
+    from diffbench.models.sizing import Conditioning, parse_input_shape, parse_target
+    from diffbench.models.sizing import match as _match
+
+    by = "params" if params is not None else "gmacs"
+    raw = params if params is not None else gmacs
+    if raw is None or (params is not None and gmacs is not None):
+        from diffbench.core.errors import ConfigError
+
+        raise ConfigError("give exactly one of params= or gmacs=")
+    target = parse_target(raw, by, by) if isinstance(raw, str) else float(raw)
+    shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    return _match(family, input_shape=shape, cond=Conditioning(kind=cond, num_classes=num_classes), patch=patch,
+                  tolerance=tolerance, **{by: target})
+
+
+def build(spec: Any, device: str | None = None, **overrides: Any) -> nn.Module:
+    """A randomly initialised backbone (preset name, family name with overrides, or config)."""
+    from diffbench.models.api import build as _build
+
+    return _build(spec, device, **overrides)

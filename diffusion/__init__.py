@@ -1,0 +1,4 @@
+"""Diffusion itself, apart from the harness: the forward process and diffusers' samplers
+(``process``), training to a budget (``training``, ``pipeline_training``), seeded sampling with one
+reverse-process loop (``sampling``, ``pipeline_sampling``) and the embedded datasets (``datasets``).
+Imports ``core``, ``models`` and ``metrics``; never ``bench``."""
