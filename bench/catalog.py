@@ -81,7 +81,7 @@ LISTINGS.add("families", Listing("families", "backbone families that sizing can 
                                  ("name", "title", "description"), _families))
 LISTINGS.add("presets", Listing(
     "presets", "paper configurations", ("name", "family", "params", "gmacs", "source"), _presets,
-    note="params and GMACs are the official code's exact counts from REFERENCE.md (the DiT ablation rows: the "
+    note="params and GMACs are the official code's exact counts from docs/reference.md (the DiT ablation rows: the "
          "paper's rounded figures); tests check that 'diffbench count NAME' reproduces them"))
 LISTINGS.add("pipelines", Listing(
     "pipelines", "the canon's systems, each at paper and tiny scale",

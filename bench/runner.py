@@ -9,6 +9,7 @@ on. Resume: a case is complete when its records (under one run id) number its
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import multiprocessing as mp
@@ -19,6 +20,7 @@ import time
 import traceback
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,29 @@ def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, nam
         conn.send(("fail", "oom" if oom else "error", message[:500], traceback.format_exc()))
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def _without_user_main() -> Iterator[None]:
+    """A case's process runs diffbench's code only. multiprocessing's spawn would first re-run the caller's
+    script in it (as ``__mp_main__``), so a script calling ``diffbench.run(...)`` without an
+    ``if __name__ == "__main__":`` guard would start the run again inside every case; the case needs
+    nothing from that script (its target and arguments are diffbench's and plain data)."""
+    import multiprocessing.spawn as spawn
+
+    original = spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    spawn.get_preparation_data = without_main  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        spawn.get_preparation_data = original  # type: ignore[assignment]
 
 
 def complete_cases(path: Path) -> tuple[set[str], list[Record], list[str]]:
@@ -173,7 +198,8 @@ class Runner:
         args = (spec.to_json(), self.run_id, self.suite.name, case.case_id, case.name, send)
         proc = ctx.Process(target=_child, args=args, daemon=True)
         t0 = time.monotonic()
-        proc.start()
+        with _without_user_main():
+            proc.start()
         send.close()
         try:
             if recv.poll(timeout):

@@ -249,7 +249,7 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     from diffbench.models.api import config_dict, resolve
     from diffbench.models.families import family_of
     from diffbench.models.presets import PRESETS
-    from diffbench.models.sizing import match, parse_input_shape, parse_target
+    from diffbench.models.sizing import match_many, parse_input_shape, parse_target
 
     out: list[ModelRef] = []
     for name in sweep.presets:
@@ -258,16 +258,13 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
                                preset.source))
     out.extend(_pipeline_models(sweep, file))
     by = "params" if sweep.params else "gmacs"
-    for fam in sweep.families:
-        for shape_text in sweep.inputs:
-            shape = parse_input_shape(shape_text)
-            for t in sweep.params or sweep.gmacs:
-                value = parse_target(t, by, f"{file}: {by} target")
-                r = match(fam, input_shape=shape, cond=_conditioning(sweep),
-                          patch=sweep.patch or None, tolerance=sweep.tolerance, **{by: value})
-                tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
-                out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value},
-                                       input=shape))
+    tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
+    wanted = [(fam, parse_input_shape(shape_text), t, parse_target(t, by, f"{file}: {by} target"))
+              for fam in sweep.families for shape_text in sweep.inputs for t in sweep.params or sweep.gmacs]
+    found = match_many([(fam, {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
+                               "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted])
+    for (fam, shape, t, value), r in zip(wanted, found, strict=True):
+        out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape))
     return out
 
 

@@ -158,6 +158,22 @@ def match(family: str, params: float | str | None = None, gmacs: float | str | N
                   tolerance=tolerance, **{by: target})
 
 
+def match_many(families: list[str], targets: list[float], by: str = "params",
+               input_shape: str | tuple[int, int, int] = "4x32x32", cond: str = "class", num_classes: int = 1000,
+               patch: int | None = None, tolerance: float = 0.02) -> list[MatchResult]:
+    """:func:`match` for every family x target (in that order), the families searched in parallel."""
+    from diffbench.core.errors import ConfigError
+    from diffbench.models.sizing import Conditioning, parse_input_shape
+    from diffbench.models.sizing import match_many as _many
+
+    if by not in ("params", "gmacs"):
+        raise ConfigError(f"by must be params or gmacs, got {by!r}")
+    shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    c = Conditioning(kind=cond, num_classes=num_classes)
+    return _many([(f, {"input_shape": shape, "cond": c, "patch": patch, "tolerance": tolerance, by: float(t)})
+                  for f in families for t in targets])
+
+
 def build(spec: Any, device: str | None = None, **overrides: Any) -> nn.Module:
     """A randomly initialised backbone (preset name, family name with overrides, or config)."""
     from diffbench.models.api import build as _build

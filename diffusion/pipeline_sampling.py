@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -75,22 +76,50 @@ def sample_pipeline(pipe: Any, n: int, tokens: torch.Tensor | None = None, label
 def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels: torch.Tensor | None,
                   scheduler: str, steps: int, guidance: float, seed: int, device: str, timings: Timings
                   ) -> torch.Tensor:
-    spec, b = pipe.spec, len(idx)
-    texts: dict[str | None, tuple[Any, Any]] = {}
+    b = _Batch(pipe, idx, tokens, labels, scheduler, steps, guidance, seed, device, timings)
+    image_embed = b.prior() if pipe.prior is not None else None
+    outputs: dict[str, torch.Tensor] = {}
+    for si, s in enumerate(pipe.spec.stages, start=1):
+        x = b.stage(si, s, outputs, image_embed)
+        outputs[s.name] = x.clamp(-1, 1) if pipe.autoencoder is None else x
+    x = outputs[pipe.spec.stages[-1].name]
+    if pipe.autoencoder is not None:
+        with timings("decoder"):
+            x = pipe.autoencoder.decode(x / pipe.latent_scale).sample.float()
+    return to_uint8(x)
 
-    def text_for(stage: str | None) -> tuple[Any, Any]:
-        key = stage if stage is not None and pipe.stages[stage].text is not None else None
-        if key not in texts:
-            assert tokens is not None
-            with timings("text_encoder"):
-                texts[key] = (pipe.encode_text(tokens, key), pipe.encode_text(torch.zeros_like(tokens), key))
-        return texts[key]
 
-    image_embed = None
-    if pipe.prior is not None:
-        (h, pooled), (h0, pooled0) = text_for(None)
+@dataclass
+class _Batch:
+    """One batch of samples ``idx`` through a pipeline: the prior, then every stage, text encoded once."""
+
+    pipe: Any
+    idx: list[int]
+    tokens: torch.Tensor | None
+    labels: torch.Tensor | None
+    scheduler: str
+    steps: int
+    guidance: float
+    seed: int
+    device: str
+    timings: Timings
+    texts: dict[str | None, tuple[Any, Any]] = field(default_factory=dict)
+
+    def text_for(self, stage: str | None) -> tuple[Any, Any]:
+        """(caption encoding, null-caption encoding) for a stage (its own text encoder) or the shared one."""
+        key = stage if stage is not None and self.pipe.stages[stage].text is not None else None
+        if key not in self.texts:
+            assert self.tokens is not None
+            with self.timings("text_encoder"):
+                self.texts[key] = (self.pipe.encode_text(self.tokens, key),
+                                   self.pipe.encode_text(torch.zeros_like(self.tokens), key))
+        return self.texts[key]
+
+    def prior(self) -> torch.Tensor:
+        """unCLIP's prior: caption -> CLIP image embedding, guided like the stages."""
+        (h, pooled), (h0, pooled0) = self.text_for(None)
+        tokens, prior = self.tokens, self.pipe.prior
         assert tokens is not None
-        prior = pipe.prior
 
         def prior_fn(x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
             return prior(hidden_states=x, timestep=t, proj_embedding=c["pooled"], encoder_hidden_states=c["h"],
@@ -98,40 +127,37 @@ def _sample_batch(pipe: Any, idx: list[int], tokens: torch.Tensor | None, labels
 
         # the null caption's mask as in training (diffusion.pipeline_training): padding, first position attended
         step = guided(prior_fn, {"pooled": pooled, "h": h, "mask": attention_mask(tokens)},
-                      {"pooled": pooled0, "h": h0, "mask": attention_mask(torch.zeros_like(tokens))}, guidance, None)
-        with timings("prior"):
-            image_embed = reverse_process(step, (spec.prior.image_embed_dim,), generators(seed, idx, 0), scheduler,
-                                          steps, "sample", device=device)
-    outputs: dict[str, torch.Tensor] = {}
-    for si, s in enumerate(spec.stages, start=1):
-        stage = pipe.stages[s.name]
+                      {"pooled": pooled0, "h": h0, "mask": attention_mask(torch.zeros_like(tokens))}, self.guidance,
+                      None)
+        with self.timings("prior"):
+            return reverse_process(step, (self.pipe.spec.prior.image_embed_dim,), generators(self.seed, self.idx, 0),
+                                   self.scheduler, self.steps, "sample", device=self.device)
+
+    def stage(self, si: int, s: Any, outputs: dict[str, torch.Tensor], image_embed: torch.Tensor | None
+              ) -> torch.Tensor:
+        """Stage ``si`` (1-based) from its own noise, conditioned on labels, text, the image embedding or an earlier
+        stage's output (noise-augmented at the stage's fixed level, Imagen)."""
+        b, device = len(self.idx), self.device
         cond: dict[str, Any] = {"device": device}
         null: dict[str, Any] = {"device": device}
         if s.cond == "class":
-            assert labels is not None
-            cond["y"], null["y"] = labels, torch.full_like(labels, spec.num_classes)
+            assert self.labels is not None
+            cond["y"], null["y"] = self.labels, torch.full_like(self.labels, self.pipe.spec.num_classes)
         if s.cond == "image":
-            cond["image_embed"], null["image_embed"] = image_embed, pipe.null_image_embed(b)
+            cond["image_embed"], null["image_embed"] = image_embed, self.pipe.null_image_embed(b)
         if s.low_res_from:
             low = outputs[s.low_res_from]
             aug_t = torch.full((b,), float(s.aug_level), device=device)
-            if s.aug_level > 0:  # Imagen's noise-conditioning augmentation, at a fixed level when sampling
-                noise = torch.stack([torch.randn(low.shape[1:], generator=g) for g in generators(seed, idx, 100 + si)])
+            if s.aug_level > 0:
+                gens = generators(self.seed, self.idx, 100 + si)
+                noise = torch.stack([torch.randn(low.shape[1:], generator=g) for g in gens])
                 low = noise_augment(low, noise.to(device), aug_t)
             cond["low_res"] = null["low_res"] = low
             cond["aug_t"] = null["aug_t"] = aug_t
-        text = null_text = None
-        if s.cond in ("text", "image"):
-            text, null_text = text_for(s.name)
-        inputs = pipe.condition(s.name, cond, text)
-        null_inputs = pipe.condition(s.name, null, null_text) if s.cond != "none" else None
-        step = guided(stage, inputs, null_inputs, guidance, s.input_shape[0])
-        with timings(s.name):
-            x = reverse_process(step, s.input_shape, generators(seed, idx, si), scheduler, steps, s.prediction,
-                                s.thresholding, device)
-        outputs[s.name] = x.clamp(-1, 1) if pipe.autoencoder is None else x
-    x = outputs[spec.stages[-1].name]
-    if pipe.autoencoder is not None:
-        with timings("decoder"):
-            x = pipe.autoencoder.decode(x / pipe.latent_scale).sample.float()
-    return to_uint8(x)
+        text, null_text = self.text_for(s.name) if s.cond in ("text", "image") else (None, None)
+        inputs = self.pipe.condition(s.name, cond, text)
+        null_inputs = self.pipe.condition(s.name, null, null_text) if s.cond != "none" else None
+        step = guided(self.pipe.stages[s.name], inputs, null_inputs, self.guidance, s.input_shape[0])
+        with self.timings(s.name):
+            return reverse_process(step, s.input_shape, generators(self.seed, self.idx, si), self.scheduler,
+                                   self.steps, s.prediction, s.thresholding, device)

@@ -139,6 +139,23 @@ def encode_latents(ae: Any, x: torch.Tensor, device: str, batch: int = 256) -> t
     return torch.cat([ae.encode(x[i:i + batch].to(device)).latent_dist.mean.cpu() for i in range(0, len(x), batch)])
 
 
+def _autoencoder_part(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out: Path, device: str, steps: int
+                      ) -> TrainResult | None:
+    """Train the autoencoder first (or load it from an earlier, killed run); None when it was loaded."""
+    ae_file = out / "autoencoder.safetensors"
+    if ae_file.exists():
+        _load_module(pipe, ae_file)
+        return None
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    assert pipe.autoencoder is not None
+    scale, losses = train_autoencoder(pipe.autoencoder, data.images, steps, cfg.batch_size, cfg.lr, cfg.seed, device)
+    pipe.latent_scale.fill_(scale)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_module(pipe, ae_file, ("autoencoder.", "latent_scale"))
+    return TrainResult(steps, losses, time.perf_counter() - t0, steps * cfg.batch_size, None)
+
+
 def train_pipeline(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out_dir: str | Path, device: str = "cpu",
                    autoencoder_steps: int = 300, stop_after: int | None = None) -> dict[str, TrainResult]:
     """Train every trainable part of ``pipe`` in order; returns one result per part (EMA weights loaded)."""
@@ -147,19 +164,9 @@ def train_pipeline(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out_dir
     results: dict[str, TrainResult] = {}
     meta = {"pipeline": spec.name, "spec": fingerprint(spec)}
     if pipe.autoencoder is not None and spec.autoencoder is not None and not spec.autoencoder.path:
-        ae_file = out / "autoencoder.safetensors"
-        t0 = time.perf_counter()
-        if ae_file.exists():
-            _load_module(pipe, ae_file)
-        else:
-            torch.manual_seed(cfg.seed)
-            scale, losses = train_autoencoder(pipe.autoencoder, data.images, autoencoder_steps, cfg.batch_size,
-                                              cfg.lr, cfg.seed, device)
-            pipe.latent_scale.fill_(scale)
-            out.mkdir(parents=True, exist_ok=True)
-            _save_module(pipe, ae_file, ("autoencoder.", "latent_scale"))
-            results["autoencoder"] = TrainResult(autoencoder_steps, losses, time.perf_counter() - t0,
-                                                 autoencoder_steps * cfg.batch_size, None)
+        trained = _autoencoder_part(pipe, data, cfg, out, device, autoencoder_steps)
+        if trained is not None:
+            results["autoencoder"] = trained
     trained_text: set[int] = set()
     counts = count_pipeline(spec)
     parts = (["prior"] if pipe.prior is not None else []) + [s.name for s in spec.stages]

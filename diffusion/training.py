@@ -109,6 +109,37 @@ def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
     return int(meta["step"]), json.loads(meta["losses"])
 
 
+def _draw(model: Any, x_all: torch.Tensor, conds: torch.Tensor | None, cfg: TrainConfig, step: int, device: str
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """The step's images, noise, timesteps and conditions (some dropped to the null condition), all drawn from
+    the step's own generator: a resumed run draws exactly what the uninterrupted one did."""
+    g = _batch_rng(cfg.seed, step)
+    idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
+    x0 = x_all[idx]
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, TRAIN_STEPS, (cfg.batch_size,), generator=g)
+    c: Any = None
+    if conds is not None:
+        drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
+        if hasattr(model, "training_condition"):  # pipeline stages: a dict of conditions, device handled there
+            c = model.training_condition(conds[idx], drop, g)
+        else:
+            c = conds[idx].clone()
+            c[drop] = model.null(int(drop.sum()))
+            c = c.to(device)
+    return x0, noise, t, c
+
+
+def _optimise(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
+              ema_decay: float) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(pm, 1 - ema_decay)
+
+
 def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: TrainConfig, out_dir: str | Path,
           flops_per_image: int | None = None, device: str = "cpu", model_config: dict[str, Any] | None = None,
           stop_after: int | None = None) -> tuple[torch.nn.Module, TrainResult]:
@@ -132,30 +163,12 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
     channels = x_all.shape[1]
     t0 = time.perf_counter()
     while step < total and (stop_after is None or step < stop_after):
-        g = _batch_rng(cfg.seed, step)
-        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
-        x0 = x_all[idx]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, TRAIN_STEPS, (cfg.batch_size,), generator=g)
-        c: Any = None
-        if conds is not None:
-            drop = torch.rand(cfg.batch_size, generator=g) < cfg.cond_dropout
-            if hasattr(model, "training_condition"):  # pipeline stages: a dict of conditions, device handled there
-                c = model.training_condition(conds[idx], drop, g)
-            else:
-                c = conds[idx].clone()
-                c[drop] = model.null(int(drop.sum()))
-                c = c.to(device)
+        x0, noise, t, c = _draw(model, x_all, conds, cfg, step, device)
         xt = sched.add_noise(x0, noise, t)
         with _autocast(device, cfg.bf16):
             out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), c), channels)
         loss = torch.nn.functional.mse_loss(out_.float(), training_target(sched, x0, noise, t).to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - cfg.ema_decay)
+        _optimise(model, ema, opt, loss, cfg.ema_decay)
         losses.append(float(loss.detach()))
         step += 1
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 or step == total:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,8 +94,9 @@ def _as_tensor(out: object) -> torch.Tensor:
 
 
 def _open_clip(path: Path, arch: str) -> ClipModel:
-    import open_clip
+    from diffbench.core.errors import require
 
+    open_clip: Any = require("open_clip", "an open_clip checkpoint", "clip")
     from diffbench.metrics.weights import sha256_of
 
     try:

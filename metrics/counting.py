@@ -1,6 +1,6 @@
 """Counting: parameters and multiply-accumulates of one network evaluation.
 
-Conventions (REFERENCE.md): params count every ``nn.Parameter`` (frozen ones included;
+Conventions (docs/reference.md): params count every ``nn.Parameter`` (frozen ones included;
 "trainable" apart). GMACs are for one image and one network evaluation; torch's flop counter
 counts 2 FLOPs per MAC, so GMACs = FlopCounterMode total / 2 / 1e9. Both are reported.
 

@@ -9,13 +9,11 @@ backbone, like text encoders.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
-from diffbench.core.errors import ConfigError
 from diffbench.models.families import FAMILIES
 from diffbench.models.text_encoders import TextTransformer
 
@@ -23,26 +21,9 @@ TEXT_DIM = 64  # width of the small text transformer trained with a denoiser
 
 
 def conditioned_config(family: str, config: Any, cond: str, num_classes: int, text_len: int, text_dim: int) -> Any:
-    """The backbone config adjusted so that it takes this condition (null class included)."""
-    rep: dict[str, Any] = {}
-    if family == "uvit":
-        rep = ({"num_classes": num_classes + 1, "clip_dim": 0} if cond == "class" else
-               {"num_classes": -1, "clip_dim": text_dim, "num_clip_token": text_len} if cond == "text" else
-               {"num_classes": -1, "clip_dim": 0})
-    elif family in ("dit", "vit"):
-        if cond == "text":
-            raise ConfigError(f"the {family} family takes class or no conditioning, not text")
-        rep = {"num_classes": num_classes if cond == "class" else 0}
-        if family == "dit":
-            rep["class_dropout_prob"] = 0.1 if cond == "class" else 0.0
-    elif family == "unet-adm":
-        if cond == "text":
-            raise ConfigError("the ADM U-Net takes class or no conditioning; use unet-ldm for text")
-        rep = {"num_classes": num_classes + 1 if cond == "class" else 0}
-    elif family == "unet-ldm":
-        rep = {"num_classes": 0, "context_tokens": text_len if cond == "text" else 1,
-               "context_dim": text_dim if cond == "text" else config.context_dim}
-    return dataclasses.replace(config, **rep)
+    """The backbone config adjusted so that it takes this condition (null class included): the family's rule."""
+    rule = FAMILIES.get(family).condition
+    return config if rule is None else rule(config, cond, num_classes, text_len, text_dim)
 
 
 class Denoiser(nn.Module):

@@ -1,8 +1,5 @@
-"""Sizing: shape rules per family, and a search for the config closest to a target params or GMACs.
-
-Each family's rules keep a model recognisably of its family (depth and width grow together
-as in the paper's series; widths are multiples of the head size; U-Net channels are
-GroupNorm-compatible and follow ADM / LDM channel multipliers). Within one *structure*
+"""Sizing: a search over each family's shape rules (``Family.sizing``, built from ``models.shapes``) for
+the config closest to a target params or GMACs. Within one *structure*
 (everything except width and depth) params and MACs are exact polynomials: quadratic in
 the width, and for transformers affine in the depth. So a few meta-device probe builds fix
 the polynomial exactly, every candidate is then scored in microseconds, and the chosen
@@ -15,247 +12,16 @@ import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from diffbench.core.errors import ConfigError
-from diffbench.models.dit import DiTConfig
-from diffbench.models.unet import ADMUNetConfig, LDMUNetConfig
-from diffbench.models.uvit import UViTConfig
-from diffbench.models.vit import ViTConfig
+from diffbench.models.shapes import Conditioning, InputShape, Structure
 
-InputShape = tuple[int, int, int]  # (C, H, W)
-CONDITIONINGS = ("class", "text", "none")
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    kind: str = "class"  # class | text | none
-    num_classes: int = 1000
-    context_dim: int = 768  # text: width of the text encoder's tokens
-    context_tokens: int = 77
-
-    def __post_init__(self) -> None:
-        if self.kind not in CONDITIONINGS:
-            raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.kind!r}")
-
-
-@dataclass(frozen=True)
-class Structure:
-    """All of a config but its width (and, for transformers, depth)."""
-
-    key: tuple[Any, ...]
-    make: Callable[[int, int], Any]  # (width, depth) -> config
-    atypicality: Callable[[int, int], float]  # 0 for the paper's own proportions; breaks near-ties
-    widths: tuple[int, ...]
-    depths: Callable[[int], Sequence[int]]  # allowed depths for a width
-    probe_widths: tuple[int, int, int]
-    probe_depths: tuple[int, ...]  # two depths for transformers (affine), one for U-Nets (fixed)
-    flops_through_origin: bool = False  # no width-independent FLOPs: two probes fix the quadratic
-    tier: int = 0  # searched in order; a later tier is probed only if earlier ones miss (see ``match``)
-
-
-def _heads(width: int) -> int:
-    for head_dim in (64, 32, 16):
-        if width % head_dim == 0:
-            return width // head_dim
-    raise ValueError(f"width {width} is not a multiple of 16")
-
-
-def _transformer_widths() -> tuple[int, ...]:
-    # multiples of the head size: 16 below 128, 32 below 512, 64 from 512 up
-    return tuple(list(range(32, 128, 16)) + list(range(128, 512, 32)) + list(range(512, 2049, 64)))
-
-
-TYPICAL_DEPTH_RATIO = 1.5  # depth / (width / 64): S 2.0, B 1.0, L 1.5, XL 1.56 (DiT); U-ViT 1.25-1.56
-
-
-def _depth_band(width: int, even: bool = False) -> list[int]:
-    """Depth grows with width as in DiT's S/B/L/XL and U-ViT's S/M/L/H.
-
-    depth / (width/64) stays within [0.5, 3] (the papers' series span 1 to 2), except that
-    narrow models may go to 16 blocks, as tiny ViTs do.
-    """
-    k = width / 64
-    ds = range(max(2, math.floor(0.5 * k)), max(16, math.ceil(3 * k)) + 1)
-    return [d for d in ds if d % 2 == 0] if even else list(ds)
-
-
-def _transformer_atypicality(width: int, depth: int) -> float:
-    return abs(math.log(depth / (width / 64) / TYPICAL_DEPTH_RATIO))
-
-
-def _patch(shape: InputShape, patch: int | None) -> int:
-    p = patch or 2
-    if shape[1] != shape[2]:
-        raise ConfigError(f"input {shape[1]}x{shape[2]} is not square; the backbones here take square inputs")
-    if shape[1] % p:
-        raise ConfigError(f"input size {shape[1]} is not divisible by the patch size {p}; pick --patch that divides it")
-    return p
-
-
-def dit_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
-    if cond.kind == "text":
-        raise ConfigError("the DiT family is class-conditional or unconditional; use --cond class or none")
-    p = _patch(shape, patch)
-    ncls = cond.num_classes if cond.kind == "class" else 0
-
-    def make(w: int, d: int) -> DiTConfig:
-        return DiTConfig(input_size=shape[1], patch_size=p, in_channels=shape[0], hidden_size=w, depth=d,
-                         num_heads=_heads(w), num_classes=ncls)
-
-    return [Structure(("dit", p), make, _transformer_atypicality, _transformer_widths(), _depth_band,
-                      (64, 128, 192), (2, 4))]
-
-
-def uvit_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
-    p = _patch(shape, patch)
-    out = []
-    for mlp_time in (False, True):  # the official code's mlp_time_embed switch (off in the paper's configs)
-        def make(w: int, d: int, mlp_time: bool = mlp_time) -> UViTConfig:
-            return UViTConfig(img_size=shape[1], patch_size=p, in_chans=shape[0], embed_dim=w, depth=d,
-                              num_heads=_heads(w), mlp_time_embed=mlp_time,
-                              num_classes=cond.num_classes + 1 if cond.kind == "class" else -1,
-                              clip_dim=cond.context_dim if cond.kind == "text" else 0,
-                              num_clip_token=cond.context_tokens)
-
-        def atyp(w: int, d: int, mlp_time: bool = mlp_time) -> float:
-            return _transformer_atypicality(w, d) + (0.2 if mlp_time else 0.0)
-
-        out.append(Structure(("uvit", p, mlp_time), make, atyp, _transformer_widths(),
-                             functools.partial(_depth_band, even=True), (64, 128, 192), (2, 4)))
-    return out
-
-
-def vit_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
-    if cond.kind == "text":
-        raise ConfigError("the ViT family takes class or no conditioning; use --cond class or none")
-    p = _patch(shape, patch)
-
-    def make(w: int, d: int) -> ViTConfig:
-        return ViTConfig(input_size=shape[1], patch_size=p, in_channels=shape[0], hidden_size=w, depth=d,
-                         num_heads=_heads(w), num_classes=cond.num_classes if cond.kind == "class" else 0)
-
-    return [Structure(("vit", p), make, _transformer_atypicality, _transformer_widths(), _depth_band,
-                      (64, 128, 192), (2, 4))]
-
-
-# Channel multipliers by resolution: guided-diffusion's script_util table first, then nearby
-# variants of the same shape that fill the gaps between widths.
-ADM_MULTS: dict[int, list[tuple[int, ...]]] = {
-    32: [(1, 2, 2, 2), (1, 2, 2, 4), (1, 2, 3), (1, 1, 2, 2), (1, 2)],
-    64: [(1, 2, 3, 4), (1, 2, 2, 4), (1, 2, 2), (1, 2)],
-    128: [(1, 1, 2, 3, 4), (1, 1, 2, 2, 4), (1, 2, 2)],
-    256: [(1, 1, 2, 2, 4, 4), (1, 1, 2, 2, 4)],
-}
-LDM_MULTS: dict[int, list[tuple[int, ...]]] = {
-    32: [(1, 2, 4), (1, 2, 2), (1, 2, 2, 2), (1, 2, 4, 4), (1, 2)],
-    64: [(1, 2, 4, 4), (1, 2, 3, 5), (1, 2, 4), (1, 2)],
-    128: [(1, 2, 4), (1, 2, 4, 4)],
-}
-# Widths: multiples of 4 below 32, of 8 below 64, of 16 below 256, of 32 above; GroupNorm groups
-# and attention heads follow the width (32 groups where it divides, as in ADM and SD), so
-# every level's channels fit.
-UNET_WIDTHS = tuple(list(range(16, 32, 4)) + list(range(32, 64, 8)) + list(range(64, 256, 16))
-                    + list(range(256, 1025, 32)))
-UNET_PROBES = (32, 64, 96)
-UNET_RES_BLOCKS = (1, 2, 3, 4)
-
-
-def _groups(width: int) -> int:
-    return math.gcd(width, 32)
-
-
-def _unet_atypicality(mult_index: int, nres: int, attn_index: int) -> float:
-    return 0.1 * abs(nres - 2) + 0.05 * mult_index + 0.05 * attn_index
-
-
-def _constant(value: float) -> Callable[[int, int], float]:
-    return lambda w, d: value
-
-
-UNET_TIER_0 = 0.15  # structures at most this atypical are searched first
-
-
-def _mults(table: dict[int, list[tuple[int, ...]]], size: int, family: str) -> list[tuple[int, ...]]:
-    if size < 8 or size & (size - 1):
-        raise ConfigError(f"no {family} shape rules for input size {size}; use a power-of-two size from 8 to 256")
-    res = max((r for r in table if r <= size), default=min(table))
-    fits = [m for m in table[res] if size % 2 ** (len(m) - 1) == 0 and size // 2 ** (len(m) - 1) >= 4]
-    if not fits:
-        raise ConfigError(f"input size {size} is too small for the {family} shape rules; use 8 or more")
-    return fits
-
-
-def _attention_variants(levels: list[int], wanted: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """The wanted attention sets that exist at these levels, deduplicated, never empty sets."""
-    out: list[tuple[int, ...]] = []
-    for w in wanted:
-        eff = tuple(r for r in w if r in levels)
-        if eff and eff not in out:
-            out.append(eff)
-    return out
-
-
-def adm_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
-    if cond.kind == "text":
-        raise ConfigError("ADM U-Nets here are class-conditional or unconditional; use unet-ldm for text")
-    size = shape[1]
-    # DDPM CIFAR-10 attends at 16; ADM at 32, 16, 8; fewer attention levels fill the gaps
-    wanted = [(16, 8), (16,), (8,)] if size <= 32 else [(32, 16, 8), (16, 8), (32, 16)]
-    out: list[Structure] = []
-    for i, mult in enumerate(_mults(ADM_MULTS, size, "unet-adm")):
-        levels = [size // 2**j for j in range(len(mult))]
-        for a, attn in enumerate(_attention_variants(levels, wanted)):
-            for nres in UNET_RES_BLOCKS:
-                def make(w: int, d: int, mult: tuple[int, ...] = mult, nres: int = nres,
-                         attn: tuple[int, ...] = attn) -> ADMUNetConfig:
-                    return ADMUNetConfig(image_size=size, in_channels=shape[0], model_channels=w, channel_mult=mult,
-                                         num_res_blocks=nres, attention_resolutions=attn,
-                                         num_head_channels=_groups(w), norm_num_groups=_groups(w),
-                                         num_classes=cond.num_classes if cond.kind == "class" else 0)
-
-                atyp = _unet_atypicality(i, nres, a)
-                out.append(Structure(("unet-adm", mult, nres, attn), make, _constant(atyp),
-                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,), flops_through_origin=True,
-                                     tier=int(atyp > UNET_TIER_0)))
-    return out
-
-
-def ldm_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
-    size = shape[1]
-    text = cond.kind == "text"
-    out: list[Structure] = []
-    for i, mult in enumerate(_mults(LDM_MULTS, size, "unet-ldm")):
-        levels = [size // 2**j for j in range(len(mult))]
-        # SD 1/2: transformers on the first 3 levels; SDXL: none on the first
-        wanted = [tuple(levels[:3]), tuple(levels[1:3])]
-        for a, attn in enumerate(_attention_variants(levels, wanted)):
-            for nres in UNET_RES_BLOCKS:
-                def make(w: int, d: int, mult: tuple[int, ...] = mult, nres: int = nres,
-                         attn: tuple[int, ...] = attn) -> LDMUNetConfig:
-                    # class conditioning as in LDM-4: a 512-d class embedding is the 1-token context
-                    # (its table is counted apart, like a text encoder)
-                    return LDMUNetConfig(image_size=size, in_channels=shape[0], out_channels=shape[0],
-                                         model_channels=w, channel_mult=mult, num_res_blocks=nres,
-                                         attention_resolutions=attn, num_heads=math.gcd(w, 8),
-                                         context_dim=cond.context_dim if text else 512,
-                                         context_tokens=cond.context_tokens if text else 1,
-                                         norm_num_groups=_groups(w))
-
-                atyp = _unet_atypicality(i, nres, a)
-                out.append(Structure(("unet-ldm", mult, nres, attn), make, _constant(atyp),
-                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,), flops_through_origin=True,
-                                     tier=int(atyp > UNET_TIER_0)))
-    return out
-
-
-RULES: dict[str, Callable[..., list[Structure]]] = {
-    "dit": dit_structures, "uvit": uvit_structures, "vit": vit_structures,
-    "unet-adm": adm_structures, "unet-ldm": ldm_structures,
-}
+__all__ = ["Conditioning", "MatchResult", "fit_counts", "format_quantity", "match", "match_many", "parse_input_shape",
+           "parse_quantity", "parse_target", "probe"]
 
 
 # --- exact count polynomials ------------------------------------------------------------------------
@@ -273,13 +39,16 @@ def probe(config: Any, with_flops: bool, small: bool = False) -> tuple[int, int]
 
         c = count(config)
         return c.params, c.flops
-    nres = getattr(config, "num_res_blocks", None)
-    if small and isinstance(config, (ADMUNetConfig, LDMUNetConfig)) and isinstance(nres, int) and nres > 2:
-        # A U-Net's params are affine in num_res_blocks (each extra block adds the same resnet, and attention
-        # where the level attends, to every level's down and up path): two builds give every other depth.
+    from diffbench.models.families import family_of
+
+    field = family_of(config).params_affine_in
+    depth = getattr(config, field) if field else None
+    if small and field and isinstance(depth, int) and depth > 2:
+        # Params affine in this depth (a U-Net's num_res_blocks: each extra block adds the same resnet, and
+        # attention where the level attends, to every level's down and up path): two builds give the rest.
         # tests/test_sizing.py checks this against real builds.
-        one, two = (probe(dataclasses.replace(config, num_res_blocks=n), False, True)[0] for n in (1, 2))
-        return one + (nres - 1) * (two - one), 0
+        one, two = (probe(dataclasses.replace(config, **{field: n}), False, True)[0] for n in (1, 2))
+        return one + (depth - 1) * (two - one), 0
     with _no_init() if small else torch.device("meta"):
         model = config.build()
     return count_params(model).total, 0
@@ -394,30 +163,12 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"input shape must be CxHxW with positive sizes, got {input_shape}")
-    if family not in RULES:
+    rules = FAMILIES.get(family).sizing
+    if rules is None:
+        ruled = ", ".join(n for n, f in FAMILIES.items() if f.sizing is not None)
         raise ConfigError(f"the {family} family has no sizing rules of its own; size the pipelines that use it "
-                          f"with 'diffbench count PIPELINE --params N' (families with rules: {', '.join(RULES)})")
-    structures = RULES[family](shape, cond or Conditioning(), patch)
-    scale = 1.0 if by == "params" else 2e9  # gmacs target -> flops
-    scored: list[tuple[float, float, Structure, int, int]] = []  # (error, atypicality, structure, w, d)
-    lo, hi = math.inf, 0.0
-    # Tiers: a later tier's structures are all more atypical than an earlier tier's, so when an
-    # earlier tier already has a candidate within the preference slack, the full search would pick
-    # from it too; probing the later tiers (the costly part) is skipped.
-    for tier in sorted({s.tier for s in structures}):
-        for s in (s for s in structures if s.tier == tier):
-            model = fit_counts(s, by)
-            for w in s.widths:
-                for d in s.depths(w):
-                    est = model(w, d) / scale
-                    lo, hi = min(lo, est), max(hi, est)
-                    scored.append((abs(est / target - 1), s.atypicality(w, d), s, w, d))
-        if min(c[0] for c in scored) <= PREFERENCE_SLACK:
-            break
-    best_err = min(c[0] for c in scored)
-    # Near-ties (within 0.8%) go to the shape closest to the paper's own proportions.
-    pool = [c for c in scored if c[0] <= max(best_err, PREFERENCE_SLACK)]
-    _, _, s, w, d = min(pool, key=lambda c: (c[1], c[0]))
+                          f"with 'diffbench count PIPELINE --params N' (families with rules: {ruled})")
+    s, w, d, lo, hi = _search(rules(shape, cond or Conditioning(), patch), by, target)
     config = s.make(w, d)
     exact = count(config)
     achieved = exact.params if by == "params" else exact.gmacs
@@ -429,6 +180,88 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
             f"{'x'.join(map(str, shape))}: the closest has {format_quantity(achieved)} ({rel:+.1%}); "
             f"the family's shape rules reach {format_quantity(lo)} to {format_quantity(hi)} {unit}")
     return MatchResult(family, by, target, shape, config, exact.params, exact.params_trainable, exact.gmacs, rel)
+
+
+def _search(structures: list[Structure], by: str, target: float) -> tuple[Structure, int, int, float, float]:
+    """The (structure, width, depth) whose exact count polynomial is closest to ``target``, and the range the
+    structures reach. Near-ties (within 0.8%) go to the shape closest to the paper's own proportions.
+
+    Tiers: a later tier's structures are all more atypical than an earlier tier's, so when an earlier tier
+    already has a candidate within the preference slack, the full search would pick from it too; probing the
+    later tiers (the costly part) is skipped."""
+    scale = 1.0 if by == "params" else 2e9  # gmacs target -> flops
+    scored: list[tuple[float, float, Structure, int, int]] = []  # (error, atypicality, structure, w, d)
+    lo, hi = math.inf, 0.0
+    for tier in sorted({s.tier for s in structures}):
+        for s in (s for s in structures if s.tier == tier):
+            model = fit_counts(s, by)
+            for w in s.widths:
+                for d in s.depths(w):
+                    est = model(w, d) / scale
+                    lo, hi = min(lo, est), max(hi, est)
+                    scored.append((abs(est / target - 1), s.atypicality(w, d), s, w, d))
+        if min(c[0] for c in scored) <= PREFERENCE_SLACK:
+            break
+    best_err = min(c[0] for c in scored)
+    pool = [c for c in scored if c[0] <= max(best_err, PREFERENCE_SLACK)]
+    _, _, s, w, d = min(pool, key=lambda c: (c[1], c[0]))
+    return s, w, d, lo, hi
+
+
+def match_many(requests: Sequence[tuple[str, dict[str, Any]]]) -> list[MatchResult]:
+    """``[match(family, **kwargs) for family, kwargs in requests]``, with the families searched in parallel.
+
+    Each family's probes are cached within one worker, so a family stays in one process; workers are
+    forked after the imports (a spawned one would spend seconds importing torch and diffusers again),
+    U-Nets first since their probes cost the most. Serial where fork is not available, with one family,
+    or with ``DIFFBENCH_SIZING_WORKERS=1``. The first failing request's error is raised, as in a loop.
+    """
+    families = list(dict.fromkeys(f for f, _ in requests))
+    workers = _workers(len(families))
+    if workers <= 1:
+        return [match(f, **kw) for f, kw in requests]
+    import multiprocessing as mp
+
+    groups = [(f, [(i, kw) for i, (g, kw) in enumerate(requests) if g == f])
+              for f in sorted(families, key=lambda f: not f.startswith("unet"))]
+    out: dict[int, MatchResult | BaseException] = {}
+    with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+        for done in pool.imap_unordered(_match_group, groups):
+            out.update(done)
+    for i in range(len(requests)):
+        if isinstance(out[i], BaseException):
+            raise out[i]  # type: ignore[misc]
+    return [out[i] for i in range(len(requests))]  # type: ignore[misc]
+
+
+def _workers(n_families: int) -> int:
+    import multiprocessing as mp
+    import os
+    import sys
+
+    env = os.environ.get("DIFFBENCH_SIZING_WORKERS", "")
+    if env.strip().isdigit():
+        return min(int(env), n_families)
+    if not sys.platform.startswith("linux") or "fork" not in mp.get_all_start_methods():
+        return 1
+    return min(n_families, os.cpu_count() or 1, 4)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # probes build modules; no worker needs the parent's thread pool
+
+
+def _match_group(group: tuple[str, list[tuple[int, dict[str, Any]]]]) -> dict[int, MatchResult | BaseException]:
+    family, items = group
+    out: dict[int, MatchResult | BaseException] = {}
+    for i, kw in items:
+        try:
+            out[i] = match(family, **kw)
+        except Exception as e:  # noqa: BLE001 - returned to the parent, which raises it in request order
+            out[i] = e
+    return out
 
 
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}

@@ -3,7 +3,7 @@
 GLIDE (Nichol et al. 2022) extended the ADM U-Net so that text tokens feed every attention
 layer's keys and values (guided-diffusion's ``encoder_kv``), and a pooled text vector is added
 to the time embedding. diffusers' ``UNet2DConditionModel`` with ``SimpleCrossAttn`` blocks is
-exactly that layout (it reproduces Karlo's unCLIP decoder to the parameter, REFERENCE.md), so
+exactly that layout (it reproduces Karlo's unCLIP decoder to the parameter, docs/reference.md), so
 this module only translates the papers' flags into a diffusers config.
 
 What is added to the time embedding (``class_embed``):
@@ -21,9 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from diffbench.core.errors import ConfigError
+from diffbench.models.family import FAMILIES, Family, Inputs, unet_width_step
 
 CLASS_EMBEDS = ("none", "identity", "projection", "timestep")
 
@@ -124,3 +126,37 @@ class TextUNetConfig:
 
         model: Any = UNet2DConditionModel(**self.diffusers_kwargs())
         return model
+
+
+# --- the family: inputs (no sizing rules of its own: sized inside pipelines) -----------------------
+
+def _inputs(cfg: TextUNetConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+    from diffbench.models.unet import unet_inputs
+
+    inp = unet_inputs(cfg, batch, device, dtype)
+    if cfg.context_dim > 0:
+        inp["context"] = torch.randn(batch, cfg.context_tokens, cfg.token_dim, device=device, dtype=dtype)
+    if cfg.class_embed == "identity":
+        inp["class_embed"] = torch.randn(batch, cfg.time_embed_dim, device=device, dtype=dtype)
+    elif cfg.class_embed == "projection":
+        inp["class_embed"] = torch.randn(batch, cfg.class_embed_dim, device=device, dtype=dtype)
+    elif cfg.class_embed == "timestep":
+        inp["class_embed"] = torch.full((batch,), 100.0, device=device)  # a noise-augmentation level
+    return inp
+
+
+def _denoise(m: nn.Module, i: Inputs) -> torch.Tensor:
+    from diffbench.models.unet import with_low_res
+
+    return m(with_low_res(i), i["t"], encoder_hidden_states=i.get("context"), class_labels=i.get("class_embed")).sample
+
+
+FAMILIES.add("unet-glide", Family(
+    "unet-glide", "GLIDE U-Net",
+    "pixel U-Net with text tokens in every attention layer (GLIDE, unCLIP decoder, Imagen-style) via diffusers",
+    TextUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _inputs, _denoise,
+    lambda: TextUNetConfig(image_size=8, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                           attention_resolutions=(4,), num_head_channels=16, context_dim=16, context_tokens=5,
+                           class_embed_dim=16, norm_num_groups=8),
+    width_field="model_channels", depth_field="num_res_blocks", width_step=unet_width_step,
+))

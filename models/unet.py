@@ -1,7 +1,7 @@
 """U-Net backbones through diffusers: ADM-style pixel U-Nets and LDM / Stable Diffusion latent U-Nets.
 
 diffusers' ``UNet2DModel`` and ``UNet2DConditionModel`` reproduce the official parameter
-counts exactly once configured as below (REFERENCE.md); this module only translates the
+counts exactly once configured as below (docs/reference.md); this module only translates the
 papers' flags (guided-diffusion's ``--num_channels --channel_mult --attention_resolutions
 --resblock_updown --use_scale_shift_norm``; latent-diffusion's ``model_channels
 channel_mult attention_resolutions context_dim``) into diffusers configs. Checkpoints in
@@ -14,6 +14,8 @@ cross-attention (``context_dim``, LDM only), and concatenation of a low-resoluti
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,22 @@ import torch
 from torch import nn
 
 from diffbench.core.errors import ConfigError
+from diffbench.models.family import FAMILIES, Family, Inputs, labels, noise_and_time, unet_width_step
+from diffbench.models.presets import add_preset
+from diffbench.models.shapes import (
+    UNET_PROBES,
+    UNET_RES_BLOCKS,
+    UNET_TIER_0,
+    UNET_WIDTHS,
+    Conditioning,
+    InputShape,
+    Structure,
+    attention_variants,
+    constant,
+    groups,
+    mults,
+    unet_atypicality,
+)
 
 
 def _level_resolutions(image_size: int, levels: int) -> list[int]:
@@ -189,3 +207,179 @@ SDXL_POOLED_DIM = 1280  # OpenCLIP bigG pooled text embedding fed to SDXL's addi
 def upsample_low_res(low_res: torch.Tensor, size: int) -> torch.Tensor:
     """Super-resolution conditioning: bilinear upsampling of the low-res image to the target size (ADM/Imagen)."""
     return nn.functional.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+
+
+# --- the families: inputs, conditioning, sizing rules, paper configurations ------------------------
+
+def unet_inputs(cfg: Any, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+    """x, t, labels where the config takes them, and a 4x smaller image for super-resolution stages."""
+    inp = noise_and_time((cfg.in_channels, cfg.image_size, cfg.image_size), batch, device, dtype)
+    num_classes = getattr(cfg, "num_classes", 0)  # the text U-Net takes no labels
+    if num_classes > 0:
+        inp["y"] = labels(num_classes, batch, device)
+    if cfg.concat_channels > 0:  # a 4x smaller image, as in the 64 -> 256 stages
+        low = max(cfg.image_size // 4, 1)
+        inp["low_res"] = torch.randn(batch, cfg.concat_channels, low, low, device=device, dtype=dtype)
+    return inp
+
+
+def with_low_res(i: Inputs) -> torch.Tensor:
+    x = i["x"]
+    if "low_res" not in i:
+        return x
+    return torch.cat([x, upsample_low_res(i["low_res"], x.shape[-1])], dim=1)  # (N, C + C_low, H, W)
+
+
+def _ldm_inputs(cfg: LDMUNetConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+    inp = unet_inputs(cfg, batch, device, dtype)
+    inp["context"] = torch.randn(batch, cfg.context_tokens, cfg.context_dim, device=device, dtype=dtype)
+    if cfg.addition_embed:
+        inp["added"] = {
+            "text_embeds": torch.randn(batch, SDXL_POOLED_DIM, device=device, dtype=dtype),
+            "time_ids": torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * batch, device=device),
+        }
+    return inp
+
+
+def _adm_condition(config: ADMUNetConfig, cond: str, num_classes: int, text_len: int, text_dim: int
+                   ) -> ADMUNetConfig:
+    if cond == "text":
+        raise ConfigError("the ADM U-Net takes class or no conditioning; use unet-ldm for text")
+    return dataclasses.replace(config, num_classes=num_classes + 1 if cond == "class" else 0)
+
+
+def _ldm_condition(config: LDMUNetConfig, cond: str, num_classes: int, text_len: int, text_dim: int
+                   ) -> LDMUNetConfig:
+    """Text as cross-attention context; a class as LDM-4's one context token (its table is the Denoiser's)."""
+    return dataclasses.replace(config, num_classes=0, context_tokens=text_len if cond == "text" else 1,
+                               context_dim=text_dim if cond == "text" else config.context_dim)
+
+
+# Channel multipliers by resolution: guided-diffusion's script_util table first, then nearby
+# variants of the same shape that fill the gaps between widths.
+ADM_MULTS: dict[int, list[tuple[int, ...]]] = {
+    32: [(1, 2, 2, 2), (1, 2, 2, 4), (1, 2, 3), (1, 1, 2, 2), (1, 2)],
+    64: [(1, 2, 3, 4), (1, 2, 2, 4), (1, 2, 2), (1, 2)],
+    128: [(1, 1, 2, 3, 4), (1, 1, 2, 2, 4), (1, 2, 2)],
+    256: [(1, 1, 2, 2, 4, 4), (1, 1, 2, 2, 4)],
+}
+LDM_MULTS: dict[int, list[tuple[int, ...]]] = {
+    32: [(1, 2, 4), (1, 2, 2), (1, 2, 2, 2), (1, 2, 4, 4), (1, 2)],
+    64: [(1, 2, 4, 4), (1, 2, 3, 5), (1, 2, 4), (1, 2)],
+    128: [(1, 2, 4), (1, 2, 4, 4)],
+}
+
+
+def adm_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
+    if cond.kind == "text":
+        raise ConfigError("ADM U-Nets here are class-conditional or unconditional; use unet-ldm for text")
+    size = shape[1]
+    # DDPM CIFAR-10 attends at 16; ADM at 32, 16, 8; fewer attention levels fill the gaps
+    wanted = [(16, 8), (16,), (8,)] if size <= 32 else [(32, 16, 8), (16, 8), (32, 16)]
+    out: list[Structure] = []
+    for i, mult in enumerate(mults(ADM_MULTS, size, "unet-adm")):
+        levels = [size // 2**j for j in range(len(mult))]
+        for a, attn in enumerate(attention_variants(levels, wanted)):
+            for nres in UNET_RES_BLOCKS:
+                def make(w: int, d: int, mult: tuple[int, ...] = mult, nres: int = nres,
+                         attn: tuple[int, ...] = attn) -> ADMUNetConfig:
+                    return ADMUNetConfig(image_size=size, in_channels=shape[0], model_channels=w, channel_mult=mult,
+                                         num_res_blocks=nres, attention_resolutions=attn,
+                                         num_head_channels=groups(w), norm_num_groups=groups(w),
+                                         num_classes=cond.num_classes if cond.kind == "class" else 0)
+
+                atyp = unet_atypicality(i, nres, a)
+                out.append(Structure(("unet-adm", mult, nres, attn), make, constant(atyp),
+                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,), flops_through_origin=True,
+                                     tier=int(atyp > UNET_TIER_0)))
+    return out
+
+
+def ldm_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
+    size = shape[1]
+    text = cond.kind == "text"
+    out: list[Structure] = []
+    for i, mult in enumerate(mults(LDM_MULTS, size, "unet-ldm")):
+        levels = [size // 2**j for j in range(len(mult))]
+        # SD 1/2: transformers on the first 3 levels; SDXL: none on the first
+        wanted = [tuple(levels[:3]), tuple(levels[1:3])]
+        for a, attn in enumerate(attention_variants(levels, wanted)):
+            for nres in UNET_RES_BLOCKS:
+                def make(w: int, d: int, mult: tuple[int, ...] = mult, nres: int = nres,
+                         attn: tuple[int, ...] = attn) -> LDMUNetConfig:
+                    # class conditioning as in LDM-4: a 512-d class embedding is the 1-token context
+                    # (its table is counted apart, like a text encoder)
+                    return LDMUNetConfig(image_size=size, in_channels=shape[0], out_channels=shape[0],
+                                         model_channels=w, channel_mult=mult, num_res_blocks=nres,
+                                         attention_resolutions=attn, num_heads=math.gcd(w, 8),
+                                         context_dim=cond.context_dim if text else 512,
+                                         context_tokens=cond.context_tokens if text else 1,
+                                         norm_num_groups=groups(w))
+
+                atyp = unet_atypicality(i, nres, a)
+                out.append(Structure(("unet-ldm", mult, nres, attn), make, constant(atyp),
+                                     UNET_WIDTHS, lambda w: (0,), UNET_PROBES, (0,), flops_through_origin=True,
+                                     tier=int(atyp > UNET_TIER_0)))
+    return out
+
+
+FAMILIES.add("unet-adm", Family(
+    "unet-adm", "ADM U-Net", "pixel U-Net of guided-diffusion (Dhariwal & Nichol 2021) via diffusers UNet2DModel",
+    ADMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), unet_inputs,
+    lambda m, i: m(with_low_res(i), i["t"], class_labels=i.get("y")).sample,
+    lambda: ADMUNetConfig(image_size=8, in_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_resolutions=(4,), num_head_channels=32, num_classes=10),
+    width_field="model_channels", depth_field="num_res_blocks", width_step=unet_width_step,
+    condition=_adm_condition, sizing=adm_structures, params_affine_in="num_res_blocks",
+))
+
+FAMILIES.add("unet-ldm", Family(
+    "unet-ldm", "LDM U-Net",
+    "latent U-Net with cross-attention (LDM / Stable Diffusion) via diffusers UNet2DConditionModel",
+    LDMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _ldm_inputs,
+    lambda m, i: m(with_low_res(i), i["t"], encoder_hidden_states=i["context"], class_labels=i.get("y"),
+                   added_cond_kwargs=i.get("added")).sample,
+    lambda: LDMUNetConfig(image_size=8, in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
+                          num_res_blocks=1, attention_resolutions=(8, 4), num_heads=4, context_dim=16,
+                          context_tokens=5),
+    width_field="model_channels", depth_field="num_res_blocks", width_step=unet_width_step,
+    condition=_ldm_condition, sizing=ldm_structures, params_affine_in="num_res_blocks",
+))
+
+ADM_PAPER = "Dhariwal & Nichol, Diffusion Models Beat GANs on Image Synthesis, 2021 (openai/guided-diffusion)"
+LDM_PAPER = "Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models, CVPR 2022"
+# ADM (guided-diffusion model cards / script flags)
+_ADM = [
+    ("ADM-64", ADMUNetConfig(image_size=64, model_channels=192, channel_mult=(1, 2, 3, 4), num_res_blocks=3),
+     295_904_454, 109.68, "ImageNet 64 (cond); FID 2.07 (ADM-G)"),
+    ("ADM-128", ADMUNetConfig(image_size=128, model_channels=256, channel_mult=(1, 1, 2, 3, 4)),
+     421_529_606, 306.93, "ImageNet 128 (cond); FID 2.97; official uses 4 heads, same counts"),
+    ("ADM-256", ADMUNetConfig(image_size=256, model_channels=256, channel_mult=(1, 1, 2, 2, 4, 4)),
+     553_838_086, 1119.83, "ImageNet 256 (cond); FID 4.59; DiT cites 1120 Gflops"),
+    ("ADM-512", ADMUNetConfig(image_size=512, model_channels=256, channel_mult=(0.5, 1, 1, 2, 2, 4, 4)),
+     558_997_638, 1982.33, "ImageNet 512 (cond); FID 7.72"),
+    ("ADM-U-64-256", ADMUNetConfig(image_size=256, model_channels=192, channel_mult=(1, 1, 2, 2, 4, 4),
+                                   concat_channels=3),
+     311_795_910, 631.64, "upsampler 64->256 (cond); base 64 + this = 741.32 GMACs (DiT cites 742)"),
+]
+for _n, _ac, _p, _g, _note in _ADM:
+    add_preset(_n, "unet-adm", _ac, ADM_PAPER, params=_p, params_trainable=_p, gmacs=_g, note=_note)
+
+# LDM / Stable Diffusion U-Nets (latent-diffusion configs, diffusers model cards)
+add_preset("LDM-4", "unet-ldm",
+     LDMUNetConfig(image_size=64, in_channels=3, out_channels=3, model_channels=192, channel_mult=(1, 2, 3, 5),
+                   attention_resolutions=(32, 16, 8), num_heads=1, context_dim=512, context_tokens=1),
+     LDM_PAPER + ", cin256-v2 (ImageNet, 64x64x3 latent)", params=400_920_579, params_trainable=400_920_579,
+     gmacs=104.23, paper_fid=3.60,
+     note="the 1001x512 class table feeding cross-attention (512,512 params) is counted apart; DiT cites 103.6")
+add_preset("SD-1.5", "unet-ldm", LDMUNetConfig(), "Stable Diffusion v1.5 UNet (runwayml), 64x64 latent, 77 tokens",
+     params=859_520_964, params_trainable=859_520_964, gmacs=401.64)
+add_preset("SD-2.1", "unet-ldm",
+     LDMUNetConfig(num_heads=(5, 10, 20, 20), context_dim=1024, use_linear_projection=True),
+     "Stable Diffusion v2.1 UNet (stabilityai), 64x64 latent, context dim 1024",
+     params=865_910_724, params_trainable=865_910_724, gmacs=402.13)
+add_preset("SDXL", "unet-ldm",
+     LDMUNetConfig(image_size=128, channel_mult=(1, 2, 4), attention_resolutions=(64, 32), num_heads=(5, 10, 20),
+                   transformer_depth=(1, 2, 10), context_dim=2048, use_linear_projection=True, addition_embed=True),
+     "SDXL base 1.0 UNet (stabilityai), 128x128 latent", params=2_567_463_684, params_trainable=2_567_463_684,
+     gmacs=3380.62)

@@ -10,12 +10,19 @@ Parameter names are the official ones, so official checkpoints load with ``stric
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from diffbench.models import shapes
+from diffbench.models.family import FAMILIES, Family, Inputs, labels, noise_and_time, transformer_width_step
 from diffbench.models.layers import Attention, Mlp, PatchEmbed, check_divisible, timestep_embedding
+from diffbench.models.presets import add_preset
+from diffbench.models.shapes import Conditioning, InputShape, Structure
 
 
 @dataclass(frozen=True)
@@ -170,3 +177,77 @@ class UViTT2I(_UViTBase):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self._run(x, [self.time_token(timesteps), self.context_embed(context)])  # (N, 77, D) text tokens
+
+
+# --- the family: inputs, conditioning, sizing rules, paper configurations ---------------------------
+
+def _inputs(cfg: UViTConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
+    inp = noise_and_time((cfg.in_chans, cfg.img_size, cfg.img_size), batch, device, dtype)
+    if cfg.num_classes > 0:
+        inp["y"] = labels(cfg.num_classes, batch, device)
+    if cfg.clip_dim > 0:
+        inp["context"] = torch.randn(batch, cfg.num_clip_token, cfg.clip_dim, device=device, dtype=dtype)
+    return inp
+
+
+def _denoise(model: nn.Module, i: Inputs) -> torch.Tensor:
+    if "context" in i:
+        return model(i["x"], i["t"], i["context"])
+    return model(i["x"], i["t"], y=i.get("y"))
+
+
+def _condition(config: UViTConfig, cond: str, num_classes: int, text_len: int, text_dim: int) -> UViTConfig:
+    """Classes with a null row (U-ViT's own label table), or text tokens of the trained text encoder."""
+    rep: dict[str, Any] = ({"num_classes": num_classes + 1, "clip_dim": 0} if cond == "class" else
+                           {"num_classes": -1, "clip_dim": text_dim, "num_clip_token": text_len} if cond == "text" else
+                           {"num_classes": -1, "clip_dim": 0})
+    return dataclasses.replace(config, **rep)
+
+
+def uvit_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
+    p = shapes.patch_size(shape, patch)
+    out = []
+    for mlp_time in (False, True):  # the official code's mlp_time_embed switch (off in the paper's configs)
+        def make(w: int, d: int, mlp_time: bool = mlp_time) -> UViTConfig:
+            return UViTConfig(img_size=shape[1], patch_size=p, in_chans=shape[0], embed_dim=w, depth=d,
+                              num_heads=shapes.heads(w), mlp_time_embed=mlp_time,
+                              num_classes=cond.num_classes + 1 if cond.kind == "class" else -1,
+                              clip_dim=cond.context_dim if cond.kind == "text" else 0,
+                              num_clip_token=cond.context_tokens)
+
+        def atyp(w: int, d: int, mlp_time: bool = mlp_time) -> float:
+            return shapes.transformer_atypicality(w, d) + (0.2 if mlp_time else 0.0)
+
+        out.append(Structure(("uvit", p, mlp_time), make, atyp, shapes.transformer_widths(),
+                             functools.partial(shapes.depth_band, even=True), (64, 128, 192), (2, 4)))
+    return out
+
+
+FAMILIES.add("uvit", Family(
+    "uvit", "U-ViT", "ViT with long skips, every input a token (Bao et al. 2023)",
+    UViTConfig, lambda c: (c.in_chans, c.img_size, c.img_size), _inputs, _denoise,
+    lambda: UViTConfig(img_size=8, patch_size=2, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=11),
+    width_field="embed_dim", depth_field="depth", width_step=transformer_width_step, condition=_condition,
+    sizing=uvit_structures, odd_depth=True,
+))
+
+UVIT_PAPER = "Bao et al., All are Worth Words: A ViT Backbone for Diffusion Models, CVPR 2023 (baofff/U-ViT)"
+# U-ViT (README table): name, config, params, GMACs, FID
+_UVIT = [
+    ("U-ViT-S/2", UViTConfig(img_size=32, patch_size=2, in_chans=3, embed_dim=512, depth=12, num_heads=8),
+     44_255_328, 12.2, 3.11, "CIFAR10 U-ViT-S/2"),
+    ("U-ViT-M/4", UViTConfig(img_size=64, patch_size=4, in_chans=3, embed_dim=768, depth=16, num_heads=12,
+                             num_classes=1000), 130_940_292, 35.24, 5.85, "ImageNet64 U-ViT-M/4"),
+    ("U-ViT-L/4", UViTConfig(img_size=64, patch_size=4, in_chans=3, embed_dim=1024, depth=20, num_heads=16,
+                             num_classes=1000), 286_827_652, 76.47, 4.26, "ImageNet64 U-ViT-L/4"),
+    ("U-ViT-L/2", UViTConfig(img_size=32, patch_size=2, in_chans=4, embed_dim=1024, depth=20, num_heads=16,
+                             num_classes=1001), 286_763_172, 76.46, 3.40, "ImageNet256 (latent) U-ViT-L/2"),
+    ("U-ViT-H/2", UViTConfig(img_size=32, patch_size=2, in_chans=4, embed_dim=1152, depth=28, num_heads=16,
+                             num_classes=1001, conv=False), 500_832_016, 133.2, 2.29, "ImageNet256 (latent) U-ViT-H/2"),
+    ("U-ViT-S/2-T2I", UViTConfig(img_size=32, patch_size=2, in_chans=4, embed_dim=512, depth=12, num_heads=8,
+                                 clip_dim=768), 44_692_644, 16.23, 5.95, "MS-COCO U-ViT-S/2 (text)"),
+    ("U-ViT-S/2-T2I-Deep", UViTConfig(img_size=32, patch_size=2, in_chans=4, embed_dim=512, depth=16, num_heads=8,
+                                      clip_dim=768), 58_345_636, 21.24, 5.48, "MS-COCO U-ViT-S/2 deep"),
+]
+for _n, _uc, _p, _g, _fid, _model in _UVIT:
+    add_preset(_n, "uvit", _uc, f"{UVIT_PAPER}, {_model}", params=_p, params_trainable=_p, gmacs=_g, paper_fid=_fid)

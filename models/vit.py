@@ -8,12 +8,17 @@ families differ only in the skips, which is the comparison the harness is for.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from diffbench.core.errors import ConfigError
+from diffbench.models import shapes
+from diffbench.models.family import FAMILIES, Family, transformer_width_step
 from diffbench.models.layers import PatchEmbed, check_divisible, timestep_embedding
+from diffbench.models.shapes import Conditioning, InputShape, Structure
 from diffbench.models.uvit import Block, unpatchify
 
 
@@ -80,3 +85,41 @@ class ViT(nn.Module):
             h = blk(h)
         h = self.decoder_pred(self.norm(h))[:, -self.num_patches:]  # (N, L, p*p*C_out)
         return unpatchify(h, self.out_channels)
+
+
+# --- the family: inputs (DiT's), conditioning, sizing rules --------------------------------------
+
+def _condition(config: ViTConfig, cond: str, num_classes: int, text_len: int, text_dim: int) -> ViTConfig:
+    from diffbench.models.dit import class_or_none
+
+    return dataclasses.replace(config, **class_or_none("vit", cond, num_classes))
+
+
+def vit_structures(shape: InputShape, cond: Conditioning, patch: int | None = None) -> list[Structure]:
+    if cond.kind == "text":
+        raise ConfigError("the ViT family takes class or no conditioning; use --cond class or none")
+    p = shapes.patch_size(shape, patch)
+
+    def make(w: int, d: int) -> ViTConfig:
+        return ViTConfig(input_size=shape[1], patch_size=p, in_channels=shape[0], hidden_size=w, depth=d,
+                         num_heads=shapes.heads(w), num_classes=cond.num_classes if cond.kind == "class" else 0)
+
+    return [Structure(("vit", p), make, shapes.transformer_atypicality, shapes.transformer_widths(), shapes.depth_band,
+                      (64, 128, 192), (2, 4))]
+
+
+def _register() -> None:
+    from diffbench.models.dit import patch_inputs
+
+    FAMILIES.add("vit", Family(
+        "vit", "ViT", "plain isotropic transformer, in-context conditioning, no long skips (baseline)",
+        ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), patch_inputs,
+        lambda m, i: m(i["x"], i["t"], i.get("y")),
+        lambda: ViTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2,
+                          num_classes=10),
+        width_field="hidden_size", depth_field="depth", width_step=transformer_width_step, condition=_condition,
+        sizing=vit_structures,
+    ))
+
+
+_register()

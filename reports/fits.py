@@ -1,6 +1,6 @@
 """Scaling-law fits: power laws in log-log space, with a floor, bootstrap intervals, AIC, LOO, correlations.
 
-On the DiT paper's Table 4 (REFERENCE.md) these give Pearson r(log10 Gflops, FID) = -0.930
+On the DiT paper's Table 4 (docs/reference.md) these give Pearson r(log10 Gflops, FID) = -0.930
 and FID ~= 138 * Gflops^-0.365, as the paper's plot shows (tests/test_reports.py).
 """
 

@@ -5,7 +5,7 @@ import pytest
 
 from diffbench.reports.fits import best_power_law, correlation, fit_power_law
 
-# DiT Table 4 (REFERENCE.md): paper Gflops, params (all), FID-50K at 400K steps
+# DiT Table 4 (docs/reference.md): paper Gflops, params (all), FID-50K at 400K steps
 GFLOPS = [0.36, 1.41, 6.06, 1.42, 5.56, 23.01, 5.01, 19.7, 80.71, 7.39, 29.05, 118.64]
 PARAMS = [33148160, 32945024, 32963360, 130881536, 130475648, 130512416, 458594816, 458053760, 458102816,
           675683072, 675074432, 675129632]

@@ -6,7 +6,8 @@ import pytest
 
 from diffbench import models
 from diffbench.core.errors import ConfigError, UnknownNameError
-from diffbench.models.sizing import RULES, Conditioning, fit_counts, match, parse_quantity
+from diffbench.models.families import FAMILIES as REGISTRY
+from diffbench.models.sizing import Conditioning, fit_counts, match, parse_quantity, probe
 
 FAMILIES = ["dit", "uvit", "vit", "unet-adm", "unet-ldm"]
 
@@ -41,13 +42,25 @@ def test_paper_sizes_are_found_where_the_paper_has_them():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_count_polynomials_are_exact_off_the_probe_points(family):
-    for s in RULES[family]((4, 32, 32), Conditioning())[:2]:
+    for s in REGISTRY.get(family).sizing((4, 32, 32), Conditioning())[:2]:
         params, flops = fit_counts(s, "params"), fit_counts(s, "gmacs")
         for w in (s.widths[3], s.widths[-5]):
             d = s.depths(w)[-1]
             exact = models.count(s.make(w, d))
             assert params(w, d) == exact.params
             assert flops(w, d) == exact.flops
+
+
+@pytest.mark.parametrize("family", ["unet-adm", "unet-ldm"])
+def test_unet_params_are_affine_in_res_blocks(family):
+    """Sizing probes num_res_blocks 1 and 2 and extrapolates the rest: exact for every structure kind."""
+    structures = REGISTRY.get(family).sizing((4, 32, 32), Conditioning())
+    deep = [s for s in structures if s.make(32, 0).num_res_blocks >= 3]
+    assert deep
+    for s in deep[:: max(1, len(deep) // 6)]:
+        for w in (s.probe_widths[0], s.widths[10]):
+            config = s.make(w, 0)
+            assert probe(config, False, small=True)[0] == models.count(config).params, (config, w)
 
 
 def test_text_conditioning_is_sized_for_the_families_that_take_it():

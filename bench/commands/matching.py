@@ -55,9 +55,8 @@ def run_match(args: argparse.Namespace) -> int:
     if args.classes < 1:
         raise ConfigError(f"--classes must be at least 1, got {args.classes}")
     shape = parse_input_shape(args.input)
-    rows = [diffbench.match(fam, input_shape=shape, cond=args.cond, num_classes=args.classes, patch=args.patch,
-                            tolerance=args.tolerance, **{by: t}).as_dict()
-            for fam in families for t in targets]
+    rows = [r.as_dict() for r in diffbench.match_many(families, targets, by, shape, args.cond, args.classes,
+                                                        args.patch, args.tolerance)]
     if args.format == "table":
         for d in rows:
             d["shape"] = shape_summary(d["config"])

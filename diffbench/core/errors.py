@@ -34,3 +34,20 @@ class MissingWeightsError(UserError):
 
 class CaseUnsupported(Exception):
     """Raised inside a case for a setting this device cannot run (tf32 on CPU, ...): status ``unsupported``."""
+
+
+class MissingExtraError(UserError):
+    """An optional dependency that is not installed; the message names the extra that brings it."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the optional '{extra}' dependencies: pip install 'diffbench[{extra}]'")
+
+
+def require(module: str, what: str, extra: str) -> object:
+    """Import an optional dependency, or raise a one-line error naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(what, extra) from None

@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 
 from diffbench.models.families import FAMILIES
 from diffbench.models.pipelines.modules import Pipeline
@@ -32,61 +31,65 @@ def _tokens(n: int, length: int) -> torch.Tensor:
     return torch.ones(n, length, dtype=torch.long)
 
 
-def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
-    """Params and GMACs of every component, built on the meta device (nothing is allocated)."""
+def _row(name: str, component: str, module: Any, call: Any, **kw: Any) -> ComponentCount:
     from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
 
-    def n_params(m: nn.Module) -> int:
-        return count_params(m).total
+    return ComponentCount(name, component, count_params(module).total, flops_to_gmacs(count_flops(call)), **kw)
 
+
+def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
+    """Params and GMACs of every component, built on the meta device (nothing is allocated)."""
     meta = torch.device("meta")
-    rows: list[ComponentCount] = []
     with meta:
         pipe: Any = Pipeline(spec).eval()
+    rows: list[ComponentCount] = []
     with torch.no_grad():
+        toks = _tokens(1, spec.text_length).to(meta)
         for i, enc in enumerate(pipe.text_encoders):
-            toks = _tokens(1, spec.text_length).to(meta)
-            rows.append(ComponentCount(f"text_encoder{'' if i == 0 else f'.{i}'}", "text_encoder", n_params(enc),
-                                       flops_to_gmacs(count_flops(partial(enc, toks)))))
+            rows.append(_row(f"text_encoder{'' if i == 0 else f'.{i}'}", "text_encoder", enc, partial(enc, toks)))
         for i, lin in enumerate(pipe.text_merge):
-            length = spec.text_length
-            x = torch.zeros(1, length, lin.in_features, device=meta)
-            rows.append(ComponentCount(f"text_merge.{i + 1}", "text_merge", n_params(lin),
-                                       flops_to_gmacs(count_flops(partial(lin, x)))))
+            x = torch.zeros(1, spec.text_length, lin.in_features, device=meta)
+            rows.append(_row(f"text_merge.{i + 1}", "text_merge", lin, partial(lin, x)))
         if pipe.prior is not None and spec.prior is not None:
-            e, length = spec.prior.image_embed_dim, spec.text_length
-            args = dict(hidden_states=torch.zeros(1, e, device=meta), timestep=torch.tensor([1], device=meta),
-                        proj_embedding=torch.zeros(1, e, device=meta),
-                        encoder_hidden_states=torch.zeros(1, length, e, device=meta),
-                        attention_mask=torch.ones(1, length, dtype=torch.bool, device=meta))
-            prior = pipe.prior
-            rows.append(ComponentCount("prior", "prior", n_params(prior),
-                                       flops_to_gmacs(count_flops(partial(prior, **args))), per_step=True))
-            assert pipe.text_proj is not None
-            rows.append(ComponentCount("text_proj", "text_proj", n_params(pipe.text_proj), 0.0))
+            rows += _prior_rows(pipe, spec, meta)
         for s in spec.stages:
-            stage = pipe.stages[s.name]
-            if stage.text is not None and s.text_encoder is not None:
-                toks = _tokens(1, spec.text_length).to(meta)
-                rows.append(ComponentCount(f"{s.name}.text_encoder", "text_encoder", n_params(stage.text),
-                                           flops_to_gmacs(count_flops(partial(stage.text, toks))),
-                                           stage=s.name))
-            fam = FAMILIES.get(s.family)
-            for k, (cfg, net) in enumerate(zip(s.backbones, stage.experts, strict=True)):
-                inputs = fam.make_inputs(cfg, 1, meta, torch.float32)
-                if s.low_res_from and "low_res" in inputs:  # the previous stage's actual resolution
-                    prev = next(p for p in spec.stages if p.name == s.low_res_from).input_shape
-                    inputs["low_res"] = torch.zeros(1, prev[0], prev[1], prev[2], device=meta)
-                name = s.name if len(s.backbones) == 1 else f"{s.name}.expert{k}"
-                rows.append(ComponentCount(name, "denoiser", n_params(net),
-                                           flops_to_gmacs(count_flops(partial(fam.denoise, net, inputs))),
-                                           per_step=True, stage=s.name))
+            rows += _stage_rows(pipe, spec, s, meta)
         if pipe.autoencoder is not None and spec.autoencoder is not None:
             c, h, w = spec.stages[-1].input_shape
-            z = torch.zeros(1, c, h, w, device=meta)
             ae: Any = pipe.autoencoder
-            rows.append(ComponentCount("autoencoder", "autoencoder", n_params(ae),
-                                       flops_to_gmacs(count_flops(partial(ae.decode, z)))))
+            z = torch.zeros(1, c, h, w, device=meta)
+            rows.append(_row("autoencoder", "autoencoder", ae, partial(ae.decode, z)))
+    return rows
+
+
+def _prior_rows(pipe: Any, spec: PipelineSpec, meta: torch.device) -> list[ComponentCount]:
+    from diffbench.metrics.counting import count_params
+
+    assert spec.prior is not None and pipe.text_proj is not None
+    e, length = spec.prior.image_embed_dim, spec.text_length
+    args = dict(hidden_states=torch.zeros(1, e, device=meta), timestep=torch.tensor([1], device=meta),
+                proj_embedding=torch.zeros(1, e, device=meta),
+                encoder_hidden_states=torch.zeros(1, length, e, device=meta),
+                attention_mask=torch.ones(1, length, dtype=torch.bool, device=meta))
+    return [_row("prior", "prior", pipe.prior, partial(pipe.prior, **args), per_step=True),
+            ComponentCount("text_proj", "text_proj", count_params(pipe.text_proj).total, 0.0)]
+
+
+def _stage_rows(pipe: Any, spec: PipelineSpec, s: Any, meta: torch.device) -> list[ComponentCount]:
+    """A stage's own text encoder (GLIDE) and each of its experts (one, or eDiff-I's several)."""
+    rows, stage = [], pipe.stages[s.name]
+    if stage.text is not None and s.text_encoder is not None:
+        toks = _tokens(1, spec.text_length).to(meta)
+        rows.append(_row(f"{s.name}.text_encoder", "text_encoder", stage.text, partial(stage.text, toks),
+                         stage=s.name))
+    fam = FAMILIES.get(s.family)
+    for k, (cfg, net) in enumerate(zip(s.backbones, stage.experts, strict=True)):
+        inputs = fam.make_inputs(cfg, 1, meta, torch.float32)
+        if s.low_res_from and "low_res" in inputs:  # the previous stage's actual resolution
+            prev = next(p for p in spec.stages if p.name == s.low_res_from).input_shape
+            inputs["low_res"] = torch.zeros(1, prev[0], prev[1], prev[2], device=meta)
+        name = s.name if len(s.backbones) == 1 else f"{s.name}.expert{k}"
+        rows.append(_row(name, "denoiser", net, partial(fam.denoise, net, inputs), per_step=True, stage=s.name))
     return rows
 
 

@@ -1,0 +1,103 @@
+"""One case contract: a typed spec whose id is unchanged by the redesign, one measurement path for
+backbones and pipelines, and a metric registry that holds every metric a case writes."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from diffbench.bench.spec import CaseSpec
+from diffbench.core import records
+from diffbench.metrics.specs import METRICS, base_name
+
+ROOT = Path(__file__).resolve().parent.parent
+BEFORE = json.loads((ROOT / "tests" / "data" / "case_ids_before_redesign.json").read_text())
+
+SUITE = """
+name = "contract"
+[defaults]
+batch_sizes = [2]
+warmup = 0
+repeats = 2
+measure = ["counts", "speed", "memory", "energy", "train", "quality"]
+train_steps = 2
+train_batch = 4
+samples = 16
+sample_steps = 2
+autoencoder_steps = 2
+
+[[sweeps]]
+families = ["dit"]
+params = ["0.7M"]
+inputs = ["3x16x16"]
+classes = 10
+
+[[sweeps]]
+pipelines = ["dit"]
+scale = "tiny"
+"""
+
+
+@pytest.mark.parametrize("suite", ["smoke", "gpu-check"])
+def test_case_ids_are_those_of_before_the_redesign(suite):
+    from diffbench.bench import suites
+
+    ids = {c.name: c.case_id for c in suites.expand(suites.load(suite), "cpu")}
+    assert ids == BEFORE[suite]
+
+
+def test_spec_round_trips_through_json():
+    from diffbench.bench import suites
+
+    for case in suites.expand(suites.load("gpu-check"), "cpu"):
+        again = CaseSpec.from_json(json.loads(json.dumps(case.spec.to_json())))
+        assert again == case.spec and again.case_id == case.case_id
+
+
+@pytest.fixture(scope="module")
+def contract_run(tmp_path_factory) -> list[records.Record]:
+    from tests.conftest import run_cli
+
+    d = tmp_path_factory.mktemp("contract")
+    (d / "contract.toml").write_text(SUITE)
+    p = run_cli("run", str(d / "contract.toml"), "--out", str(d / "run"), "--device", "cpu", "--no-progress",
+                timeout=600)
+    assert p.returncode == 0, p.stderr
+    got = records.read(d / "run" / "records.jsonl")
+    assert not got.problems
+    assert {r.status for r in got.records} <= {"ok", "unsupported"}, [r.error for r in got.records]
+    return got.records
+
+
+def test_every_metric_written_is_in_the_registry_and_listed(contract_run, cli):
+    listed = {m["name"]: m for m in json.loads(cli("list", "metrics", "--format", "json").stdout)}
+    assert set(listed) == set(METRICS.names())
+    for r in contract_run:
+        spec = listed[base_name(r.metric)]
+        assert r.unit == spec["unit"], r.metric
+        assert ("[" in r.metric) <= bool(spec["qualifier"]), r.metric
+
+
+def test_backbones_and_pipelines_are_measured_alike(contract_run):
+    by_kind: dict[bool, dict[str, records.Record]] = {False: {}, True: {}}
+    for r in contract_run:
+        by_kind["pipeline" in r.config["model"]][r.metric] = r
+    backbone, pipeline = by_kind[False], by_kind[True]
+    measured = {"timing", "memory", "energy", "efficiency"}
+
+    def measurement(recs: dict[str, records.Record]) -> set[str]:
+        return {m for m in recs if METRICS.get(base_name(m)).kind in measured}
+
+    # the pipeline adds its unguided variant and its per-component breakdown, nothing else
+    extra = {m for m in measurement(pipeline) if m.endswith("_unguided") or m.startswith("component_ms_per_image[")}
+    assert extra and measurement(pipeline) - extra == measurement(backbone)
+    for metric in ("mfu", "energy_j_per_image", "mean_power_w", "peak_mem_allocated_bytes", "nvml_peak_used_bytes"):
+        assert backbone[metric].status == pipeline[metric].status
+        assert backbone[metric].error == pipeline[metric].error, metric  # the same reason, word for word
+    for recs in (backbone, pipeline):
+        assert recs["latency_ms"].samples and len(recs["latency_ms"].samples) == 2
+        assert recs["cpu_peak_rss_bytes"].value > 0
+        assert math.isfinite(recs["train_loss_last"].value if "train_loss_last" in recs else
+                             next(r.value for m, r in recs.items() if m.startswith("train_loss_last[")))
+        assert any(m.startswith("fid[") for m in recs)
