@@ -57,8 +57,8 @@ def _mfu(flops_per_image: float | None, median_ms: float, images: int, spec: Cas
         return Reading.unavailable("1", NO_GPU_PEAK)
     if flops_per_image is None:
         return Reading.unavailable("1", NO_FLOPS)
-    from diffbench.bench.provenance import device_name
     from diffbench.metrics import mfu
+    from diffbench.metrics.device import device_name
 
     # the precision names are the math-mode names of the MFU table
     return mfu.mfu(int(flops_per_image * images), 1e3 / median_ms, device_name(spec.device), spec.precision)

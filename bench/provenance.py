@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.records import utc_now
+from diffbench.metrics.device import device_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,16 +83,6 @@ def nvidia_driver_version() -> str | None:
             pynvml.nvmlShutdown()
     except Exception:  # no library, no driver, no GPU: not available, never guessed
         return None
-
-
-def device_name(device: str = "cpu") -> str:
-    from diffbench.metrics.device import cpu_name
-
-    if device.startswith("cuda"):
-        import torch
-
-        return str(torch.cuda.get_device_name(torch.device(device)))
-    return cpu_name()
 
 
 def diffbench_version() -> str:

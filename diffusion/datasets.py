@@ -12,11 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SHAPES = ("circle", "square", "triangle")
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
-           "purple": (150, 60, 190), "white": (240, 240, 240)}
-POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
-SIZES = ("small", "large")
+from diffbench.metrics.captions import COLOURS, POSITIONS, SHAPES, SIZES, caption
 
 
 @dataclass(frozen=True)
@@ -35,10 +31,6 @@ def digits(resolution: int = 32) -> ImageSet:
     x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     return ImageSet(x, torch.from_numpy(d.target.astype(np.int64)))
-
-
-def caption(shape: str, colour: str, position: str, size: str) -> str:
-    return f"a {size} {colour} {shape} at the {position}"
 
 
 def _draw(rng: np.random.Generator, res: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -22,6 +22,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: str = "cpu") -> str:
+    """The one name of a device: the GPU's as CUDA reports it (what the MFU table matches), else the CPU model."""
+    if device.startswith("cuda"):
+        import torch
+
+        return str(torch.cuda.get_device_name(torch.device(device)))
+    return cpu_name()
+
+
 def resolve_device(spec: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; validates 'cuda:N'."""
     import torch
@@ -52,7 +61,7 @@ def device_facts(device: str) -> dict[str, Any]:
         return facts
     idx = torch.device(device).index or 0
     props = torch.cuda.get_device_properties(idx)
-    facts.update(name=props.name, total_memory_bytes=props.total_memory,
+    facts.update(name=device_name(device), total_memory_bytes=props.total_memory,
                  compute_capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count)
     lib, handle, reason = handle_for(device)
     if handle is None:

@@ -17,14 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffbench.metrics.captions import MAX_WORDS, VOCAB, tokenize  # noqa: F401 - re-exported
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 FEATURE_DIM = 64
 RESOLUTION = 32  # every embedded detector sees 32x32 RGB
 
-# The procedural captions' vocabulary (bench/datasets.py writes captions from these words only).
-VOCAB = ("<pad>", "a", "at", "the", "circle", "square", "triangle", "red", "green", "blue", "yellow", "purple",
-         "white", "top", "bottom", "left", "right", "center", "small", "large")
-MAX_WORDS = 12
 
 DETECTOR_SPECS: dict[str, dict[str, Any]] = {
     "digits": {"description": "embedded CNN trained on scikit-learn's digits (64-d features; offline, not Inception)",
@@ -100,19 +98,6 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def tokenize(captions: list[str]) -> torch.Tensor:
-    from diffbench.core.errors import BadInputError
-
-    index = {w: i for i, w in enumerate(VOCAB)}
-    out = torch.zeros(len(captions), MAX_WORDS, dtype=torch.long)
-    for i, c in enumerate(captions):
-        words = c.lower().replace(",", " ").replace(".", " ").split()
-        unknown = [w for w in words if w not in index]
-        if unknown:
-            raise BadInputError(f"caption {c!r} has words outside the embedded CLIP's vocabulary: {unknown}")
-        ids = [index[w] for w in words][:MAX_WORDS]
-        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out
 
 
 def expected_hashes() -> dict[str, str]:

@@ -39,7 +39,7 @@ scale = "tiny"
 """
 
 
-@pytest.mark.parametrize("suite", ["smoke", "gpu-check"])
+@pytest.mark.parametrize("suite", ["smoke", "gpu-check", pytest.param("quick", marks=pytest.mark.slow)])
 def test_case_ids_are_those_of_before_the_redesign(suite):
     from diffbench.bench import suites
 
@@ -101,3 +101,23 @@ def test_backbones_and_pipelines_are_measured_alike(contract_run):
         assert math.isfinite(recs["train_loss_last"].value if "train_loss_last" in recs else
                              next(r.value for m, r in recs.items() if m.startswith("train_loss_last[")))
         assert any(m.startswith("fid[") for m in recs)
+
+
+def test_records_from_before_the_redesign_load_and_report(tmp_path):
+    """Two quick-suite cases (a backbone and a pipeline) recorded by the last version before the redesign:
+    the same case ids as now, every metric in the registry, and a full report from them."""
+    import shutil
+
+    import diffbench
+
+    old = ROOT / "tests" / "data" / "quick_before_redesign"
+    run_dir = tmp_path / "old"
+    shutil.copytree(old, run_dir)
+    run = diffbench.load_run(run_dir)
+    assert run.statuses == {"ok": 2} and not run.problems
+    assert set(run.records["case_id"]) <= set(BEFORE["quick"].values())
+    assert all(base_name(m) in METRICS for m in run.records["metric"])
+    files = diffbench.report(run, tmp_path / "report")
+    assert any(f.name == "report.md" for f in files)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "dit@0.7M" in text and "dit@1.5M" in text

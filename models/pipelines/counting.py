@@ -44,8 +44,8 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
         pipe: Any = Pipeline(spec).eval()
     rows: list[ComponentCount] = []
     with torch.no_grad():
-        toks = _tokens(1, spec.text_length).to(meta)
         for i, enc in enumerate(pipe.text_encoders):
+            toks = _tokens(1, spec.text_length).to(meta)
             rows.append(_row(f"text_encoder{'' if i == 0 else f'.{i}'}", "text_encoder", enc, partial(enc, toks)))
         for i, lin in enumerate(pipe.text_merge):
             x = torch.zeros(1, spec.text_length, lin.in_features, device=meta)
