@@ -21,10 +21,10 @@ from typing import Any
 
 from diffbench.core.errors import UserError
 
-__all__ = ["Run", "UserError", "build", "count", "count_pipeline", "fid", "load_run", "match", "match_many", "plan",
-           "report", "run", "__version__"]
+__all__ = ["Run", "UserError", "baseline", "build", "compare", "count", "count_pipeline", "fid", "load_run", "match",
+           "match_many", "plan", "report", "run", "__version__"]
 
-_API = {"Run", "build", "count", "count_pipeline", "fid", "load_run", "match", "match_many", "plan", "report", "run"}
+_API = set(__all__) - {"UserError", "__version__"}
 
 
 def __getattr__(name: str) -> Any:

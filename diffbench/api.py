@@ -174,6 +174,37 @@ def match_many(families: list[str], targets: list[float], by: str = "params",
                   for f in families for t in targets])
 
 
+def compare(base: str | Path, new: str | Path, policy: str | Path | None = None, allow_change: tuple[str, ...] = (),
+            allow_env_change: bool = False) -> Any:
+    """Compare two runs of a suite (run directories, records files or baselines): a ``Comparison`` whose
+    ``verdicts`` say per case and metric what moved, and ``failed`` whether anything regressed. Runs from
+    different devices, drivers, torch/CUDA versions or dirty trees are refused unless ``allow_env_change``."""
+    import dataclasses
+
+    from diffbench.core.errors import ConfigError
+    from diffbench.reports import compare as cmp
+    from diffbench.reports import policy as pol
+    from diffbench.reports.baseline import load_side
+
+    rules = pol.load(policy)
+    rules = dataclasses.replace(rules, allow_change=rules.allow_change + tuple(allow_change))
+    a, b = load_side(base), load_side(new)
+    cmp.shared_cases(a, b)
+    diffs = cmp.env_differences(a, b)
+    if diffs and not allow_env_change:
+        what = "; ".join(f"{k}: {x!r} vs {y!r}" for k, (x, y) in diffs.items())
+        raise ConfigError(f"the runs differ in their environment ({what}); compare like with like, or pass "
+                          "--allow-env-change")
+    return cmp.compare(a, b, rules)
+
+
+def baseline(run: str | Path, out: str | Path) -> Path:
+    """Write a run's records as a compact baseline file to commit or keep as a CI artifact."""
+    from diffbench.reports.baseline import write_baseline
+
+    return write_baseline(run, out)
+
+
 def build(spec: Any, device: str | None = None, **overrides: Any) -> nn.Module:
     """A randomly initialised backbone (preset name, family name with overrides, or config)."""
     from diffbench.models.api import build as _build

@@ -34,6 +34,7 @@ class MetricSpec:
     scale: float = 1.0  # value x scale is what the column shows (bytes -> MiB)
     qualifier: str = ""  # "detector", "part" or "component": written as name[...]
     pipeline_column: str = ""  # header in the report's pipelines table
+    derived_from: str = ""  # computed from another metric's samples (throughput from latency): judged by that one
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or self.better not in ("lower", "higher", ""):
@@ -64,16 +65,20 @@ _add("flops", "FLOP", _E, "lower", "FLOPs of one network evaluation at batch 1 (
 _add("gmacs_per_image", "GMAC", _E, "lower", "pipelines: a whole sample: denoisers x steps x guidance passes, text "
      "encoders and decoder once", pipeline_column="GMACs/image")
 # timing (raw samples in the record)
-_add("throughput_img_s", "images/s", _T, "higher", "batch / median latency", column="images/s")
-_add("throughput_img_s_unguided", "images/s", _T, "higher", "pipelines: batch / median latency without guidance")
+_add("throughput_img_s", "images/s", _T, "higher", "batch / median latency", column="images/s",
+     derived_from="latency_ms")
+_add("throughput_img_s_unguided", "images/s", _T, "higher", "pipelines: batch / median latency without guidance",
+     derived_from="latency_ms_unguided")
 _add("latency_ms", "ms", _T, "lower", "median of the timed calls (one evaluation, or one end-to-end sample for "
      "pipelines), first call apart; raw samples kept", column="latency p50 (ms)")
 _add("latency_ms_unguided", "ms", _T, "lower", "pipelines: median latency at guidance 1 (no unconditional pass)")
-_add("latency_p10_ms", "ms", _T, "lower", "10th percentile of the timed calls")
-_add("latency_p90_ms", "ms", _T, "lower", "90th percentile of the timed calls", column="latency p90 (ms)")
-_add("latency_per_image_ms", "ms", _T, "lower", "median latency / batch", pipeline_column="ms/image (guided)")
+_add("latency_p10_ms", "ms", _T, "lower", "10th percentile of the timed calls", derived_from="latency_ms")
+_add("latency_p90_ms", "ms", _T, "lower", "90th percentile of the timed calls", column="latency p90 (ms)",
+     derived_from="latency_ms")
+_add("latency_per_image_ms", "ms", _T, "lower", "median latency / batch", pipeline_column="ms/image (guided)",
+     derived_from="latency_ms")
 _add("latency_per_image_ms_unguided", "ms", _T, "lower", "pipelines: median latency without guidance / batch",
-     pipeline_column="ms/image (unguided)")
+     pipeline_column="ms/image (unguided)", derived_from="latency_ms_unguided")
 _add("first_call_ms", "ms", _T, "lower", "the first call (includes initialisation, or compilation with compile)")
 _add("compile_ms", "ms", _T, "lower", "estimate: first call minus the steady-state median (compile only)")
 _add("component_ms_per_image", "ms", _T, "lower", "pipelines: time per image in one component of guided "

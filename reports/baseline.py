@@ -1,0 +1,123 @@
+"""The two sides of a comparison: a run directory, its ``records.jsonl``, or a baseline file.
+
+A baseline is a run's records made compact enough to commit: per case its identity, config and
+one provenance, per metric its value, unit, status, error and raw samples (``extra`` is left out).
+``diffbench baseline RUN -o baselines/NAME.json`` writes one; ``compare`` reads any of the three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffbench.core import records
+from diffbench.core.errors import BadInputError
+
+FORMAT = "diffbench-baseline"
+VERSION = 1
+
+
+@dataclass
+class Case:
+    case_id: str
+    label: str
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    metrics: dict[str, records.Record] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``ok`` when any metric was measured; else the status of its failure row (``error``, ``timeout``, ...)."""
+        statuses = {r.status for r in self.metrics.values()}
+        if "ok" in statuses:
+            return "ok"
+        failed = self.metrics.get("case")
+        return failed.status if failed is not None else (statuses.pop() if statuses else "skipped")
+
+
+@dataclass
+class Side:
+    source: str
+    suite: str
+    cases: dict[str, Case]  # case_id -> case
+
+
+def _label(config: dict[str, Any], case_id: str) -> str:
+    model = config.get("model", {}) if isinstance(config.get("model"), dict) else {}
+    parts = [str(model.get("label", case_id)), f"b{config.get('batch_size')}", str(config.get("precision", ""))]
+    return "/".join(p for p in parts if p and p != "bNone")
+
+
+def _from_records(recs: list[records.Record], source: str) -> Side:
+    if not recs:
+        raise BadInputError(f"{source}: no records; give a run directory written by 'diffbench run' or a baseline")
+    latest: dict[str, str] = {}
+    for r in recs:  # a resumed run can hold several run ids for one case: the last complete one counts
+        latest[r.case_id] = r.run_id
+    cases: dict[str, Case] = {}
+    for r in recs:
+        if latest[r.case_id] != r.run_id:
+            continue
+        case = cases.setdefault(r.case_id, Case(r.case_id, _label(r.config, r.case_id), r.config, r.provenance))
+        case.metrics[r.metric] = r
+    suites = sorted({r.suite for r in recs})
+    return Side(source, ", ".join(suites), cases)
+
+
+def load_side(path: str | os.PathLike[str]) -> Side:
+    """A run directory, a ``records.jsonl`` or a baseline ``.json``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "records.jsonl"
+        if not p.is_file():
+            raise BadInputError(f"{path}: holds no records.jsonl; give a run directory, its records.jsonl or a "
+                                "baseline file")
+    if not p.is_file():
+        raise BadInputError(f"{path}: no such run directory, records file or baseline")
+    if p.suffix == ".json":
+        return _read_baseline(p)
+    got = records.read(p)
+    return _from_records(got.records, str(path))
+
+
+def _read_baseline(p: Path) -> Side:
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise BadInputError(f"{p}: not a baseline file ({str(e)[:80]})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise BadInputError(f"{p}: not a diffbench baseline (write one with 'diffbench baseline RUN -o FILE')")
+    if not isinstance(d.get("version"), int) or d["version"] > VERSION:
+        raise BadInputError(f"{p}: baseline version {d.get('version')!r} is newer than this diffbench reads")
+    recs = []
+    try:
+        for c in d["cases"]:
+            for m in c["metrics"]:
+                recs.append(records.Record(c["run_id"], c["case_id"], d["suite"], c["config"], m["metric"],
+                                           m["value"], m["unit"], m["status"], m.get("error"), m.get("samples"),
+                                           provenance=c["provenance"], case_size=len(c["metrics"])))
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadInputError(f"{p}: malformed baseline ({type(e).__name__}: {str(e)[:80]})") from None
+    return _from_records(recs, str(p))
+
+
+def write_baseline(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write the run's latest records of every case as a compact baseline; returns the file."""
+    side = load_side(run)
+    cases = []
+    for c in side.cases.values():
+        any_rec = next(iter(c.metrics.values()))
+        cases.append({"case_id": c.case_id, "run_id": any_rec.run_id, "config": c.config,
+                      "provenance": c.provenance,
+                      "metrics": [{"metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,
+                                   "error": r.error, "samples": r.samples} for r in c.metrics.values()]})
+    doc = {"format": FORMAT, "version": VERSION, "suite": side.suite, "source": str(run), "cases": cases}
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+    return path
