@@ -144,3 +144,31 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cli, args, message):
     p = cli("compare", *[x.format(**paths) for x in args])
     assert p.returncode == 2 and message in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def scaled_copy(src: Path, dst: Path, factor: float) -> Path:
+    """A copy of a real run with every raw latency sample (and its median) multiplied by ``factor``."""
+    import dataclasses
+
+    got = records.read(src / "records.jsonl").records
+    out = []
+    for r in got:
+        if r.metric.startswith("latency_ms") and r.samples:
+            r = dataclasses.replace(r, value=r.value * factor, samples=[x * factor for x in r.samples])
+        out.append(r)
+    dst.mkdir()
+    records.append(dst / "records.jsonl", out)
+    return dst
+
+
+@pytest.mark.slow
+def test_real_ci_cpu_run_against_scaled_copies(tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli("run", "ci-cpu", "--out", str(run), "--device", "cpu", "--no-progress", timeout=900).returncode == 0
+    timed = {r.case_id for r in records.read(run / "records.jsonl").records if r.metric == "latency_ms"}
+    for factor, expect in ((1.10, "regression"), (1.02, "same")):
+        copy = scaled_copy(run, tmp_path / f"x{factor}", factor)
+        p = cli("compare", str(run), str(copy), "--format", "json", "--allow-env-change")
+        lat = [v["verdict"] for v in json.loads(p.stdout)["verdicts"] if v["metric"] == "latency_ms"]
+        assert len(lat) == len(timed) and set(lat) == {expect}, lat
+        assert p.returncode == (1 if expect == "regression" else 0)

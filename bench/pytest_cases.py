@@ -1,0 +1,43 @@
+"""The tests ``pytest --diffbench-suite SUITE`` collects: one per case (see ``bench/pytest_plugin.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "diffbench_case" not in metafunc.fixturenames:
+        return
+    import diffbench
+
+    config = metafunc.config
+    cases = diffbench.plan(config.getoption("diffbench_suite"), config.getoption("diffbench_device"),
+                           config.getoption("diffbench_only"))
+    metafunc.parametrize("diffbench_case", cases, ids=[c.name for c in cases])
+
+
+def test_diffbench_case(benchmark: Any, diffbench_case: Any) -> None:
+    import torch
+
+    from diffbench.bench import precision
+    from diffbench.bench.subjects import subject_for
+
+    spec = diffbench_case.spec
+    if not spec.measures("speed"):
+        pytest.skip("the case does not measure speed")
+    subject = subject_for(spec)
+    counts = subject.counts() if spec.measures("counts") else {}
+    main = subject.evaluations()[0]
+    cuda = spec.device.startswith("cuda")
+
+    def timed() -> None:
+        main.run()
+        if cuda:
+            torch.cuda.synchronize(spec.device)  # the device's time, not the launch's
+
+    benchmark.extra_info.update({"case_id": diffbench_case.case_id, "images_per_call": main.images,
+                                 **{k: r.value for k, r in counts.items()}})
+    with torch.no_grad(), precision.precision(spec.precision, spec.device, spec.attention):
+        benchmark.pedantic(timed, rounds=spec.repeats, warmup_rounds=spec.warmup, iterations=1)
