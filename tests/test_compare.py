@@ -172,3 +172,19 @@ def test_real_ci_cpu_run_against_scaled_copies(tmp_path, cli):
         lat = [v["verdict"] for v in json.loads(p.stdout)["verdicts"] if v["metric"] == "latency_ms"]
         assert len(lat) == len(timed) and set(lat) == {expect}, lat
         assert p.returncode == (1 if expect == "regression" else 0)
+
+
+def test_history_marks_the_run_where_latency_moved(tmp_path, cli):
+    runs = tmp_path / "nightly"
+    for i, scale in enumerate((1.0, 1.0, 1.0, 1.25, 1.25, 1.25)):
+        prov = {**PROV, "git_commit": f"c{i:07d}", "started_at": f"2026-12-0{i + 1}T00:00:00+00:00"}
+        write_run(runs / f"run{i}", scale=scale, seed=i, prov=prov)
+    p = cli("report", str(runs))
+    assert p.returncode == 0, p.stderr
+    text = (runs / "history" / "history.md").read_text()
+    rows = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): line for line in text.splitlines()
+            if line.startswith("| ") and "latency_ms" in line}
+    assert len(rows) == 3 and all("run3 (c0000003): +2" in r for r in rows.values()), rows
+    params = next(line for line in text.splitlines() if "| params |" in line)
+    assert params.rstrip(" |").endswith("-")  # an exact count that never moved has no change point
+    assert (runs / "history" / "plots" / "history_latency_ms.png").is_file()

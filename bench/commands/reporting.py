@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from diffbench.bench.cli import arg, command
 from diffbench.core.errors import ConfigError
@@ -10,9 +11,11 @@ from diffbench.core.errors import ConfigError
 
 @command(
     "report",
-    help="regenerate tables, fits, plots and the markdown/HTML report of a run from its records alone",
+    help="regenerate tables, fits, plots and the markdown/HTML report of a run from its records alone; given a "
+         "directory of runs of one suite, their history (each metric over the runs, with change points)",
     examples=["diffbench report runs/smoke", "diffbench report runs/dit --out paper/ --format md,tex",
-              "diffbench report runs/partial-run --format html"],
+              "diffbench report runs/partial-run --format html",
+              "diffbench report runs/nightly/   (a directory of runs of one suite: their history)"],
     args=[arg("run_dir", metavar="RUN_DIR", help="a directory written by 'diffbench run' (partial runs work)"),
           arg("--out", help="output directory (default: RUN_DIR/report)"),
           arg("--format", default="md,html,csv,tex", help="comma-separated: md, html, csv, tex (default: all)")],
@@ -22,6 +25,15 @@ def run_report(args: argparse.Namespace) -> int:
 
     import diffbench
     from diffbench.reports.report import FORMATS
+
+    d = Path(args.run_dir)
+    if d.is_dir() and not (d / "records.jsonl").exists() and any(p.is_dir() and (p / "records.jsonl").is_file()
+                                                                 for p in d.iterdir()):
+        from diffbench.reports.history import build
+
+        files = build(d, args.out or d / "history")
+        print(f"history of the runs in {d}: {len(files)} file(s) written to {files[0].parent}")
+        return 0
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in FORMATS]
