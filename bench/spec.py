@@ -12,6 +12,7 @@ settings present only when the case uses them), so case ids of unchanged configs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ class CaseSpec:
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 
-    @property
+    @functools.cached_property
     def case_id(self) -> str:
         """sha256 of the JSON (timeout and the runner's OOM note excluded), 16 hex digits."""
         identity = {k: v for k, v in self.to_json().items() if k not in ("timeout_s", "oom_retry_from")}

@@ -10,6 +10,7 @@ contract, in ``bench.measure`` and ``bench.evaluate``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,7 +59,7 @@ def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 1
     """Conditions the subject never trained on: classes in turn, or captions of fresh shapes."""
     if cond == "text":
         from diffbench.diffusion import datasets
-        from diffbench.metrics.embedded import tokenize
+        from diffbench.metrics.captions import tokenize
 
         captions = datasets.shapes(n, resolution, seed=seed + 777).captions or []
         return Held(tokenize(captions), captions)
@@ -111,9 +112,11 @@ class BackboneSubject:
     def flops_per_image(self, counts: dict[str, Reading]) -> float | None:
         return None if counts.get("flops") is None else counts["flops"].value
 
-    def _data(self) -> tuple[torch.Tensor, torch.Tensor]:
+    @functools.cached_property
+    def _dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images, labels or caption ids): built once, trained on and scored against."""
         from diffbench.diffusion import datasets
-        from diffbench.metrics.embedded import tokenize
+        from diffbench.metrics.captions import tokenize
 
         res = self.family.input_shape(self.config)[1]
         if self.dataset == "digits":
@@ -123,15 +126,15 @@ class BackboneSubject:
         return d.images, tokenize(d.captions or [])
 
     def reference_images(self) -> torch.Tensor:
-        return self._data()[0]
+        return self._dataset[0]
 
     def train(self, out_dir: str) -> dict[str, Any]:
         from diffbench.diffusion.training import train
-        from diffbench.metrics.embedded import VOCAB
+        from diffbench.metrics.captions import VOCAB
         from diffbench.models.api import count
         from diffbench.models.denoiser import Denoiser
 
-        images, conds = self._data()
+        images, conds = self._dataset
         torch.manual_seed(self.spec.seed)
         model = Denoiser(self.family.name, self.config, self.cond, num_classes=10, vocab=len(VOCAB))
         self.config = model.config  # counted and timed as conditioned for training

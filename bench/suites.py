@@ -293,7 +293,7 @@ def _conditioning(sweep: Sweep) -> Any:
     training = {"train", "quality"} & set(sweep.settings.measure)
     if sweep.cond == "text" and sweep.settings.dataset == "shapes" and training:
         # size with the text encoder the training will use: the procedural captions' tokens
-        from diffbench.metrics.embedded import MAX_WORDS
+        from diffbench.metrics.captions import MAX_WORDS
         from diffbench.models.denoiser import TEXT_DIM
 
         return Conditioning("text", sweep.classes, context_dim=TEXT_DIM, context_tokens=MAX_WORDS)

@@ -54,10 +54,23 @@ def plan(suite: str | Path, device: str = "auto", only: str | None = None) -> li
     """The cases a suite expands to on ``device`` (``only``: comma-separated globs over case names),
     each with its ``name``, ``case_id`` and typed ``spec``; nothing is run."""
     from diffbench.bench import suites
+
+    return _cases(suites.load(str(suite)), device, only)
+
+
+def _cases(suite: Any, device: str, only: str | None) -> list[Any]:
+    from diffbench.bench import suites
     from diffbench.bench.runner import select
     from diffbench.metrics.device import resolve_device
 
-    return select(suites.expand(suites.load(str(suite)), resolve_device(device)), only)
+    return select(suites.expand(suite, resolve_device(device)), only)
+
+
+def default_run_dir(suite: str | Path) -> Path:
+    """``runs/NAME-TIMESTAMP``, NAME the suite's own name (a file's ``name =``, else its stem)."""
+    from diffbench.bench import suites
+
+    return Path(f"runs/{suites.load(str(suite)).name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
 
 
 def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", resume: bool = False,
@@ -76,7 +89,7 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     if resume and out is None:
         raise ConfigError("resume needs out, the run directory to continue")
     s = suites.load(str(suite))
-    cases = plan(suite, device, only)
+    cases = _cases(s, device, only)
     run_dir = Path(out) if out is not None else Path(f"runs/{s.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress).run(resume=resume)
     result = load_run(run_dir)

@@ -243,7 +243,7 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
     text side is not used, so the pipeline's own text encoder still has to learn the captions).
     """
     from diffbench.diffusion import datasets
-    from diffbench.metrics.embedded import tokenize
+    from diffbench.metrics.captions import tokenize
 
     res = spec.output_shape[1]
     if dataset == "digits":

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from diffbench.core.errors import BadInputError, MissingWeightsError
+from diffbench.metrics.captions import tokenize
 
 CONVENTION = "100 * max(cos, 0), averaged over pairs (torchmetrics CLIPScore)"
 
@@ -54,7 +55,7 @@ def _embedded(allow_unverified: bool) -> ClipModel:
 
     @torch.no_grad()
     def texts(c: list[str]) -> torch.Tensor:
-        return net.embed_texts(embedded.tokenize(c))
+        return net.embed_texts(tokenize(c))
 
     return ClipModel("shapes-clip", digest, verified, images, texts)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffbench.metrics.captions import MAX_WORDS, VOCAB, tokenize  # noqa: F401 - re-exported
+from diffbench.metrics.captions import MAX_WORDS, VOCAB
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 FEATURE_DIM = 64

@@ -148,7 +148,7 @@ class TextEncoder(nn.Module):
     def tokenize(self, captions: list[str], length: int | None = None) -> torch.Tensor:
         if self.tokenizer is not None:
             return self.tokenizer.tokenize(captions, length)
-        from diffbench.metrics.embedded import tokenize
+        from diffbench.metrics.captions import tokenize
 
         return tokenize(captions)
 

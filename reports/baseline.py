@@ -8,6 +8,7 @@ one provenance, per metric its value, unit, status, error and raw samples (``ext
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from diffbench.core import records
 from diffbench.core.errors import BadInputError
+from diffbench.core.files import write_text_atomic
 
 FORMAT = "diffbench-baseline"
 VERSION = 1
@@ -96,6 +98,9 @@ def _read_baseline(p: Path) -> Side:
     try:
         for c in d["cases"]:
             for m in c["metrics"]:
+                samples = m.get("samples")
+                if samples is not None and not all(isinstance(x, (int, float)) and math.isfinite(x) for x in samples):
+                    raise ValueError(f"case {c['case_id']}, {m['metric']}: samples must be finite numbers")
                 recs.append(records.Record(c["run_id"], c["case_id"], d["suite"], c["config"], m["metric"],
                                            m["value"], m["unit"], m["status"], m.get("error"), m.get("samples"),
                                            provenance=c["provenance"], case_size=len(c["metrics"])))
@@ -115,9 +120,4 @@ def write_baseline(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
                       "metrics": [{"metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,
                                    "error": r.error, "samples": r.samples} for r in c.metrics.values()]})
     doc = {"format": FORMAT, "version": VERSION, "suite": side.suite, "source": str(run), "cases": cases}
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out, json.dumps(doc, separators=(",", ":")) + "\n")

@@ -91,14 +91,14 @@ def env_differences(base: Side, new: Side) -> dict[str, tuple[Any, Any]]:
 
 def _worse(spec: MetricSpec, base: float, new: float) -> float:
     """How much worse new is than base, as a ratio - 1 (negative: better; 0 for metrics with no direction)."""
+    if not spec.better:
+        return 0.0
     if base == 0:
-        return 0.0 if new == 0 else math.inf * (1 if (new > 0) == (spec.better != "higher") else -1)
+        return 0.0 if new == 0 else math.inf * (1 if (new > 0) == (spec.better == "lower") else -1)
     ratio = new / base
     if spec.better == "lower":
         return ratio - 1
-    if spec.better == "higher":
-        return 1 / ratio - 1 if ratio > 0 else math.inf
-    return 0.0
+    return 1 / ratio - 1 if ratio > 0 else math.inf
 
 
 def _timing(spec: MetricSpec, a: records.Record, b: records.Record, rules: Rules, thr: float) -> Verdict:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.errors import BadInputError
+from diffbench.core.files import write_text_atomic
 from diffbench.metrics.specs import METRICS, base_name
 from diffbench.reports.baseline import Side, load_side
 
@@ -157,6 +158,6 @@ def build(directory: str | Path, out: str | Path) -> list[Path]:
     out = Path(out)
     files = plot(all_series, out / "plots")
     text = "# History\n\n" + to_markdown(pd.DataFrame(table(all_series)))
-    md = out / "history.md"
-    md.write_text(text + "\n\n" + "\n".join(f"![{f.stem}](plots/{f.name})" for f in files) + "\n")
+    md = write_text_atomic(out / "history.md",
+                           text + "\n\n" + "\n".join(f"![{f.stem}](plots/{f.name})" for f in files) + "\n")
     return [md, *files]

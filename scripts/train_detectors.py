@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffbench.diffusion import datasets  # noqa: E402
 from diffbench.metrics import embedded  # noqa: E402
+from diffbench.metrics.captions import tokenize  # noqa: E402
 
 
 def _fit(name: str, model: torch.nn.Module, n: int, batch: int, epochs: int, g: torch.Generator,
@@ -62,7 +63,7 @@ def _train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, epo
 def _train_clip(images: torch.Tensor, captions: list[str], epochs: int, seed: int) -> dict:
     torch.manual_seed(seed)
     model = embedded.ShapesCLIP()
-    x, t = embedded.preprocess(images), embedded.tokenize(captions)
+    x, t = embedded.preprocess(images), tokenize(captions)
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         zi, zt = model.embed_images(x[idx]), model.embed_texts(t[idx])

@@ -188,3 +188,14 @@ def test_history_marks_the_run_where_latency_moved(tmp_path, cli):
     params = next(line for line in text.splitlines() if "| params |" in line)
     assert params.rstrip(" |").endswith("-")  # an exact count that never moved has no change point
     assert (runs / "history" / "plots" / "history_latency_ms.png").is_file()
+
+
+def test_a_baseline_with_nan_samples_is_refused(tmp_path, cli):
+    a = write_run(tmp_path / "a", seed=1)
+    base = tmp_path / "b.json"
+    assert cli("baseline", str(a), "-o", str(base)).returncode == 0
+    doc = json.loads(base.read_text())
+    doc["cases"][0]["metrics"][2]["samples"][0] = float("nan")
+    base.write_text(json.dumps(doc))  # json writes NaN, as a hand-edited or corrupted file may hold
+    p = cli("compare", str(base), str(a))
+    assert p.returncode == 2 and "samples must be finite" in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -8,8 +8,8 @@ from diffbench.diffusion.pipeline_sampling import sample_pipeline
 from diffbench.diffusion.pipeline_training import train_pipeline, training_data
 from diffbench.diffusion.training import TrainConfig
 from diffbench.metrics import clip_score
+from diffbench.metrics.captions import tokenize
 from diffbench.metrics.detectors import build_detector
-from diffbench.metrics.embedded import tokenize
 from diffbench.metrics.quality import compare, extract
 from diffbench.models.pipelines import PIPELINES, Pipeline
 

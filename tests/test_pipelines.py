@@ -284,7 +284,7 @@ def _save_local_text_encoder(path, width=32):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
-    from diffbench.metrics.embedded import MAX_WORDS, VOCAB
+    from diffbench.metrics.captions import MAX_WORDS, VOCAB
 
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

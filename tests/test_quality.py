@@ -141,7 +141,7 @@ def test_embedded_clip_score_prefers_matching_captions():
 
 
 def test_dataset_words_are_in_the_clip_vocabulary():
-    from diffbench.metrics.embedded import VOCAB
+    from diffbench.metrics.captions import VOCAB
 
     words = {w for c in datasets.shapes(200, 16).captions for w in c.split()}
     assert words <= set(VOCAB)

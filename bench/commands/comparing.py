@@ -47,11 +47,12 @@ def run_compare(args: argparse.Namespace) -> int:
             print(render(table, cmp.COLUMNS))
         print(cmp.summary(result))
     if args.github_benchmark:
+        from diffbench.core.files import write_text_atomic
+
         out = Path(args.github_benchmark)
-        out.mkdir(parents=True, exist_ok=True)
         gab = cmp.github_benchmark(result.new)
-        (out / "smaller.json").write_text(json.dumps(gab["customSmallerIsBetter"], indent=1))
-        (out / "bigger.json").write_text(json.dumps(gab["customBiggerIsBetter"], indent=1))
+        write_text_atomic(out / "smaller.json", json.dumps(gab["customSmallerIsBetter"], indent=1))
+        write_text_atomic(out / "bigger.json", json.dumps(gab["customBiggerIsBetter"], indent=1))
     inconclusive = args.fail_on_inconclusive and any(v.verdict == "inconclusive" for v in result.verdicts)
     return 1 if result.failed or inconclusive else 0
 

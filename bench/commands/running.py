@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections import Counter
 from pathlib import Path
 
@@ -47,7 +46,9 @@ def run_suite(args: argparse.Namespace) -> int:
         print(f"{len(cases)} case(s) on {cases[0].config['device'] if cases else args.device}; "
               "nothing was run (--dry-run)")
         return 0
-    out = args.out or f"runs/{Path(args.suite).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    from diffbench.api import default_run_dir
+
+    out = args.out or str(default_run_dir(args.suite))
     try:
         run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
                             progress=not args.no_progress)
