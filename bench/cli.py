@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,50 @@ class Arg:
 
 def arg(*flags: str, **options: Any) -> Arg:
     return Arg(flags, options)
+
+
+# --- argument types: argparse calls them on the text; a bad value becomes a one-line usage error --------
+# ``x <= 0`` is False for NaN and ``float("inf")`` parses, so every number is checked for finiteness first.
+
+def number(kind: type = float, minimum: float | None = None, above: float | None = None,
+           below: float | None = None) -> Callable[[str], Any]:
+    """A finite int or float, optionally ``>= minimum``, ``> above`` and ``< below``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {minimum:g}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than {above:g}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"{text!r} must be less than {below:g}")
+        return value
+
+    parse.__name__ = "integer" if kind is int else "number"  # argparse names the type in its messages
+    return parse
+
+
+positive_int = number(int, minimum=1)
+non_negative_int = number(int, minimum=0)
+positive_float = number(float, above=0)
+non_negative_float = number(float, minimum=0)
+seed_int = number(int, minimum=0, below=2 ** 32)  # numpy's seeds end at 2**32 - 1
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list with at least one non-empty item."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give one or more comma-separated values")
+    return items
+
+
+names.__name__ = "list"
 
 
 @dataclass(frozen=True)
@@ -107,6 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `diffbench list | head`
         return 0
+    except OSError as e:  # disk full, permission denied, read-only file system: the environment, not a bug
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{PROG}: error: {e.strerror or type(e).__name__}{where}; free space or choose another path",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import fnmatch
 import json
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from diffbench.bench.spec import CaseSpec
 from diffbench.bench.suites import Case, Suite
 from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
+from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.core.records import Record, stamp
 
 RECORDS = "records.jsonl"
@@ -85,10 +85,16 @@ def _without_user_main() -> Iterator[None]:
         spawn.get_preparation_data = original  # type: ignore[assignment]
 
 
-def complete_cases(path: Path) -> tuple[set[str], list[Record], list[str]]:
-    """(complete case ids, records to keep, lines to set aside: incomplete cases' and unreadable ones)."""
+FAILED = ("timeout", "error", "crash", "oom")  # a case that ended so is run again by --resume (not --keep-failed)
+RETRIED = "records.retried.jsonl"  # the failed attempts a resumed run retried: kept, not lost
+
+
+def complete_cases(path: Path, retry_failed: bool = False) -> tuple[set[str], list[Record], list[str], list[str]]:
+    """(complete case ids, records to keep, lines to set aside: incomplete cases' and unreadable ones,
+    failed attempts to retry). With ``retry_failed`` a case whose only record is a failure status
+    (timeout, error, crash, oom) is not complete."""
     if not path.exists():
-        return set(), [], []
+        return set(), [], [], []
     got = records.read(path)
     batches: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in got.records:
@@ -96,29 +102,101 @@ def complete_cases(path: Path) -> tuple[set[str], list[Record], list[str]]:
     done: set[str] = set()
     keep: list[Record] = []
     partial: list[str] = []
+    failed: list[Record] = []
     for (cid, _), recs in batches.items():
         size = recs[0].case_size
         metrics = {r.metric for r in recs}
         if size is not None and len(metrics) == size and cid not in done:
+            if retry_failed and len(recs) == 1 and recs[0].status in FAILED:
+                failed.append(recs[0])
+                continue
             done.add(cid)
             keep.extend(recs)
         else:
             partial.extend(r.to_json() for r in recs)
-    return done, keep, partial + got.unreadable
+    retried = [r.to_json() for r in failed if r.case_id not in done]
+    partial += [r.to_json() for r in failed if r.case_id in done]  # a failure superseded by a complete run
+    return done, keep, partial + got.unreadable, retried
 
 
-def _compact(run_dir: Path) -> set[str]:
-    """Rewrite records.jsonl with complete cases only; incomplete lines go to records.partial.jsonl."""
+def _append_lines(path: Path, lines: list[str]) -> None:
+    with open(path, "a") as f:
+        for line in lines:
+            f.write(line.rstrip("\n") + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _compact(run_dir: Path, retry_failed: bool = False) -> tuple[set[str], list[str]]:
+    """Rewrite records.jsonl with complete cases only; incomplete lines go to records.partial.jsonl, failed
+    attempts being retried to records.retried.jsonl. Returns (complete ids, ids of the retried cases)."""
     path = run_dir / RECORDS
-    done, keep, partial = complete_cases(path)
+    done, keep, partial, retried = complete_cases(path, retry_failed)
     if partial:
-        with open(run_dir / PARTIAL, "a") as f:
-            for line in partial:
-                f.write(line.rstrip("\n") + "\n")
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(r.to_json() + "\n" for r in keep))
-        os.replace(tmp, path)
-    return done
+        _append_lines(run_dir / PARTIAL, partial)
+    if retried:
+        _append_lines(run_dir / RETRIED, retried)
+    if partial or retried:
+        write_text_atomic(path, "".join(r.to_json() + "\n" for r in keep))
+    return done, [json.loads(line)["case_id"] for line in retried]
+
+
+class RunLock:
+    """One writer per run directory: an advisory ``flock`` on ``RUN_DIR/.lock`` held for the whole run.
+
+    The file names the holder (pid, host, start time) for the message a second writer gets. The kernel
+    drops a ``flock`` when its holder dies, however it dies, so a lock file left by a dead process is
+    free: it is taken over and the takeover is logged. (``flock`` may not work across machines on NFS;
+    scale-out writes per-job files for that reason.)"""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / self.NAME
+        self.fd: int | None = None
+        self.stale: dict[str, Any] | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import socket
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot open the run directory's lock ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')}"
+                   if holder else "another process")
+            raise ConfigError(f"{self.path.parent} is being written by another diffbench run ({who}); wait for it "
+                              "to finish or choose another --out") from None
+        previous = self._holder(fd)
+        if previous:
+            self.stale = previous  # its holder is gone: the kernel released its flock
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now()}).encode(), 0)
+        self.fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd: int) -> dict[str, Any]:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            return data if isinstance(data, dict) else {}
+        except (ValueError, OSError):
+            return {}
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # released: no holder to name
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 class Runner:
@@ -134,25 +212,47 @@ class Runner:
         with open(self.log_path, "a") as f:
             f.write(f"{utc_now()} {message}\n")
 
-    def prepare(self, resume: bool) -> set[str]:
+    def prepare(self, resume: bool, keep_failed: bool = False) -> set[str]:
+        """Write the run's description; with ``resume``, compact the records and return the complete cases.
+        Called with the run directory's lock held."""
         d = self.run_dir
-        if (d / RECORDS).exists() and not resume:
+        path = d / RECORDS
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise ConfigError(f"{path} is not a regular file (a link or a folder); diffbench writes records only "
+                              "to a plain file it owns: remove it or choose another --out")
+        if path.exists() and not resume:
             raise ConfigError(f"{d} already holds a run; add --resume to continue it or choose another --out")
-        d.mkdir(parents=True, exist_ok=True)
         if Path(self.suite.source).is_file():
-            shutil.copyfile(self.suite.source, d / "suite.toml")
+            write_text_atomic(d / "suite.toml", Path(self.suite.source).read_text())
         resolved = {"suite": self.suite.name, "source": self.suite.source,
                     "cases": [{"case_id": c.case_id, "name": c.name, "config": c.config} for c in self.cases]}
-        (d / "suite.resolved.json").write_text(json.dumps(resolved, indent=1, default=str))
+        write_text_atomic(d / "suite.resolved.json", json.dumps(resolved, indent=1, default=str))
         if self.cases:
             from diffbench.metrics.device import device_facts
 
             facts = device_facts(self.cases[0].spec.device)
-            (d / "device.json").write_text(json.dumps(facts, indent=1, default=str))
-        return _compact(d) if resume else set()
+            write_text_atomic(d / "device.json", json.dumps(facts, indent=1, default=str))
+        if not resume:
+            return set()
+        done, retried = _compact(d, retry_failed=not keep_failed)
+        if retried:
+            names = {c.case_id: c.name for c in self.cases}
+            self.log(f"retrying {len(retried)} failed case(s) (their failed attempts are kept in {RETRIED}): "
+                     + ", ".join(names.get(cid, cid) for cid in retried))
+            if self.progress:
+                print(f"diffbench: retrying {len(retried)} failed case(s); --keep-failed keeps them", file=sys.stderr)
+        return done
 
-    def run(self, resume: bool = False) -> RunSummary:
-        done = self.prepare(resume)
+    def run(self, resume: bool = False, keep_failed: bool = False) -> RunSummary:
+        output_dir(self.run_dir)
+        with RunLock(self.run_dir) as lock:
+            if lock.stale:
+                self.log(f"took over a stale lock of pid {lock.stale.get('pid', '?')} on "
+                         f"{lock.stale.get('host', '?')} (that process is gone)")
+            return self._run(resume, keep_failed)
+
+    def _run(self, resume: bool, keep_failed: bool) -> RunSummary:
+        done = self.prepare(resume, keep_failed)
         todo = [c for c in self.cases if c.case_id not in done]
         summary = RunSummary(self.run_dir, len(self.cases), skipped=len(self.cases) - len(todo))
         self.log(f"run {self.run_id}: {len(todo)} case(s) to run, {summary.skipped} already complete")

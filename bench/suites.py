@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +111,8 @@ def _nonneg_int(v: Any) -> bool:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+    """A finite non-negative number (TOML has ``nan`` and ``inf``, and ``nan >= 0`` is False but ``inf`` passes)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def _strs(v: Any) -> bool:
@@ -131,7 +134,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "repeats": (_pos_int, "a positive integer"),
     "min_time_s": (_number, "a non-negative number"),
     "timeout_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
-    "seed": (_nonneg_int, "a non-negative integer"),
+    "seed": (lambda v: _nonneg_int(v) and v < 2 ** 32, "a non-negative integer below 2**32"),
     "compile": (lambda v: isinstance(v, bool), "true or false"),
     "channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "attention": (_choices(tuple(ATTENTION_BACKENDS)), f"one of {', '.join(ATTENTION_BACKENDS)}"),
@@ -164,6 +167,8 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     **SETTING_KEYS,
 }
 TOP_KEYS = {"name", "description", "defaults", "sweeps"}
+# a suite's name names its run directory (runs/NAME-TIMESTAMP): a plain file name, never a path
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _check_table(table: Any, allowed: dict[str, tuple[Callable[[Any], bool], str]], where: str, file: str) -> None:
@@ -189,9 +194,16 @@ def parse(text: str, file: str, name: str) -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: TOML syntax error: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: arrays or tables nested too deeply to be a suite") from None
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise ConfigError(f"{file}: {sorted(unknown)[0]}: unknown key (expected one of {', '.join(sorted(TOP_KEYS))})")
+    if "name" in data and not (isinstance(data["name"], str) and SUITE_NAME.fullmatch(data["name"])):
+        raise ConfigError(f"{file}: name: expected a plain name (letters, digits, '.', '_', '-'; at most 64, not "
+                          f"starting with '.'), got {data['name']!r}")
+    if not isinstance(data.get("description", ""), str):
+        raise ConfigError(f"{file}: description: expected a string, got {data['description']!r}")
     _check_table(data.get("defaults", {}), SETTING_KEYS, "defaults", file)
     defaults = _settings(data.get("defaults", {}), Settings())
     raw_sweeps = data.get("sweeps")
@@ -235,7 +247,12 @@ def load(spec: str) -> Suite:
     if not path.is_file():
         builtin = sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
         raise ConfigError(f"no suite {spec!r}: not a file, and the built-in suites are {', '.join(builtin)}")
-    return parse(path.read_text(), str(path), path.stem)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a suite is a TOML file, which is UTF-8") from None
+    stem = path.stem if SUITE_NAME.fullmatch(path.stem) else re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip(".")
+    return parse(text, str(path), stem[:64] or "suite")
 
 
 def builtin_suites() -> list[Suite]:

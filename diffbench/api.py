@@ -7,6 +7,7 @@ Every ``diffbench`` command is a thin wrapper over one of these; bad input raise
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,24 +75,27 @@ def default_run_dir(suite: str | Path) -> Path:
 
 
 def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", resume: bool = False,
-        only: str | None = None, timeout: float | None = None, progress: bool = False) -> Run:
+        only: str | None = None, timeout: float | None = None, progress: bool = False,
+        keep_failed: bool = False) -> Run:
     """Run a suite (a built-in name or a TOML file), each case in its own process; return its records.
 
     ``out`` defaults to ``runs/SUITE-TIMESTAMP``; ``resume`` keeps complete cases of ``out``;
     ``only`` is a comma-separated list of globs over case names; ``timeout`` is seconds per case.
+    A resumed run retries the cases that failed (timeout, error, crash, out of memory) unless
+    ``keep_failed``.
     """
     from diffbench.bench import suites
     from diffbench.bench.runner import Runner
     from diffbench.core.errors import ConfigError
 
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if resume and out is None:
         raise ConfigError("resume needs out, the run directory to continue")
     s = suites.load(str(suite))
     cases = _cases(s, device, only)
     run_dir = Path(out) if out is not None else Path(f"runs/{s.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress).run(resume=resume)
+    summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress).run(resume, keep_failed)
     result = load_run(run_dir)
     result.this_call = {"total": summary.total, "skipped": summary.skipped, "statuses": dict(summary.statuses)}
     return result
@@ -118,13 +122,18 @@ def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None,
     detector, its weights' sha256 and whether they are the published ones (``verified``)."""
     from diffbench.core.errors import BadInputError
     from diffbench.metrics.detectors import build_detector, describe
-    from diffbench.metrics.quality import compare, extract, load_side
+    from diffbench.metrics.device import resolve_device
+    from diffbench.metrics.quality import compare, compare_stats_files, extract, load_side
+    from diffbench.metrics.stats import is_stats_file
 
-    if batch_size < 1:
-        raise BadInputError(f"batch size must be positive, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BadInputError(f"batch size must be a positive integer, got {batch_size!r}")
     for side in (a, b):
         if isinstance(side, (str, Path)) and not Path(side).exists():
             raise BadInputError(f"{side}: no such file or folder")
+    if all(isinstance(side, (str, Path)) and is_stats_file(Path(side)) for side in (a, b)):
+        return compare_stats_files(Path(a), Path(b), kid, isc, sfid, prc)  # no image read: no detector needed
+    device = resolve_device(device)
     det = build_detector(detector, mode, weights, allow_unverified_weights, device)
     keep = kid or prc
 

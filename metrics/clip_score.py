@@ -65,8 +65,15 @@ def _hf(path: Path) -> ClipModel:
 
     from diffbench.metrics.weights import sha256_of
 
-    net = CLIPModel.from_pretrained(str(path), local_files_only=True).eval()
-    proc = CLIPProcessor.from_pretrained(str(path), local_files_only=True)
+    from diffbench.core.safeload import check_pickles
+
+    check_pickles(path)  # transformers' own loader is given the directory only once its pickles are known safe
+    try:
+        net = CLIPModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False).eval()
+        proc = CLIPProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
+        raise BadInputError(f"{path}: not loadable as a Hugging Face CLIP model ({' '.join(str(e).split())[:100]})"
+                            ) from None
     files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     digest = sha256_of(files[0], files[0].stat().st_mtime_ns) if files else "unknown"
 
@@ -100,10 +107,28 @@ def _open_clip(path: Path, arch: str) -> ClipModel:
     open_clip: Any = require("open_clip", "an open_clip checkpoint", "clip")
     from diffbench.metrics.weights import sha256_of
 
+    from diffbench.core.safeload import load_weights
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path))
+        except Exception as e:  # noqa: BLE001
+            raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:100]})") from None
+    else:
+        state = load_weights(path)  # read here, weights only: open_clip never sees the file
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadInputError(f"{path}: does not hold a state dict of tensors (an open_clip checkpoint does)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
-        net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(path))
-    except Exception as e:
-        raise BadInputError(f"{path}: not loadable as an open_clip {arch} checkpoint ({str(e)[:100]})") from None
+        net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+        net.load_state_dict(state, strict=True)
+    except Exception as e:  # noqa: BLE001 - an unknown arch or a checkpoint of another one
+        raise BadInputError(f"{path}: not loadable as an open_clip {arch} checkpoint "
+                            f"({' '.join(str(e).split())[:100]})") from None
     net.eval()
     tokenizer = open_clip.get_tokenizer(arch)
     size = net.visual.image_size

@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +29,48 @@ SFID_CHANNELS = 7  # ADM evaluator: first 7 channels of mixed_6/conv (17x17x7 = 
 
 
 def _safe_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict read with ``weights_only`` (a pickle that would run code is refused), tensors only."""
+    from diffbench.core.errors import BadInputError
+    from diffbench.core.safeload import load_weights
+
+    state = load_weights(path)  # never executes code from the file
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise BadInputError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+@contextlib.contextmanager
+def _safe_copy(path: Path, name: str) -> Iterator[Path]:
+    """A temporary folder holding ``name``: the tensors of ``path`` as read safely, saved again by us.
+
+    torch-fidelity and clean-fid's PyTorch port load their weights with ``weights_only=False`` (clean-fid
+    through ``torch.hub.load_state_dict_from_url``), which would run a crafted pickle's code: they are
+    only ever handed this re-saved copy (plain tensors), never the user's file. The folder is removed
+    when the block ends (the network is in memory by then)."""
+    state = _safe_state_dict(path)
+    with tempfile.TemporaryDirectory(prefix="diffbench-weights-") as tmp:
+        safe = Path(tmp) / name
+        safe.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, safe)
+        yield safe
+
+
+def _torchscript_archive(path: Path) -> None:
+    """Refuse anything that is not a TorchScript zip archive before ``torch.jit.load`` sees it.
+
+    ``torch.jit.load`` unpickles with TorchScript's own restricted unpickler, which resolves only
+    TorchScript types (a crafted ``posix.system`` global is refused: tested), and its code runs in the
+    TorchScript interpreter, not Python."""
     from diffbench.core.errors import BadInputError
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # never executes code from the file
-    except Exception as e:
-        raise BadInputError(f"{path}: not loadable as plain weights ({str(e).splitlines()[0][:100]})") from None
-    return state
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    if not any("/code/" in n for n in names) or not any(n.endswith("constants.pkl") for n in names):
+        raise BadInputError(f"{path}: not a TorchScript archive (clean-fid's inception-2015-12-05.pt is one)")
 
 
 class TorchFidelityInception:
@@ -43,10 +81,7 @@ class TorchFidelityInception:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         self.weights_sha256, self.verified, self.device = weights.sha256, weights.verified, device
-        # torch-fidelity loads with weights_only=False; hand it only a file we re-saved from a safe load
-        with tempfile.TemporaryDirectory() as tmp:
-            safe = Path(tmp) / "weights.pth"
-            torch.save(_safe_state_dict(weights.path), safe)
+        with _safe_copy(weights.path, "weights.pth") as safe:  # torch-fidelity loads with weights_only=False
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                                    feature_extractor_weights_path=str(safe)).eval().to(device)
         self._spatial: torch.Tensor | None = None
@@ -98,27 +133,35 @@ class CleanFidInception:
 def _cleanfid_torchscript_inception(path: Path, device: str, resize_inside: bool) -> Any:
     from cleanfid.inception_torchscript import InceptionV3W
 
-    folder = path.parent
-    if path.name != "inception-2015-12-05.pt":  # InceptionV3W reads that name from a folder
-        folder = Path(tempfile.mkdtemp(prefix="diffbench-inception-"))
-        os.symlink(path.resolve(), folder / "inception-2015-12-05.pt")
-    return InceptionV3W(str(folder), download=False, resize_inside=resize_inside).to(device).eval()
+    from diffbench.core.errors import BadInputError
+
+    _torchscript_archive(path)
+    with tempfile.TemporaryDirectory(prefix="diffbench-inception-") as tmp:  # InceptionV3W reads this name
+        os.symlink(path.resolve(), Path(tmp) / "inception-2015-12-05.pt")
+        try:
+            return InceptionV3W(tmp, download=False, resize_inside=resize_inside).to(device).eval()
+        except Exception as e:  # a TorchScript archive of another network
+            raise BadInputError(f"{path}: not clean-fid's Inception TorchScript ({' '.join(str(e).split())[:100]})"
+                                ) from None
 
 
 def _cleanfid_pytorch_inception(path: Path, device: str) -> Any:
     from cleanfid.inception_pytorch import InceptionV3
 
-    # clean-fid's port fetches pytorch-fid's weights through torch.hub's cache: point the cache at
-    # a folder holding (a link to) the verified local file, so nothing is downloaded.
-    hub = Path(tempfile.mkdtemp(prefix="diffbench-hub-"))
-    (hub / "checkpoints").mkdir()
-    os.symlink(path.resolve(), hub / "checkpoints" / PT_INCEPTION.filenames[1])
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub))
-    try:
-        model = InceptionV3(output_blocks=[3], resize_input=False).to(device).eval()
-    finally:
-        torch.hub.set_dir(old)
+    from diffbench.core.errors import BadInputError
+
+    # clean-fid's port fetches pytorch-fid's weights through torch.hub's cache: point the cache at a
+    # temporary folder holding a safe copy of the verified local file, so nothing is downloaded or unpickled.
+    with _safe_copy(path, f"checkpoints/{PT_INCEPTION.filenames[1]}") as safe:
+        old = torch.hub.get_dir()
+        torch.hub.set_dir(str(safe.parent.parent))
+        try:
+            model = InceptionV3(output_blocks=[3], resize_input=False).to(device).eval()
+        except RuntimeError as e:  # tensors of another network
+            raise BadInputError(f"{path}: not pytorch-fid's Inception weights ({' '.join(str(e).split())[:100]})"
+                                ) from None
+        finally:
+            torch.hub.set_dir(old)
     return lambda x: model(x / 255)[0].squeeze(-1).squeeze(-1)
 
 

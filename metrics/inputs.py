@@ -35,7 +35,9 @@ def _folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
         for f in files[i:i + batch_size]:
             try:
                 with Image.open(f) as im:
-                    a = np.asarray(im.convert("RGB"))
+                    a = _rgb8(im, f)
+            except BadInputError:
+                raise
             except Exception as e:
                 raise BadInputError(f"{f}: unreadable image ({str(e)[:60]})") from None
             if size is None:
@@ -45,6 +47,25 @@ def _folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
                                     f"{size[1]}x{size[0]}; resize the images to one size first")
             arrays.append(a)
         yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _rgb8(im: object, path: Path) -> np.ndarray:
+    """HWC uint8 RGB of a PIL image. 16-bit greyscale (PNG/TIFF) is scaled by 255/65535, not clipped:
+    PIL's ``convert("RGB")`` clips it at 255, which saturates almost every pixel of a 16-bit image."""
+    from PIL import Image
+
+    assert isinstance(im, Image.Image)
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise BadInputError(f"{path}: {im.mode} pixel values span {a.min()}..{a.max()}, beyond 16 bits; "
+                                "save the images as 8- or 16-bit PNG")
+        g = np.rint(a * (255 / 65535)).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if im.mode == "F":
+        raise BadInputError(f"{path}: floating-point pixels (mode F) have no fixed range; save the images as 8- or "
+                            "16-bit PNG")
+    return np.asarray(im.convert("RGB"))
 
 
 def load_npz_images(path: Path) -> np.ndarray:
@@ -60,6 +81,8 @@ def load_npz_images(path: Path) -> np.ndarray:
         raise BadInputError(f"{path}: not a readable .npz file ({str(e)[:80]})") from None
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] not in (1, 3):
         raise BadInputError(f"{path}: arr_0 must be uint8 NHWC with 1 or 3 channels, got {arr.dtype} {arr.shape}")
+    if min(arr.shape[:3]) < 1:
+        raise BadInputError(f"{path}: arr_0 has shape {arr.shape}: no images, or images of height or width 0")
     return arr
 
 

@@ -107,3 +107,28 @@ def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool =
     if notes:
         out["not_available"] = notes
     return out
+
+
+IDENTITY = ("detector", "mode", "weights_sha256")
+
+
+def compare_stats_files(a: Path, b: Path, kid: bool = False, isc: bool = False, sfid: bool = False,
+                        prc: bool = False) -> dict[str, Any]:
+    """FID between two statistics files, with no detector built: no image is read. Plain ``mu``/``sigma``
+    files (as ADM and clean-fid publish them) carry no detector identity, and the result says so; files
+    that both carry one must agree."""
+    sa, sb = FeatureStats.load(a), FeatureStats.load(b)
+    ma, mb = dict(sa.meta or {}), dict(sb.meta or {})
+    for key in IDENTITY:
+        if key in ma and key in mb and ma[key] != mb[key]:
+            raise BadInputError(f"{a} and {b} were computed with different {key}s ({ma[key]} vs {mb[key]}); "
+                                "FIDs from different detectors are not comparable")
+    out = compare(Side(str(a), sa, meta=ma), Side(str(b), sb, meta=mb), kid, isc, sfid, prc)
+    identity: dict[str, Any] = {k: ma.get(k, mb.get(k)) for k in IDENTITY}
+    both = all(k in ma and k in mb for k in IDENTITY)
+    identity["verified"] = (ma.get("verified") == mb.get("verified") == "True") if both else None
+    if not both:
+        missing = [str(p) for p, m in ((a, ma), (b, mb)) if not all(k in m for k in IDENTITY)]
+        out["note"] = (f"{' and '.join(missing)} carr{'y' if len(missing) > 1 else 'ies'} no detector identity: "
+                       "make sure both sides were computed with the same detector and mode")
+    return {**out, **identity}

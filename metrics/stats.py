@@ -77,7 +77,10 @@ class FeatureStats:
         if self.sum is not None:
             arrays.update(count=np.array(self.count), sum=self.sum, sum_outer=self.sum_outer)
         arrays.update({f"meta_{k}": np.array(v) for k, v in meta.items()})
-        np.savez(path, **arrays)
+        from diffbench.core.files import atomic_path
+
+        with atomic_path(path) as tmp:  # a full disk or a kill leaves no half-written statistics
+            np.savez(tmp, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:
@@ -85,17 +88,54 @@ class FeatureStats:
             with np.load(path, allow_pickle=False) as f:
                 keys = set(f.files)
                 if {"count", "sum", "sum_outer"} <= keys:
-                    s = cls(int(f["sum"].shape[0]), int(f["count"]), f["sum"].astype(np.float64),
-                            f["sum_outer"].astype(np.float64))
+                    total, outer = _real(path, "sum", f["sum"], 1), _real(path, "sum_outer", f["sum_outer"], 2)
+                    count = f["count"]
+                    if count.shape != () or count.dtype.kind not in "iu" or int(count) < 0:
+                        raise BadInputError(f"{path}: count must be a non-negative integer scalar, got {count!r}")
+                    _square(path, "sum_outer", outer, total.shape[0])
+                    s = cls(int(total.shape[0]), int(count), total, outer)
                 elif {"mu", "sigma"} <= keys:
-                    mu = f["mu"].astype(np.float64)
-                    s = cls(int(mu.shape[0]), 0, None, None, mu, f["sigma"].astype(np.float64))
+                    mu, sigma = _real(path, "mu", f["mu"], 1), _real(path, "sigma", f["sigma"], 2)
+                    _square(path, "sigma", sigma, mu.shape[0])
+                    _covariance(path, sigma)
+                    s = cls(int(mu.shape[0]), 0, None, None, mu, sigma)
                 else:
                     raise BadInputError(f"{path}: a statistics file needs mu and sigma (found {sorted(keys)})")
                 s.meta = {k[5:]: str(f[k]) for k in keys if k.startswith("meta_")}
                 return s
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, KeyError) as e:
             raise BadInputError(f"{path}: not a readable .npz file ({str(e)[:80]})") from None
+
+
+def _real(path: str | Path, key: str, a: np.ndarray, ndim: int) -> np.ndarray:
+    """A finite, real, non-empty float64 array of ``ndim`` dimensions, or a one-line error naming the key."""
+    if a.dtype.kind == "c":
+        raise BadInputError(f"{path}: {key} holds complex values; statistics are real (refusing to drop the "
+                            "imaginary part)")
+    if a.dtype.kind not in "fiu":
+        raise BadInputError(f"{path}: {key} must hold numbers, got dtype {a.dtype}")
+    if a.ndim != ndim or a.size == 0:
+        raise BadInputError(f"{path}: {key} must be a non-empty {ndim}-d array, got shape {a.shape}")
+    out = a.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise BadInputError(f"{path}: {key} has {int((~np.isfinite(out)).sum())} value(s) that are not finite "
+                            "(NaN or inf); recompute the statistics")
+    return out
+
+
+def _square(path: str | Path, key: str, a: np.ndarray, dim: int) -> None:
+    if a.shape != (dim, dim):
+        raise BadInputError(f"{path}: {key} has shape {a.shape}; with {dim}-d features it must be ({dim}, {dim})")
+
+
+def _covariance(path: str | Path, sigma: np.ndarray) -> None:
+    """A covariance is symmetric and positive semi-definite (up to round-off of float32 storage)."""
+    scale = float(np.abs(sigma).max()) or 1.0
+    if np.abs(sigma - sigma.T).max() > 1e-4 * scale:
+        raise BadInputError(f"{path}: sigma is not symmetric, so it is not a covariance matrix")
+    if (np.diag(sigma) < -1e-6 * scale).any() or np.linalg.eigvalsh(sigma).min() < -1e-3 * scale:
+        raise BadInputError(f"{path}: sigma has negative eigenvalues, so it is not a covariance matrix "
+                            "(positive semi-definite)")
 
 
 def is_stats_file(path: Path) -> bool:

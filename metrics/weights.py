@@ -27,7 +27,8 @@ class WeightsSpec:
 
     def cache_dirs(self) -> list[Path]:
         torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        return [torch_home / "hub" / "checkpoints", Path.home() / ".cache" / "diffbench", Path("/tmp")]
+        # only where a user or a library put weights: never a world-writable folder such as /tmp
+        return [torch_home / "hub" / "checkpoints", Path.home() / ".cache" / "diffbench"]
 
 
 @dataclass(frozen=True)

@@ -162,12 +162,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:
             raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:120]})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses pickles that need code execution
-        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise BadInputError(f"{path}: refused or unreadable as weights only ({msg}); "
-                            "convert it to safetensors or a plain state dict") from None
+    from diffbench.core.safeload import load_weights
+
+    obj = load_weights(path)  # weights_only: a pickle that needs code execution is refused
     for key in ("ema", "model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -199,5 +196,15 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Pa
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
         raise BadInputError(f"{source} does not fit this model: {'; '.join(parts)}; {fix}")
+    # load_state_dict would silently cast int8 into float weights (constant images, exit 0): refuse it
+    kinds = [f"{k} is {state[k].dtype}, the model's {own[k].dtype}" for k in own
+             if own[k].is_floating_point() != state[k].is_floating_point() or state[k].is_complex()]
+    if kinds:
+        raise BadInputError(f"{source}: {len(kinds)} tensor(s) of the wrong kind, e.g. {kinds[0]}; "
+                            "save the checkpoint in floating point")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise BadInputError(f"{source}: {len(bad)} tensor(s) hold NaN or inf, e.g. {bad[0]}; the training that "
+                            "wrote it diverged: use an earlier checkpoint")
     model.load_state_dict(state, strict=True)
     return model

@@ -179,7 +179,14 @@ def _load_pretrained(spec: TextEncoderSpec) -> tuple[nn.Module, Any]:
 
     cls: Any = T5EncoderModel if spec.kind == "t5" else (
         CLIPTextModelWithProjection if spec.config.get("projection_dim") else CLIPTextModel)
-    model = cls.from_pretrained(str(path), local_files_only=True)
+    from diffbench.core.safeload import check_pickles
+
+    check_pickles(path)  # transformers is given the directory only once its pickles are known safe
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
+        raise MissingWeightsError(f"{path}: not loadable as a {spec.kind.upper()} text model "
+                                  f"({' '.join(str(e).split())[:100]})") from None
     return model, _load_tokenizer(path)
 
 
@@ -199,7 +206,8 @@ def _load_tokenizer(path: str | Path) -> CaptionTokenizer:
     from transformers import AutoTokenizer
 
     try:
-        return CaptionTokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
+        return CaptionTokenizer(AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                                  trust_remote_code=False))
     except Exception as e:  # noqa: BLE001 - any tokenizer problem is the same user fix
         raise MissingWeightsError(f"{path}: no readable tokenizer ({str(e)[:80]}); save the text encoder's "
                                   "tokenizer into the same directory") from None

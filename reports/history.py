@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.errors import BadInputError
-from diffbench.core.files import write_text_atomic
+from diffbench.core.files import atomic_path, write_text_atomic
 from diffbench.metrics.specs import METRICS, base_name
 from diffbench.reports.baseline import Side, load_side
 
@@ -142,7 +142,8 @@ def plot(all_series: list[Series], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"history_{metric.replace('[', '_').replace(']', '')}.png"
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format=path.suffix[1:])
         plt.close(fig)
         files.append(path)
     return files

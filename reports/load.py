@@ -31,8 +31,29 @@ class RunData:
 
 
 def _row(r: records.Record) -> dict[str, Any]:
-    model = r.config.get("model", {})
-    ref = model.get("reference", {})
+    model = r.config.get("model") or {}
+    if not isinstance(model, dict):
+        raise ValueError(f"config.model must be an object, got {type(model).__name__}")
+    ref = model.get("reference") or {}
+    if not isinstance(ref, dict):
+        raise ValueError(f"config.model.reference must be an object, got {type(ref).__name__}")
+    for key, kinds in (("label", str), ("family", str), ("preset", str), ("pipeline", str)):
+        if model.get(key) is not None and not isinstance(model[key], kinds):
+            raise ValueError(f"config.model.{key} must be a string, got {type(model[key]).__name__}")
+    shape = model.get("input")
+    if shape is not None and not (isinstance(shape, list) and all(isinstance(v, int) for v in shape)):
+        raise ValueError("config.model.input must be a list of integers")
+    for key, kind in (("batch_size", int), ("precision", str), ("device", str)):
+        v = r.config.get(key)
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+            raise ValueError(f"config.{key} must be {'an integer' if kind is int else 'a string'}")
+    for key in ("params", "paper_params", "paper_gflops", "gmacs", "paper_fid"):
+        v = ref.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"config.model.reference.{key} must be a number")
+    for key in ("detector", "weights_sha256"):
+        if r.extra.get(key) is not None and not isinstance(r.extra[key], str):
+            raise ValueError(f"extra.{key} must be a string")
     return {
         "case_id": r.case_id, "run_id": r.run_id, "suite": r.suite, "label": model.get("label", r.case_id),
         "family": model.get("family"), "preset": model.get("preset"), "pipeline": model.get("pipeline"),
@@ -54,19 +75,43 @@ def load_run(run_dir: str | Path) -> RunData:
     if not path.is_file():
         raise BadInputError(f"{d}: holds no records.jsonl; give a directory written by 'diffbench run'")
     got = records.read(path)
+    rows, kept = [], []
+    for r in got.records:  # a record whose case config has the wrong shape is set aside like a torn line
+        try:
+            rows.append(_row(r))
+            kept.append(r)
+        except ValueError as e:
+            got.problems.append(f"{path}: record of case {r.case_id[:40]!r}, metric {r.metric[:40]!r} skipped: {e}")
+    got.records = kept
     if not got.records:
         raise BadInputError(f"{path}: no records{' (' + got.problems[0] + ')' if got.problems else ''}; "
                             "run the suite first")
-    long = pd.DataFrame([_row(r) for r in got.records])
+    long = pd.DataFrame(rows)
     # a detector-qualified metric is written with its detector (fid[digits]); older records named it in extra only
     by_detector = {n for n, m in METRICS.items() if m.qualifier == "detector"}
     long["metric_key"] = [
         f"{m}[{det}]" if isinstance(det, str) and m in by_detector else m
         for m, det in zip(long["metric"], long["detector"], strict=True)
     ]
-    device = json.loads((d / "device.json").read_text()) if (d / "device.json").is_file() else {}
+    device = _device_facts(d / "device.json", got.problems)
     prov = dict(got.records[-1].provenance)
     return RunData(d, long, _wide(long), got.problems, device, prov)
+
+
+def _device_facts(path: Path, problems: list[str]) -> dict[str, Any]:
+    """device.json as written by the runner, or {} with a problem line when it is missing a dict's shape."""
+    if not path.is_file():
+        return {}
+    try:
+        facts = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        problems.append(f"{path}: unreadable, ignored ({' '.join(str(e).split())[:80]})")
+        return {}
+    if not isinstance(facts, dict) or not all(isinstance(v, (str, int, float, bool, type(None)))
+                                              for v in facts.values()):
+        problems.append(f"{path}: not an object of plain values, ignored")
+        return {}
+    return facts
 
 
 def _wide(long: pd.DataFrame) -> pd.DataFrame:

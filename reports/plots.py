@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from diffbench.core.files import atomic_path  # noqa: E402
+
 plt.rcParams["svg.hashsalt"] = "diffbench"  # deterministic SVG ids: reports regenerate byte for byte
 
 
@@ -18,7 +20,8 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
     paths = []
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         p = out / f"{name}.{ext}"
-        fig.savefig(p, dpi=110, bbox_inches="tight", metadata=meta)
+        with atomic_path(p) as tmp:  # a full disk leaves the previous plot, not half of one
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=meta, format=ext)
         paths.append(p)
     plt.close(fig)
     return paths

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.reports import plots, tables
 from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_power_law
 from diffbench.reports.load import RunData, load_run, unavailable_reasons
@@ -156,22 +157,21 @@ def _html(secs: list[Section]) -> str:
 
 def build(run_dir: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(Path(out_dir) if out_dir else Path(run_dir) / "report")
     secs = sections(run, out)
     written = sorted((out / "plots").glob("*"))
     if "md" in formats:
-        (out / "report.md").write_text(_md(secs, out))
+        write_text_atomic(out / "report.md", _md(secs, out))
         written.append(out / "report.md")
     if "html" in formats:
-        (out / "report.html").write_text(_html(secs))
+        write_text_atomic(out / "report.html", _html(secs))
         written.append(out / "report.html")
     for i, s in enumerate(t for t in secs if t.table is not None):
         stem = f"{i:02d}_{''.join(c if c.isalnum() else '_' for c in s.title.lower()).strip('_')}"
         if "csv" in formats:
-            s.table.to_csv(out / f"{stem}.csv", index=s.index)  # type: ignore[union-attr]
+            write_text_atomic(out / f"{stem}.csv", s.table.to_csv(index=s.index))  # type: ignore[union-attr]
             written.append(out / f"{stem}.csv")
         if "tex" in formats:
-            (out / f"{stem}.tex").write_text(s.table.to_latex(index=s.index, float_format="%.4g", na_rep="-"))  # type: ignore[union-attr]
+            write_text_atomic(out / f"{stem}.tex", s.table.to_latex(index=s.index, float_format="%.4g", na_rep="-"))  # type: ignore[union-attr]
             written.append(out / f"{stem}.tex")
     return written

@@ -98,7 +98,7 @@ def test_resume_moves_a_partial_case_aside_and_reruns_it(tmp_path: Path):
     assert len(lines) == 8
     # simulate a writer killed after 2 of the second case's 4 lines, the last one torn
     (out / RECORDS).write_text("\n".join(lines[:6]) + "\n" + lines[6][:30])
-    done, keep, partial = complete_cases(out / RECORDS)
+    done, keep, partial, _ = complete_cases(out / RECORDS)
     assert len(done) == 1 and len(keep) == 4 and len(partial) == 3
     proc = run([str(suite), "--out", str(out), "--resume"])
     assert proc.returncode == 0 and "1 already complete" in proc.stdout

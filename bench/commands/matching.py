@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffbench.bench.cli import arg, command
+from diffbench.bench.cli import arg, command, names, number, positive_int
 from diffbench.bench.formatting import FORMATS, render
 from diffbench.core.errors import ConfigError
 
@@ -26,15 +26,15 @@ def shape_summary(config: dict) -> str:
         "diffbench match --families dit,uvit --by gmacs --gmacs 6G,23G --format json",
     ],
     args=[
-        arg("--families", required=True, help="comma-separated families (see 'diffbench list families')"),
+        arg("--families", required=True, type=names, help="comma-separated families (see 'diffbench list families')"),
         arg("--params", help="comma-separated parameter targets, e.g. 33M,130M,1.5B"),
         arg("--gmacs", help="comma-separated GMACs targets, e.g. 6G,23G (a bare number means GMACs)"),
         arg("--by", choices=("params", "gmacs"), help="what to match (default: whichever targets were given)"),
         arg("--input", default="4x32x32", help="input shape CxHxW (default: 4x32x32, the SD-VAE latent of 256 px)"),
         arg("--cond", choices=("class", "text", "none"), default="class", help="conditioning (default: class)"),
-        arg("--classes", type=int, default=1000, help="number of classes for --cond class (default: 1000)"),
-        arg("--patch", type=int, help="patch size for the transformer families (default: 2)"),
-        arg("--tolerance", type=float, default=0.02, help="largest relative error accepted (default: 0.02)"),
+        arg("--classes", type=positive_int, default=1000, help="number of classes for --cond class (default: 1000)"),
+        arg("--patch", type=positive_int, help="patch size for the transformer families (default: 2)"),
+        arg("--tolerance", type=number(float, above=0, below=1), default=0.02, help="largest relative error accepted (default: 0.02)"),
         arg("--format", choices=FORMATS, default="table", help="output format (default: table)"),
     ],
 )
@@ -48,12 +48,14 @@ def run_match(args: argparse.Namespace) -> int:
     if not raw:
         raise ConfigError(f"--by {by} needs --{by} with at least one target (e.g. --{by} "
                           f"{'33M' if by == 'params' else '6G'})")
-    targets = [parse_target(t, by, f"--{by} target") for t in raw.split(",") if t.strip()]
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    items = [t.strip() for t in raw.split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"--{by} {raw!r} names no target; give comma-separated targets such as "
+                          f"{'33M,130M' if by == 'params' else '6G,23G'}")
+    targets = [parse_target(t, by, f"--{by} target") for t in items]
+    families = args.families
     for f in families:
         FAMILIES.get(f)
-    if args.classes < 1:
-        raise ConfigError(f"--classes must be at least 1, got {args.classes}")
     shape = parse_input_shape(args.input)
     rows = [r.as_dict() for r in diffbench.match_many(families, targets, by, shape, args.cond, args.classes,
                                                         args.patch, args.tolerance)]

@@ -9,16 +9,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffbench.bench.cli import arg, command
+from diffbench.bench.cli import (
+    arg,
+    command,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 from diffbench.bench.formatting import render
 from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.core.files import atomic_path, output_dir, write_text_atomic
 
 PIPELINE_ARGS = [
     arg("pipeline", metavar="PIPELINE", help="a pipeline (see 'diffbench list pipelines')"),
     arg("--scale", choices=("paper", "tiny"), default="tiny", help="paper or tiny scale (default: tiny)"),
     arg("--params", metavar="N", help="reshape the denoisers to total N params (as 'diffbench count --params')"),
     arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
-    arg("--seed", type=int, default=0, help="seed (default: 0)"),
+    arg("--seed", type=seed_int, default=0, help="seed (default: 0)"),
     arg("--text-encoder", metavar="DIR", help="load the (first) text encoder from a local Hugging Face directory "
                                               "(model and tokenizer; frozen)"),
     arg("--autoencoder", metavar="DIR", help="load the autoencoder from a local diffusers AutoencoderKL directory"),
@@ -29,10 +38,19 @@ def _spec(args: argparse.Namespace) -> Any:
     from diffbench.models.pipelines import PIPELINES, size_pipeline
     from diffbench.models.sizing import parse_quantity
 
+    from diffbench.metrics.device import resolve_device
+
     spec = PIPELINES.get(args.pipeline).spec(args.scale)
+    args.device = resolve_device(args.device)
+    for option, path in (("--text-encoder", args.text_encoder), ("--autoencoder", args.autoencoder)):
+        if path and not Path(path).is_dir():
+            raise BadInputError(f"{option} {path}: no such directory; give a local directory saved with "
+                                "save_pretrained")
     if args.text_encoder:
-        if not spec.text_encoders:
-            raise ConfigError(f"the {spec.name} pipeline has no shared text encoder to load; drop --text-encoder")
+        if not spec.text_encoders or spec.text_encoders[0].kind == "glide":
+            raise ConfigError(f"the {spec.name} pipeline has no pretrained text encoder to load (it has "
+                              f"{'its own trained text transformer' if spec.text_encoders else 'none'}); "
+                              "drop --text-encoder")
         spec = dataclasses.replace(spec, text_encoders=(spec.text_encoders[0].with_path(args.text_encoder),
                                                         *spec.text_encoders[1:]))
     if args.autoencoder:
@@ -54,13 +72,13 @@ def _spec(args: argparse.Namespace) -> Any:
     args=[*PIPELINE_ARGS,
           arg("--dataset", default="digits", help="digits, shapes (captions), a folder of images (class sub-folders) "
                                                   "or an ADM-style .npz (default: digits)"),
-          arg("--steps", type=int, default=0, help="training steps per part"),
-          arg("--train-flops", type=float, default=0.0,
+          arg("--steps", type=non_negative_int, default=0, help="training steps per part"),
+          arg("--train-flops", type=non_negative_float, default=0.0,
               help="instead of --steps: training compute per part (3 x forward FLOPs x images seen)"),
-          arg("--batch-size", type=int, default=32, help="images per step (default: 32)"),
-          arg("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 0.002)"),
-          arg("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)"),
-          arg("--autoencoder-steps", type=int, default=200,
+          arg("--batch-size", type=positive_int, default=32, help="images per step (default: 32)"),
+          arg("--lr", type=positive_float, default=2e-3, help="AdamW learning rate (default: 0.002)"),
+          arg("--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: 100)"),
+          arg("--autoencoder-steps", type=non_negative_int, default=200,
               help="steps for the autoencoder of a latent pipeline (default: 200)"),
           arg("--out", required=True, help="output directory: checkpoints, pipeline.safetensors, train.json")],
 )
@@ -69,17 +87,15 @@ def run_train(args: argparse.Namespace) -> int:
     from diffbench.diffusion.training import TrainConfig
     from diffbench.models.pipelines import Pipeline, save_pipeline
 
-    if args.steps < 0 or args.train_flops < 0:
-        raise ConfigError("--steps and --train-flops must not be negative")
+    spec = _spec(args)
     cfg = TrainConfig(steps=args.steps, train_flops=args.train_flops, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, checkpoint_every=args.checkpoint_every)
-    spec = _spec(args)
+    out = output_dir(args.out)  # checked before the work, not after
     data, _ = training_data(spec, args.dataset, args.seed)
     import torch
 
     torch.manual_seed(args.seed)
     pipe = Pipeline(spec)
-    out = Path(args.out)
     results = train_pipeline(pipe, data, cfg, out / "parts", args.device, args.autoencoder_steps)
     save_pipeline(pipe, out / "pipeline.safetensors")
     rows = []
@@ -88,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
         rows.append({"part": part, "steps": r.steps, "resumed_from": r.resumed_from,
                      "loss_first": sum(r.losses[:k]) / k, "loss_last": sum(r.losses[-k:]) / k,
                      "seconds": r.seconds, "train_flops": r.train_flops})
-    (out / "train.json").write_text(json.dumps({"pipeline": spec.name, "dataset": args.dataset, "parts": rows,
+    write_text_atomic(out / "train.json", json.dumps({"pipeline": spec.name, "dataset": args.dataset, "parts": rows,
                                                 "losses": {p: r.losses for p, r in results.items()}}, indent=1))
     print(render(rows, ("part", "steps", "resumed_from", "loss_first", "loss_last", "seconds", "train_flops"),
                  "table"))
@@ -107,14 +123,14 @@ def run_train(args: argparse.Namespace) -> int:
     args=[*PIPELINE_ARGS,
           arg("--checkpoint", metavar="FILE", help="weights written by 'diffbench train' (safetensors) or a plain "
                                                    "state dict; without it the weights are random (untrained)"),
-          arg("--n", type=int, default=16, help="number of images (default: 16)"),
-          arg("--steps", type=int, help="sampling steps per stage (default: the pipeline's)"),
-          arg("--guidance", type=float, help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
+          arg("--n", type=positive_int, default=16, help="number of images (default: 16)"),
+          arg("--steps", type=positive_int, help="sampling steps per stage (default: the pipeline's)"),
+          arg("--guidance", type=non_negative_float, help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
           arg("--scheduler", default="ddim", help="ddpm, ddim, dpm-solver++ or euler (default: ddim)"),
           arg("--captions", nargs="+", metavar="TEXT", help="captions, cycled over the samples (text pipelines; "
                                                             "default: held-out procedural captions)"),
           arg("--labels", help="comma-separated class labels, cycled (class pipelines; default: k mod classes)"),
-          arg("--batch-size", type=int, default=64, help="images per batch (default: 64)"),
+          arg("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)"),
           arg("--format", choices=("png", "npz"), default="png", help="png files or one .npz (default: png)"),
           arg("--out", required=True, help="output directory")],
 )
@@ -131,8 +147,7 @@ def run_sample(args: argparse.Namespace) -> int:
     guidance = spec.guidance if args.guidance is None else args.guidance
     check_sampling(steps, guidance, args.batch_size)
     make_scheduler(args.scheduler)
-    if args.n < 1:
-        raise ConfigError(f"--n must be positive, got {args.n}")
+    out = output_dir(args.out)  # checked before the work, not after
     captions, labels = _conditions(spec, args)  # checked before the (possibly large) build
     torch.manual_seed(args.seed)
     pipe = Pipeline(spec)
@@ -147,14 +162,13 @@ def run_sample(args: argparse.Namespace) -> int:
     timings = Timings(args.device)
     images = torch.cat(list(sample_pipeline(pipe, args.n, tokens, labels, args.scheduler, steps, guidance, args.seed,
                                             args.batch_size, args.device, timings=timings)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     arr = images.permute(0, 2, 3, 1).numpy()
     if args.format == "npz":
         import numpy as np
 
         extra = {"arr_1": labels.numpy()} if labels is not None else {}
-        np.savez(out / "samples.npz", arr_0=arr, **extra)
+        with atomic_path(out / "samples.npz") as tmp:
+            np.savez(tmp, arr_0=arr, **extra)
     else:
         from PIL import Image
 

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from diffbench.bench.cli import arg, command
+from diffbench.bench.cli import arg, command, positive_int, seed_int
 from diffbench.bench.formatting import render
 from diffbench.core.errors import BadInputError
+from diffbench.core.files import output_file
 
 DETECTOR_ARGS = [
     arg("--detector", default="inception-v3", help="detector (see 'diffbench list detectors'; default inception-v3)"),
@@ -17,16 +18,16 @@ DETECTOR_ARGS = [
     arg("--weights", metavar="PATH", help="local weights file (else the environment variable, then the caches)"),
     arg("--allow-unverified-weights", action="store_true",
         help="accept weights whose sha256 is not the published one; every result is marked unverified"),
-    arg("--batch-size", type=int, default=64, help="images per detector batch (default: 64)"),
+    arg("--batch-size", type=positive_int, default=64, help="images per detector batch (default: 64)"),
     arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
 ]
 
 
 def _detector(args: argparse.Namespace):
     from diffbench.metrics.detectors import build_detector
+    from diffbench.metrics.device import resolve_device
 
-    if args.batch_size < 1:
-        raise BadInputError(f"--batch-size must be positive, got {args.batch_size}")
+    args.device = resolve_device(args.device)
     mode = args.mode if args.mode != "embedded" else None
     return build_detector(args.detector, mode, args.weights, args.allow_unverified_weights, args.device)
 
@@ -45,7 +46,7 @@ def _detector(args: argparse.Namespace):
           arg("--isc", action="store_true", help="also the Inception Score of A"),
           arg("--sfid", action="store_true", help="also sFID (Inception spatial features)"),
           arg("--prc", action="store_true", help="also precision and recall (k = 3)"),
-          arg("--seed", type=int, default=0, help="seed for KID's subsets (default: 0)"),
+          arg("--seed", type=seed_int, default=0, help="seed for KID's subsets (default: 0)"),
           arg("--format", choices=("table", "json"), default="table")],
 )
 def run_fid(args: argparse.Namespace) -> int:
@@ -59,8 +60,11 @@ def run_fid(args: argparse.Namespace) -> int:
     else:
         rows = [{"metric": k, "value": v} for k, v in result.items() if k != "not_available"]
         rows += [{"metric": k, "value": f"not available: {v}"} for k, v in result.get("not_available", {}).items()]
+        rows = [r for r in rows if r["metric"] != "note"]
         print(render(rows, ("metric", "value")))
-        if not result["verified"]:
+        if result.get("note"):
+            print(f"note: {result['note']}")
+        if result["verified"] is False:
             print("UNVERIFIED weights: these numbers are not comparable with published ones")
     return 0
 
@@ -78,13 +82,26 @@ def run_stats(args: argparse.Namespace) -> int:
 
     if not Path(args.source).exists():
         raise BadInputError(f"{args.source}: no such file or folder")
+    out = output_file(args.out, ".npz", "-o")  # np.savez would add .npz to any other name
     det = _detector(args)
     side = extract(args.source, det, batch_size=args.batch_size)
     meta = {k: str(v) for k, v in describe(det).items()}
-    side.stats.save(args.out, **meta, count=str(side.stats.count))
-    print(f"{side.stats.count} images -> {args.out} ({det.name}, {det.mode}, weights {det.weights_sha256[:12]}"
+    side.stats.save(out, **meta, count=str(side.stats.count))
+    print(f"{side.stats.count} images -> {out} ({det.name}, {det.mode}, weights {det.weights_sha256[:12]}"
           f"{'' if det.verified else ', UNVERIFIED'})")
     return 0
+
+
+def read_captions(path: Path) -> list[str]:
+    """One caption per non-empty line of a UTF-8 text file; a binary or non-UTF-8 file is refused in one line."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise BadInputError(f"{path}: a binary file (it holds NUL bytes), not a text file of captions")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {e.start}); save the captions as UTF-8") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @command(
@@ -109,7 +126,7 @@ def run_clip_score(args: argparse.Namespace) -> int:
     cap_path = Path(args.captions)
     if not cap_path.is_file():
         raise BadInputError(f"{cap_path}: no such captions file")
-    captions = [line.strip() for line in cap_path.read_text().splitlines() if line.strip()]
+    captions = read_captions(cap_path)
     if not Path(args.images).exists():
         raise BadInputError(f"{args.images}: no such file or folder")
     images = torch.cat(list(inputs.batches(args.images, 256)))

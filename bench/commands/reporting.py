@@ -40,8 +40,9 @@ def run_report(args: argparse.Namespace) -> int:
     if bad or not formats:
         raise ConfigError(f"--format {args.format!r}: expected a comma-separated subset of {', '.join(FORMATS)}")
     run = diffbench.load_run(args.run_dir)  # validates and reports unreadable lines before any work
-    for p in run.problems:
-        print(f"diffbench: warning: {p}", file=sys.stderr)
+    if run.problems:  # one warning line; the report lists every problem
+        more = f" (and {len(run.problems) - 1} more, listed in the report)" if len(run.problems) > 1 else ""
+        print(f"diffbench: warning: set aside: {' '.join(run.problems[0].split())[:300]}{more}", file=sys.stderr)
     out = args.out or f"{args.run_dir.rstrip('/')}/report"
     written = diffbench.report(run, out, formats)
     print(f"{len(written)} file(s) written to {out}")

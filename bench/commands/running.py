@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from diffbench.bench.cli import arg, command
+from diffbench.bench.cli import arg, command, positive_float
 from diffbench.bench.formatting import render
 from diffbench.core.errors import ConfigError
 
@@ -27,15 +27,17 @@ from diffbench.core.errors import ConfigError
         arg("--resume", action="store_true", help="continue the run in --out: skip complete cases, redo the rest"),
         arg("--dry-run", action="store_true", help="list the cases without running them"),
         arg("--only", metavar="GLOB", help="run only cases whose name matches (comma-separated globs)"),
-        arg("--timeout", type=float, metavar="SECONDS", help="per-case timeout (default: the suite's timeout_s)"),
+        arg("--timeout", type=positive_float, metavar="SECONDS", help="per-case timeout (default: the suite's timeout_s)"),
+        arg("--keep-failed", action="store_true",
+            help="with --resume: keep cases that failed (timeout, error, crash, oom) instead of retrying them"),
         arg("--no-progress", action="store_true", help="no progress bar"),
     ],
 )
 def run_suite(args: argparse.Namespace) -> int:
     import diffbench
 
-    if args.timeout is not None and not args.timeout > 0:
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.keep_failed and not args.resume:
+        raise ConfigError("--keep-failed applies to --resume: it keeps the failed cases of the run being continued")
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out, the run directory to continue")
     if args.dry_run:
@@ -51,7 +53,7 @@ def run_suite(args: argparse.Namespace) -> int:
     out = args.out or str(default_run_dir(args.suite))
     try:
         run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, keep_failed=args.keep_failed)
     except KeyboardInterrupt:
         print(f"diffbench: interrupted; continue with: diffbench run {args.suite} --out {out} --resume")
         return 130

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -10,10 +12,63 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` whole or not at all (a kill or a full disk leaves the previous file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes_atomic(p, text.encode())
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that needs a file name (``savefig``, ``np.savez``);
+    renamed over ``path`` only when the block ends without an error."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Create (or reuse) a directory for outputs *before* any work is done, or fail in one line naming it."""
+    from diffbench.core.errors import BadInputError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise BadInputError(f"{what} {p} is a file, not a directory; choose a directory path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(f"{what} {p}: cannot create the directory ({e.strerror}); choose a writable path") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {p}: not writable; choose a writable directory")
+    return p
+
+
+def output_file(path: str | os.PathLike[str], suffix: str, what: str = "--out") -> Path:
+    """An output file path whose folder exists (created) and whose name ends in ``suffix``, checked before work."""
+    from diffbench.core.errors import BadInputError
+
+    p = Path(path)
+    if p.suffix != suffix:
+        raise BadInputError(f"{what} {p}: the file name must end in {suffix} (e.g. {p.with_suffix(suffix).name})")
+    if p.is_dir():
+        raise BadInputError(f"{what} {p} is a directory; give a file path ending in {suffix}")
+    output_dir(p.parent if str(p.parent) else ".", f"{what}'s folder")
     return p

@@ -85,8 +85,39 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
+        """A record from parsed JSON, every field's type checked: a line that parses is still untrusted."""
         names = {f.name for f in dataclasses.fields(cls)}
+        missing = [n for n in ("run_id", "case_id", "suite", "config", "metric", "value", "unit") if n not in d]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        for key, kinds in FIELD_TYPES.items():
+            if key in d and not _is(d[key], kinds):
+                raise TypeError(f"{key} must be {' or '.join(k.__name__ if k is not type(None) else 'null' for k in kinds)}"
+                                f", got {type(d[key]).__name__}")
+        value = d.get("value")
+        if value is not None and abs(value) > 1e300:
+            raise ValueError(f"value {str(value)[:20]}... is out of range")
+        samples = d.get("samples")
+        if samples is not None and not all(_is(x, (int, float)) and math.isfinite(x) and abs(x) <= 1e300
+                                           for x in samples):
+            raise ValueError("samples must be a list of finite numbers")
+        size = d.get("case_size")
+        if size is not None and size < 1:
+            raise ValueError(f"case_size must be positive, got {size}")
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,), "run_id": (str,), "case_id": (str,), "suite": (str,), "config": (dict,),
+    "metric": (str,), "value": (int, float, type(None)), "unit": (str,), "status": (str,),
+    "error": (str, type(None)), "samples": (list, type(None)), "extra": (dict,), "provenance": (dict,),
+    "case_size": (int, type(None)),
+}
+
+
+def _is(v: Any, kinds: tuple[type, ...]) -> bool:
+    """isinstance, with booleans not counted as numbers (JSON true is not 1)."""
+    return isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
 
 
 def _json_default(o: Any) -> Any:
@@ -123,7 +154,7 @@ def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> 
     items = [records] if isinstance(records, Record) else list(records)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -172,6 +203,10 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
             d = json.loads(line)
             if not isinstance(d, dict):
                 raise ValueError("not a JSON object")
+        except RecursionError:
+            problems.append(f"{path}:{i}: unreadable line skipped ({len(line)} bytes): nested too deeply")
+            unreadable.append(line.decode(errors="replace"))
+            continue
         except (ValueError, UnicodeDecodeError) as e:
             what = "torn last line" if torn else "unreadable line"
             problems.append(f"{path}:{i}: {what} skipped ({len(line)} bytes): {str(e)[:80]}")
@@ -185,7 +220,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
             )
         try:
             records.append(Record.from_dict(d))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             problems.append(f"{path}:{i}: invalid record skipped: {e}")
             unreadable.append(line.decode(errors="replace"))
     return ReadResult(records, problems, unreadable)

@@ -170,7 +170,14 @@ def build_autoencoder(spec: AutoencoderSpec) -> Any:
         if not (Path(spec.path) / "config.json").is_file():
             raise MissingWeightsError(f"no autoencoder at {spec.path} (config.json missing): give a local diffusers "
                                       "AutoencoderKL directory saved with save_pretrained")
-        ae = AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
+        from diffbench.core.safeload import check_pickles
+
+        check_pickles(spec.path)  # diffusers is given the directory only once its pickles are known safe
+        try:
+            ae = AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
+            raise MissingWeightsError(f"{spec.path}: not loadable as a diffusers AutoencoderKL "
+                                      f"({' '.join(str(e).split())[:100]})") from None
         factor = 2 ** (len(ae.config.block_out_channels) - 1)
         if ae.config.latent_channels != spec.latent_channels or factor != spec.factor:
             raise ConfigError(f"the autoencoder at {spec.path} has {ae.config.latent_channels} latent channels and "
