@@ -51,13 +51,17 @@ def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, nam
 
     try:
         recs = execute(CaseSpec.from_json(spec_json), run_id, suite, case_id, name)
-        conn.send(("ok", [r.to_json() for r in recs]))
+        msg: tuple[Any, ...] = ("ok", [r.to_json() for r in recs])
     except CaseUnsupported as e:
-        conn.send(("fail", "unsupported", str(e), ""))
+        msg = ("fail", "unsupported", str(e), "")
     except BaseException as e:  # noqa: BLE001 - everything becomes a status row
         oom = type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
         message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        conn.send(("fail", "oom" if oom else "error", message[:500], traceback.format_exc()))
+        msg = ("fail", "oom" if oom else "error", message[:500], traceback.format_exc())
+    try:
+        conn.send(msg)
+    except OSError:  # BrokenPipeError: the runner is gone (killed); the result has nowhere to go
+        pass
     finally:
         conn.close()
 

@@ -26,6 +26,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+    except OSError as e:  # a failed write() names no file: name the one that was being written
+        raise OSError(e.errno, e.strerror, str(p)) from None
     finally:
         tmp.unlink(missing_ok=True)
     return p
@@ -41,6 +43,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, p)
+    except OSError as e:  # a failed write() names no file: name the one that was being written
+        raise OSError(e.errno, e.strerror, str(p)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
