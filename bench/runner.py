@@ -278,23 +278,34 @@ class Runner:
         return summary
 
     def run_case(self, case: Case) -> list[str]:
+        """Run a case (each of its repetitions in a fresh process) and append its records, or one status row."""
+        from diffbench.bench.repetitions import RepetitionMismatch, merge
+
         spec = case.spec
         timeout = self.timeout_s or spec.timeout_s
-        while True:
+        done: list[list[Record]] = []
+        while len(done) < spec.repetitions:
             status, payload = self._spawn(case, spec, timeout)
             if status == "oom" and spec.device.startswith("cuda") and spec.oom_retry and spec.batch_size > 1:
                 self.log(f"{case.name}: out of memory at batch {spec.batch_size}; retrying at half")
                 spec = spec.with_batch(spec.batch_size // 2)
+                done = []  # every repetition at the one batch size the case ends with
                 continue
-            break
-        if status == "ok":
-            recs = [Record.from_dict(json.loads(line)) for line in payload]
-            records.append(self.run_dir / RECORDS, recs)
-            statuses = [r.status for r in recs]
-            self.log(f"{case.name}: ok, {len(recs)} record(s)")
-            return ["ok" if "ok" in statuses else statuses[0]]
-        self._status_row(case, spec, status, payload)
-        return [status]
+            if status != "ok":
+                where = f"repetition {len(done) + 1} of {spec.repetitions}: " if spec.repetitions > 1 else ""
+                self._status_row(case, spec, status, where + str(payload))
+                return [status]
+            done.append([Record.from_dict(json.loads(line)) for line in payload])
+        try:
+            recs = merge(done)
+        except RepetitionMismatch as e:
+            self._status_row(case, spec, "error", str(e))
+            return ["error"]
+        records.append(self.run_dir / RECORDS, recs)
+        statuses = [r.status for r in recs]
+        self.log(f"{case.name}: ok, {len(recs)} record(s)"
+                 + (f" from {spec.repetitions} repetitions" if spec.repetitions > 1 else ""))
+        return ["ok" if "ok" in statuses else statuses[0]]
 
     def _spawn(self, case: Case, spec: CaseSpec, timeout: float) -> tuple[str, Any]:
         ctx = mp.get_context("spawn")

@@ -127,6 +127,7 @@ class CaseSpec:
     training: Training | None = None
     sampler: Sampler | None = None
     oom_retry_from: int | None = None  # set by the runner when it halved the batch after an OOM
+    repetitions: int = 1  # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
 
     FLAT = ("batch_size", "precision", "device", "compile", "channels_last", "attention", "warmup", "repeats",
             "min_time_s", "seed", "oom_retry", "nvml_interval_s", "cond", "classes", "timeout_s")
@@ -147,6 +148,8 @@ class CaseSpec:
                 out.update(dataclasses.asdict(part))
         if self.oom_retry_from is not None:
             out["oom_retry_from"] = self.oom_retry_from
+        if self.repetitions != 1:  # only then: the ids of cases without repetitions stay what they were
+            out["repetitions"] = self.repetitions
         return out
 
     @classmethod
@@ -159,7 +162,7 @@ class CaseSpec:
             sampler = Sampler(**{f.name: d[f.name] for f in dataclasses.fields(Sampler)}) \
                 if "sample_steps" in d else None
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
-                       sampler=sampler, oom_retry_from=d.get("oom_retry_from"))
+                       sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 

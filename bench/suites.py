@@ -39,6 +39,7 @@ class Settings:
     precisions: tuple[str, ...] = ("fp32",)
     warmup: int = 2
     repeats: int = 10
+    repetitions: int = 1  # each case run this many times, each in its own process (the regression gate's unit)
     min_time_s: float = 0.0
     timeout_s: float = 600.0
     seed: int = 0
@@ -132,6 +133,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "precisions": (_list_of(_choices(PRECISIONS)), f"a non-empty list of {', '.join(PRECISIONS)}"),
     "warmup": (_nonneg_int, "a non-negative integer"),
     "repeats": (_pos_int, "a positive integer"),
+    "repetitions": (lambda v: _pos_int(v) and v <= 100, "a positive integer (at most 100)"),
     "min_time_s": (_number, "a non-negative number"),
     "timeout_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
     "seed": (lambda v: _nonneg_int(v) and v < 2 ** 32, "a non-negative integer below 2**32"),
@@ -343,7 +345,7 @@ def expand(suite: Suite, device: str) -> list[Case]:
                     spec = CaseSpec(model, batch, prec, device, s.compile, s.channels_last, s.attention, s.warmup,
                                     s.repeats, s.min_time_s, s.seed, tuple(s.measure), s.oom_retry,
                                     s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s, _training(s),
-                                    _sampler(s, model))
+                                    _sampler(s, model), repetitions=s.repetitions)
                     if spec.case_id in seen:
                         continue
                     seen.add(spec.case_id)

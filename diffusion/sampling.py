@@ -7,6 +7,8 @@ statistics, without writing files unless asked.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from diffbench.diffusion.process import make_scheduler, split_learned_variance
 def check_sampling(steps: int, guidance: float, batch_size: int = 1) -> None:
     if steps < 1:
         raise ConfigError(f"sampling needs at least 1 step, got {steps}; give --steps 1 or more")
-    if guidance < 0:
+    if not math.isfinite(guidance) or guidance < 0:
         raise ConfigError(f"the guidance scale must be >= 0 (1 = no guidance), got {guidance}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")

@@ -41,6 +41,8 @@ class TrainConfig:
     bf16: bool = True  # on GPU, forward passes under bf16 autocast (weights, optimizer and loss stay fp32)
 
     def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in (self.train_flops, self.lr, self.cond_dropout, self.ema_decay)):
+            raise ConfigError("train_flops, lr, cond_dropout and ema_decay must be finite numbers")
         if (self.steps > 0) == (self.train_flops > 0):
             raise ConfigError("give exactly one training budget: steps > 0 or train_flops > 0")
         if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cond_dropout < 1 or not 0 <= self.ema_decay < 1:

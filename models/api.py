@@ -142,7 +142,15 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     except Exception as e:
         raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:80]})") from None
-    for alias, kept in json.loads(meta.get("aliases", "{}")).items():
+    try:
+        aliases = json.loads(meta.get("aliases", "{}"))
+    except (ValueError, RecursionError):
+        aliases = None
+    if not isinstance(aliases, dict) or not all(isinstance(a, str) and isinstance(k, str) and k in tensors
+                                                for a, k in aliases.items()):
+        raise BadInputError(f"{path}: its 'aliases' metadata is not a JSON object mapping names to stored tensors; "
+                            "write the file again with 'diffbench train' or save a plain state dict")
+    for alias, kept in aliases.items():
         tensors[alias] = tensors[kept]
     return tensors, meta
 

@@ -158,8 +158,12 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
     if (params is None) == (gmacs is None):
         raise ConfigError("give exactly one target: params or gmacs")
     by, target = ("params", float(params)) if params is not None else ("gmacs", float(gmacs))  # type: ignore[arg-type]
-    if not target > 0:
-        raise ConfigError(f"the target {by} must be positive, got {target:g}")
+    if not (math.isfinite(target) and target > 0):
+        raise ConfigError(f"the target {by} must be a positive finite number, got {target:g}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+        raise ConfigError(f"tolerance must be a number between 0 and 1 (a relative error), got {tolerance!r}")
+    if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
+        raise ConfigError(f"patch must be a positive integer, got {patch!r}")
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"input shape must be CxHxW with positive sizes, got {input_shape}")

@@ -104,6 +104,12 @@ def _worse(spec: MetricSpec, base: float, new: float) -> float:
 def _timing(spec: MetricSpec, a: records.Record, b: records.Record, rules: Rules, thr: float) -> Verdict:
     assert a.value is not None and b.value is not None
     v = Verdict("", "", "same", a.value, b.value, a.unit, b.value / a.value - 1 if a.value else None)
+    ra, rb = a.extra.get("repetitions"), b.extra.get("repetitions")
+    if isinstance(ra, list) and isinstance(rb, list) and min(len(ra), len(rb)) >= rules.min_repetitions:
+        # one observation per process (bench/repetitions.py): the between-process noise is in the test
+        v = _rank_test(spec, ra, rb, rules, thr, v)
+        v.note = (v.note + "; " if v.note else "") + f"{len(ra)} vs {len(rb)} repetitions (one per process)"
+        return v
     sa, sb = a.samples or [], b.samples or []
     if min(len(sa), len(sb)) < rules.min_samples:
         worse = _worse(spec, a.value, b.value)
@@ -112,6 +118,15 @@ def _timing(spec: MetricSpec, a: records.Record, b: records.Record, rules: Rules
             v.note = f"too few samples ({len(sa)} vs {len(sb)}; at least {rules.min_samples} on each side)" \
                 if sa or sb else "no raw samples (a derived or single value)"
         return v
+    v = _rank_test(spec, sa, sb, rules, thr, v)
+    if v.verdict != "same":
+        v.note = (v.note + "; " if v.note else "") + "samples of one process per side: run the suite with " \
+                                                     "repetitions >= 3 to test across processes"
+    return v
+
+
+def _rank_test(spec: MetricSpec, sa: list[float], sb: list[float], rules: Rules, thr: float, v: Verdict) -> Verdict:
+    """Mann-Whitney U, one-sided each way, and the medians' shift beyond the threshold: both make a verdict."""
     from scipy.stats import mannwhitneyu
 
     worse = _worse(spec, statistics.median(sa), statistics.median(sb))

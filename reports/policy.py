@@ -5,6 +5,7 @@ defaults below apply. Every key is optional::
 
     alpha = 0.05              # one-sided Mann-Whitney U on raw timing samples
     min_samples = 5           # fewer on either side: a timing shift beyond the threshold is inconclusive
+    min_repetitions = 4       # runs with this many repetitions (processes) a side are tested on those
     threshold = 0.05          # timings: the median must move more than 5% (and be significant)
     memory_threshold = 0.02   # memory: +2% ...
     memory_min_mib = 16       # ... and at least 16 MiB
@@ -43,6 +44,8 @@ else:  # pragma: no cover
 class Rules:
     alpha: float = 0.05
     min_samples: int = 5
+    # 4 against 4 repetitions: the smallest one-sided Mann-Whitney p is 1/70 (3 against 3: 1/20, never < 0.05)
+    min_repetitions: int = 4
     threshold: float = 0.05
     memory_threshold: float = 0.02
     memory_min_mib: float = 16.0
@@ -87,8 +90,9 @@ def _rules(where: str, table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: _number(where, k, v) for k, v in table.items()}
     if "alpha" in out and not 0 < out["alpha"] < 1:
         raise ConfigError(f"{where}: alpha must be between 0 and 1, got {out['alpha']}")
-    if "min_samples" in out:
-        out["min_samples"] = int(out["min_samples"])
+    for key in ("min_samples", "min_repetitions"):
+        if key in out:
+            out[key] = int(out[key])
     return out
 
 
@@ -103,8 +107,8 @@ def load(path: str | Path | None) -> Policy:
         return Policy()
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"{p}: not a readable policy TOML ({str(e)[:100]})") from None
     top = {k: v for k, v in raw.items() if k not in ("ignore", "allow_change", "metrics", "cases")}
     policy = Policy(Rules(**_rules(str(p), top)))

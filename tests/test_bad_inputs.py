@@ -165,7 +165,13 @@ def build_kit(k: Path) -> None:
     # checkpoints
     from safetensors.torch import save_file
 
-    save_file({"w": torch.zeros(2, dtype=torch.int8)}, k / "int8.safetensors")
+    from diffbench.models.pipelines import PIPELINES, Pipeline, save_pipeline
+
+    state = {n: t.detach().clone().contiguous() for n, t in Pipeline(PIPELINES.get("dit").spec("tiny")).state_dict().items()}
+    save_file({n: t.to(torch.int8) if t.is_floating_point() else t for n, t in state.items()}, k / "int8.safetensors")
+    first = next(n for n, t in state.items() if t.is_floating_point())
+    save_file({**state, first: torch.full_like(state[first], float("nan"))}, k / "nan.safetensors")
+    save_file(state, k / "bad_aliases.safetensors", metadata={"aliases": '{"x": "no such tensor"}'})
     (k / "not_weights.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}" + os.urandom(16))
 
 
@@ -311,7 +317,9 @@ CORPUS: list[tuple[str, str, str]] = [
     ("sample-guidance-inf", "sample dit --n 1 --guidance inf --out {k}/s", "guidance"),
     ("sample-device-banana", "sample dit --n 1 --device banana --out {k}/s", "banana"),
     ("sample-device-cuda", "sample dit --n 1 --device cuda --out {k}/s", "cuda"),
-    ("sample-checkpoint-int8", "sample dit --n 1 --checkpoint {k}/int8.safetensors --out {k}/s", "int8"),
+    ("sample-checkpoint-int8", "sample dit --n 1 --checkpoint {k}/int8.safetensors --out {k}/s", "torch.int8"),
+    ("sample-checkpoint-nan", "sample dit --n 1 --checkpoint {k}/nan.safetensors --out {k}/s", "NaN"),
+    ("sample-checkpoint-aliases", "sample dit --n 1 --checkpoint {k}/bad_aliases.safetensors --out {k}/s", "aliases"),
     ("sample-checkpoint-garbage", "sample dit --n 1 --checkpoint {k}/not_weights.safetensors --out {k}/s",
      "not_weights.safetensors"),
     ("sample-checkpoint-pickle", "sample dit --n 1 --checkpoint {k}/evil.pth --out {k}/s", "evil.pth"),

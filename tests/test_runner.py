@@ -140,3 +140,20 @@ def test_oom_on_gpu_retries_at_half_the_batch(tmp_path: Path, monkeypatch):
     assert tried == [8, 4, 2]
     rec = records.read(tmp_path / "run" / RECORDS).records[0]
     assert rec.config["batch_size"] == 2 and rec.config["oom_retry_from"] == 8 and rec.case_id == gpu_case.case_id
+
+
+def test_repetitions_run_in_fresh_processes_and_merge(tmp_path: Path):
+    suite = tmp_path / "t.toml"
+    suite.write_text(SUITE.replace("batch_sizes = [1, 2, 3, 4, 5]", "batch_sizes = [1, 2]\nrepetitions = 2")
+                     .replace('measure = ["counts"]', 'measure = ["counts", "memory"]'))
+    out = tmp_path / "run"
+    proc = run([str(suite), "--out", str(out)], {"DIFFBENCH_INJECT_FAULTS": json.dumps({"*/b2/*": "raise"})})
+    assert proc.returncode == 0, proc.stderr
+    got = records.read(out / RECORDS).records
+    ok = [r for r in got if r.config["batch_size"] == 1]
+    assert len({r.metric for r in ok}) == len(ok)  # one record per metric, not one per repetition
+    rss = next(r for r in ok if r.metric == "cpu_peak_rss_bytes")
+    assert len(rss.extra.get("repetitions", [rss.value, rss.value])) == 2
+    failed = [r for r in got if r.config["batch_size"] == 2]
+    assert len(failed) == 1 and failed[0].status == "error" and "repetition 1 of 2" in failed[0].error
+    assert "from 2 repetitions" in (out / "run.log").read_text()
