@@ -25,8 +25,9 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
         out[f"train_loss_first{q}"] = Reading(sum(r.losses[:k]) / k, "1", samples=r.losses)
         out[f"train_loss_last{q}"] = Reading(sum(r.losses[-k:]) / k, "1")
     parts = [p for p in results if p]
+    scored = {p or "model": r.extra for p, r in results.items() if r.extra}  # which weights are scored, per part
     out["train_steps"] = Reading(steps, "steps",
-                                 extra={"per": "part", "parts": parts} if parts else {})
+                                 extra={**({"per": "part", "parts": parts} if parts else {}), "scored": scored})
     out["train_seconds"] = Reading(sum(r.seconds for r in results.values()), "s")
     flops = [r.train_flops for p, r in results.items() if p != "autoencoder"]
     out["train_flops"] = Reading(sum(flops) if flops and all(flops) else None, "FLOP",
@@ -35,34 +36,51 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
     return out
 
 
-def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None
+def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int = 0
           ) -> dict[str, Reading]:
-    """FID of uint8 samples against the reference images with the dataset's embedded detector, and for
+    """Quality of uint8 samples with the dataset's embedded detector, each number with its 95% interval over the
+    generated samples (``metrics/intervals.py``): FID (bootstrap), KID (unbiased at small N; half-samples),
+    and the floor FID reaches at this sample count (as many real images as samples, against the reference). For
     captioned samples the embedded CLIP score with their own captions and with captions shifted by 7."""
+    import numpy as np
+
     from diffbench.metrics.detectors import build_detector, describe
-    from diffbench.metrics.quality import compare, extract
+    from diffbench.metrics.frechet import frechet_distance
+    from diffbench.metrics.intervals import bootstrap, fid_interval, kid_interval
+    from diffbench.metrics.quality import extract
 
     det = build_detector(dataset)
-    fid = compare(extract(samples, det), extract(reference, det))["fid"]
-    out = {f"fid[{det.name}]": Reading(fid, "1", extra={**describe(det), "n_generated": len(samples),
-                                                         "n_reference": len(reference)})}
+    gen = extract(samples, det, keep_features=True)
+    ref = extract(reference, det, keep_features=True)
+    assert gen.pool is not None and ref.pool is not None
+    ident = {**describe(det), "n_generated": len(samples), "n_reference": len(reference)}
+    fid = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed)
+    kid = kid_interval(gen.pool, ref.pool, seed=seed)
+    rng = np.random.default_rng(seed)
+    real = ref.pool[rng.choice(len(ref.pool), min(len(samples), len(ref.pool)), replace=False)]
+    floor = frechet_distance(real.mean(0), np.cov(real, rowvar=False), ref.stats.mu, ref.stats.sigma)
+    out = {f"fid[{det.name}]": Reading(fid.value, "1", extra={**ident, **fid.extra()}),
+           f"kid[{det.name}]": Reading(kid.value, "1", extra={**ident, **kid.extra()}),
+           f"fid_real[{det.name}]": Reading(floor, "1", extra={**ident, "n_real": len(real)})}
     if captions is not None:
         from diffbench.metrics import clip_score
 
         clip = clip_score.load("embedded")
-        own, _ = clip_score.clip_score(clip, samples, captions)
-        shuffled, _ = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
+        _, own = clip_score.clip_score(clip, samples, captions)
+        _, shuffled = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
         meta = {"model": clip.name, "weights_sha256": clip.weights_sha256, "verified": clip.verified,
                 "convention": clip_score.CONVENTION}
-        out["clip_score"] = Reading(own, "1", extra=meta)
-        out["clip_score_shuffled"] = Reading(shuffled, "1", extra=meta)
+        for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
+            iv = bootstrap(lambda x: float(x.mean()), per, seed=seed)
+            out[name] = Reading(iv.value, "1", extra={**meta, **iv.extra()})
     return out
 
 
 def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     assert spec.training is not None and spec.sampler is not None, "a case that trains carries both settings"
     with tempfile.TemporaryDirectory() as tmp:
-        out = training_readings(subject.train(tmp), spec.training.train_steps)
+        results = subject.train(tmp)
+        out = training_readings(results, spec.training.train_steps)
     if not spec.measures("quality"):
         return out
     n, reference = spec.training.samples, subject.reference_images()
@@ -72,5 +90,8 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     s = spec.sampler
     out["sample_ms_per_image"] = Reading((time.perf_counter() - t0) * 1e3 / n, "ms",
                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler})
-    out.update(score(samples, reference, subject.dataset, held.captions))
+    scored = {p or "model": r.extra for p, r in results.items() if r.extra}
+    for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed).items():
+        reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
+        out[name] = reading
     return out

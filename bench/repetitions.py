@@ -31,7 +31,8 @@ def merge(repetitions: list[list[Record]]) -> list[Record]:
         return repetitions[0]
     names = [[r.metric for r in recs] for recs in repetitions]
     if any(n != names[0] for n in names[1:]):
-        raise RepetitionMismatch(f"repetitions wrote different metrics: {names[0]} vs {next(n for n in names if n != names[0])}")
+        other = next(n for n in names if n != names[0])
+        raise RepetitionMismatch(f"repetitions wrote different metrics: {names[0]} vs {other}")
     merged = []
     for group in zip(*repetitions, strict=True):
         first = group[0]

@@ -94,6 +94,10 @@ class Training:
     lr: float
     samples: int  # generated images scored by the embedded detector
     autoencoder_steps: int  # pipelines with an autoencoder: its steps, before the stages
+    ema: str = "power"  # the scored weights' average (diffusion/ema.py)
+    ema_std: float = 0.10
+    ema_decay: float = 0.9999
+    lr_warmup: int = 0
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def train_config(spec: CaseSpec) -> Any:
 
     t = spec.training
     assert t is not None, "a case that trains carries training settings"
-    return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed, checkpoint_every=0)
+    return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed, checkpoint_every=0,
+                       ema=t.ema, ema_std=t.ema_std, ema_decay=t.ema_decay, lr_warmup=t.lr_warmup)
 
 
 def subject_for(spec: CaseSpec) -> Subject:

@@ -59,6 +59,12 @@ class Settings:
     scheduler: str = "ddim"
     guidance: float = 1.0
     autoencoder_steps: int = 200  # pipelines with an autoencoder: its training steps, before the stages
+    # the weights that are scored: EDM2's power-function EMA (width ema_std of the training length; nothing of
+    # the initialisation is left), or "constant" with ema_decay (paper-faithful long runs: DiT's 0.9999)
+    ema: str = "power"
+    ema_std: float = 0.10
+    ema_decay: float = 0.9999
+    lr_warmup: int = 0  # steps of linear learning-rate warm-up
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,10 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler": (_choices(("ddpm", "ddim", "dpm-solver++", "euler")), "ddpm, ddim, dpm-solver++ or euler"),
     "guidance": (_number, "a non-negative number (1 = no guidance)"),
     "autoencoder_steps": (_pos_int, "a positive integer"),
+    "ema": (_choices(("power", "constant")), "power or constant"),
+    "ema_std": (lambda v: _number(v) and 0 < v < 0.28, "a number between 0 and 0.28"),
+    "ema_decay": (lambda v: _number(v) and v < 1, "a number in [0, 1)"),
+    "lr_warmup": (_nonneg_int, "a non-negative integer"),
 }
 SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
@@ -323,7 +333,8 @@ def _training(s: Settings) -> Training | None:
     """The training settings, only for cases that train: they change an id only where they change what is measured."""
     if not {"train", "quality"} & set(s.measure):
         return None
-    return Training(s.dataset, s.train_steps, s.train_batch, s.lr, s.samples, s.autoencoder_steps)
+    return Training(s.dataset, s.train_steps, s.train_batch, s.lr, s.samples, s.autoencoder_steps, s.ema, s.ema_std,
+                    s.ema_decay, s.lr_warmup)
 
 
 def _sampler(s: Settings, model: ModelRef) -> Sampler | None:

@@ -8,7 +8,6 @@ statistics, without writing files unless asked.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Iterator
 from typing import Any
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.diffusion.ema import Ema
 from diffbench.diffusion.process import TRAIN_STEPS, split_learned_variance, training_scheduler, training_target
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -33,7 +34,10 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
-    ema_decay: float = 0.995
+    ema: str = "power"  # the scored weights' average (diffusion/ema.py): "power" (EDM2) or "constant"
+    ema_std: float = 0.10  # power EMA: the profile's width relative to the training length
+    ema_decay: float = 0.9999  # constant EMA: the per-step decay (DiT's)
+    lr_warmup: int = 0  # steps of linear learning-rate warm-up from 0
     cond_dropout: float = 0.1  # labels / captions replaced by the null condition (guidance)
     prediction: str = "epsilon"
     seed: int = 0
@@ -41,12 +45,22 @@ class TrainConfig:
     bf16: bool = True  # on GPU, forward passes under bf16 autocast (weights, optimizer and loss stay fp32)
 
     def __post_init__(self) -> None:
-        if not all(math.isfinite(v) for v in (self.train_flops, self.lr, self.cond_dropout, self.ema_decay)):
-            raise ConfigError("train_flops, lr, cond_dropout and ema_decay must be finite numbers")
+        if not all(math.isfinite(v) for v in (self.train_flops, self.lr, self.cond_dropout)):
+            raise ConfigError("train_flops, lr and cond_dropout must be finite numbers")
+        self.averaging()  # validates the EMA settings
+        if self.lr_warmup < 0:
+            raise ConfigError(f"lr_warmup must not be negative, got {self.lr_warmup}")
         if (self.steps > 0) == (self.train_flops > 0):
             raise ConfigError("give exactly one training budget: steps > 0 or train_flops > 0")
-        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cond_dropout < 1 or not 0 <= self.ema_decay < 1:
-            raise ConfigError("batch_size >= 1, lr > 0, 0 <= cond_dropout < 1 and 0 <= ema_decay < 1 are required")
+        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cond_dropout < 1:
+            raise ConfigError("batch_size >= 1, lr > 0 and 0 <= cond_dropout < 1 are required")
+
+    def averaging(self) -> Ema:
+        return Ema(self.ema, self.ema_std, self.ema_decay)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of update ``step`` (0-based): linear warm-up, then constant."""
+        return self.lr * min(1.0, (step + 1) / self.lr_warmup) if self.lr_warmup else self.lr
 
     def total_steps(self, flops_per_image: int | None) -> int:
         if self.steps:
@@ -133,13 +147,15 @@ def _draw(model: Any, x_all: torch.Tensor, conds: torch.Tensor | None, cfg: Trai
 
 
 def _optimise(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-              ema_decay: float) -> None:
+              cfg: TrainConfig, step: int) -> None:
+    """One update (``step`` 0-based): the learning rate of the step (a function of the step only, so a resumed
+    run is exact), the optimiser, then the average."""
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr_at(step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-            pe.lerp_(pm, 1 - ema_decay)
+    cfg.averaging().update(ema.parameters(), model.parameters(), step + 1)
 
 
 def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: TrainConfig, out_dir: str | Path,
@@ -170,11 +186,12 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
         with _autocast(device, cfg.bf16):
             out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), c), channels)
         loss = torch.nn.functional.mse_loss(out_.float(), training_target(sched, x0, noise, t).to(device))
-        _optimise(model, ema, opt, loss, cfg.ema_decay)
+        _optimise(model, ema, opt, loss, cfg, step)
         losses.append(float(loss.detach()))
         step += 1
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 or step == total:
             _save(ckpt, model, ema, opt, step, losses, meta)
     seconds = time.perf_counter() - t0
     flops = 3.0 * flops_per_image * cfg.batch_size * step if flops_per_image else None
-    return ema, TrainResult(step, losses, seconds, cfg.batch_size * step, flops, resumed)
+    return ema, TrainResult(step, losses, seconds, cfg.batch_size * step, flops, resumed,
+                            extra=cfg.averaging().describe(step))

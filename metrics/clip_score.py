@@ -63,9 +63,8 @@ def _embedded(allow_unverified: bool) -> ClipModel:
 def _hf(path: Path) -> ClipModel:
     from transformers import CLIPModel, CLIPProcessor
 
-    from diffbench.metrics.weights import sha256_of
-
     from diffbench.core.safeload import check_pickles
+    from diffbench.metrics.weights import sha256_of
 
     check_pickles(path)  # transformers' own loader is given the directory only once its pickles are known safe
     try:
@@ -105,9 +104,8 @@ def _open_clip(path: Path, arch: str) -> ClipModel:
     from diffbench.core.errors import require
 
     open_clip: Any = require("open_clip", "an open_clip checkpoint", "clip")
-    from diffbench.metrics.weights import sha256_of
-
     from diffbench.core.safeload import load_weights
+    from diffbench.metrics.weights import sha256_of
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -104,6 +104,10 @@ _add("mfu", "1", "efficiency", "higher", "counted FLOPs x calls/s over the devic
 # quality
 _add("fid", "1", "quality", "lower", "Frechet distance of detector features, generated vs reference",
      qualifier="detector")
+_add("kid", "1", "quality", "lower", "kernel inception distance (unbiased MMD^2, cubic kernel) of detector features, "
+     "generated vs reference; its 95% interval in extra.ci95", qualifier="detector")
+_add("fid_real", "1", "quality", "", "FID of as many real images as were generated, against the reference: the "
+     "floor of FID at that sample count (its small-sample bias)", qualifier="detector")
 _add("clip_score", "1", "quality", "higher", "100 x max(cos, 0) of image and own caption", column="CLIP score")
 _add("clip_score_shuffled", "1", "quality", "", "CLIP score against captions shifted by 7 (a chance baseline)",
      column="CLIP score, shuffled captions")

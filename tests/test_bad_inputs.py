@@ -88,9 +88,9 @@ def build_kit(k: Path) -> None:
              arr_1=np.arange(3))
     np.save(k / "object.npy", np.array([payload], dtype=object), allow_pickle=True)
     os.replace(k / "object.npy", k / "object.npz")
-    with zipfile.ZipFile(k / "object_member.npz", "w") as z:  # an .npz whose arr_0 is an object (pickled) array
-        with z.open("arr_0.npy", "w") as f:
-            np.lib.format.write_array(f, np.array([payload], dtype=object), allow_pickle=True)
+    # an .npz whose arr_0 is an object (pickled) array
+    with zipfile.ZipFile(k / "object_member.npz", "w") as z, z.open("arr_0.npy", "w") as f:
+        np.lib.format.write_array(f, np.array([payload], dtype=object), allow_pickle=True)
     (k / "garbage.npz").write_bytes(os.urandom(256))
     (k / "notes.txt").write_text("hello\n")
 
@@ -165,9 +165,10 @@ def build_kit(k: Path) -> None:
     # checkpoints
     from safetensors.torch import save_file
 
-    from diffbench.models.pipelines import PIPELINES, Pipeline, save_pipeline
+    from diffbench.models.pipelines import PIPELINES, Pipeline
 
-    state = {n: t.detach().clone().contiguous() for n, t in Pipeline(PIPELINES.get("dit").spec("tiny")).state_dict().items()}
+    pipe = Pipeline(PIPELINES.get("dit").spec("tiny"))
+    state = {n: t.detach().clone().contiguous() for n, t in pipe.state_dict().items()}
     save_file({n: t.to(torch.int8) if t.is_floating_point() else t for n, t in state.items()}, k / "int8.safetensors")
     first = next(n for n, t in state.items() if t.is_floating_point())
     save_file({**state, first: torch.full_like(state[first], float("nan"))}, k / "nan.safetensors")

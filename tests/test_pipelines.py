@@ -146,7 +146,7 @@ def test_cli_bad_sampling_input_exits_2_with_one_line(tmp_path):
     save_pipeline(Pipeline(PIPELINES.get("glide").spec("tiny")), saved)
     cases = [
         (["--guidance", "-1"], "guidance"),
-        (["--steps", "0"], "at least 1 step"),
+        (["--steps", "0"], "must be at least 1"),
         (["--scheduler", "nope"], "unknown scheduler"),
         (["--checkpoint", str(saved)], "different"),
         (["--checkpoint", str(evil)], "weights only"),
@@ -314,4 +314,7 @@ def test_local_text_encoder_and_autoencoder_load_from_directories(tmp_path):
     proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "wide"), "--n", "1", "--out", str(out))
     assert proc.returncode == 2 and "width" in proc.stderr
     proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "nothing"), "--n", "1", "--out", str(out))
+    assert proc.returncode == 2 and "no such directory" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "empty"), "--n", "1", "--out", str(out))
     assert proc.returncode == 2 and "config.json" in proc.stderr

@@ -91,8 +91,10 @@ torch.manual_seed(0)
 torch.set_num_threads(1)
 m = Denoiser("dit", FAMILIES.get("dit").tiny(), "class", num_classes=10)
 d = datasets.digits(8)
-ema, res = train(m, d.images, d.labels, TrainConfig(steps=80, batch_size=16, checkpoint_every=5), sys.argv[1])
-print("DONE", res.steps, ",".join(f"{x:.6f}" for x in res.losses))
+ema, res = train(m, d.images, d.labels, TrainConfig(steps=80, batch_size=16, checkpoint_every=5, lr_warmup=10),
+                 sys.argv[1])
+print("DONE", res.steps, ",".join(f"{x:.6f}" for x in res.losses),
+      f"{sum(float(p.double().sum()) for p in ema.parameters()):.9e}")
 """
 
 
@@ -116,3 +118,28 @@ def test_training_resumes_after_sigkill_without_a_gap(tmp_path):
     ref_losses, got_losses = [float(x) for x in ref[1].split(",")], [float(x) for x in got[1].split(",")]
     assert len(got_losses) == 80  # the curve has every step once: no gap, no repeat
     assert got_losses == pytest.approx(ref_losses, rel=1e-4, abs=1e-6)
+    assert float(got[2]) == pytest.approx(float(ref[2]), rel=1e-6)  # the scored average too (EMA and warm-up)
+
+
+def test_power_ema_leaves_nothing_of_the_initialisation(tmp_path):
+    from diffbench.diffusion.ema import Ema, std_to_exponent
+
+    assert std_to_exponent(0.05) == pytest.approx(16.97, abs=0.01)  # EDM2's published pairs
+    assert std_to_exponent(0.10) == pytest.approx(6.94, abs=0.01)
+    for ema, left in ((Ema("power", 0.10), 0.0), (Ema("constant", decay=0.995), 0.995 ** 150)):
+        share = [torch.ones(1)]  # the initialisation's share: 1 at step 0, then only new iterates (0) come in
+        for step in range(1, 151):
+            ema.update(share, [torch.zeros(1)], step)
+        assert float(share[0]) == pytest.approx(left, abs=1e-6) and ema.init_weight(150) == pytest.approx(left)
+    assert Ema("constant", decay=0.995).init_weight(150) > 0.4  # the old default: 47% of the scored weights
+    # in a real run: after one step the average is exactly the trained weights, nothing of the init
+    d = datasets.digits(8)
+    model = tiny()
+    init = [p.detach().clone() for p in model.parameters()]
+    ema, res = train(model, d.images, d.labels, TrainConfig(steps=1, batch_size=8, lr=1e-2), tmp_path / "one")
+    assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), model.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(ema.parameters(), init, strict=True))
+    _, res = train(tiny(), d.images, d.labels, TrainConfig(steps=150, batch_size=8), tmp_path / "long")
+    assert res.extra["ema"] == "power" and res.extra["ema_init_weight"] < 0.01
+    assert TrainConfig(steps=10, lr=1.0, lr_warmup=4).lr_at(0) == 0.25
+    assert TrainConfig(steps=10, lr=1.0, lr_warmup=4).lr_at(3) == 1.0

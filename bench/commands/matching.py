@@ -34,7 +34,8 @@ def shape_summary(config: dict) -> str:
         arg("--cond", choices=("class", "text", "none"), default="class", help="conditioning (default: class)"),
         arg("--classes", type=positive_int, default=1000, help="number of classes for --cond class (default: 1000)"),
         arg("--patch", type=positive_int, help="patch size for the transformer families (default: 2)"),
-        arg("--tolerance", type=number(float, above=0, below=1), default=0.02, help="largest relative error accepted (default: 0.02)"),
+        arg("--tolerance", type=number(float, above=0, below=1), default=0.02,
+            help="largest relative error accepted (default: 0.02)"),
         arg("--format", choices=FORMATS, default="table", help="output format (default: table)"),
     ],
 )

@@ -35,10 +35,9 @@ PIPELINE_ARGS = [
 
 
 def _spec(args: argparse.Namespace) -> Any:
+    from diffbench.metrics.device import resolve_device
     from diffbench.models.pipelines import PIPELINES, size_pipeline
     from diffbench.models.sizing import parse_quantity
-
-    from diffbench.metrics.device import resolve_device
 
     spec = PIPELINES.get(args.pipeline).spec(args.scale)
     args.device = resolve_device(args.device)
@@ -125,7 +124,8 @@ def run_train(args: argparse.Namespace) -> int:
                                                    "state dict; without it the weights are random (untrained)"),
           arg("--n", type=positive_int, default=16, help="number of images (default: 16)"),
           arg("--steps", type=positive_int, help="sampling steps per stage (default: the pipeline's)"),
-          arg("--guidance", type=non_negative_float, help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
+          arg("--guidance", type=non_negative_float,
+              help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
           arg("--scheduler", default="ddim", help="ddpm, ddim, dpm-solver++ or euler (default: ddim)"),
           arg("--captions", nargs="+", metavar="TEXT", help="captions, cycled over the samples (text pipelines; "
                                                             "default: held-out procedural captions)"),

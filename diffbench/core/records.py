@@ -92,8 +92,8 @@ class Record:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
         for key, kinds in FIELD_TYPES.items():
             if key in d and not _is(d[key], kinds):
-                raise TypeError(f"{key} must be {' or '.join(k.__name__ if k is not type(None) else 'null' for k in kinds)}"
-                                f", got {type(d[key]).__name__}")
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise TypeError(f"{key} must be {expected}, got {type(d[key]).__name__}")
         value = d.get("value")
         if value is not None and abs(value) > 1e300:
             raise ValueError(f"value {str(value)[:20]}... is out of range")
