@@ -7,6 +7,7 @@ report can show them beside the numbers.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from diffbench.core import records
 from diffbench.core.errors import BadInputError
 from diffbench.metrics.specs import METRICS
 
+UNCERTAINTY = ("se", "ci_lo", "ci_hi")  # a metric's interval, from its record's extra (se, ci95)
 IDENTITY = ["case_id", "label", "family", "preset", "pipeline", "input", "batch_size", "precision", "device"]
 
 
@@ -54,6 +56,10 @@ def _row(r: records.Record) -> dict[str, Any]:
     for key in ("detector", "weights_sha256"):
         if r.extra.get(key) is not None and not isinstance(r.extra[key], str):
             raise ValueError(f"extra.{key} must be a string")
+    se, ci = r.extra.get("se"), r.extra.get("ci95")
+    se = float(se) if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(se) else None
+    ok_ci = isinstance(ci, list) and len(ci) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in ci)
     return {
         "case_id": r.case_id, "run_id": r.run_id, "suite": r.suite, "label": model.get("label", r.case_id),
         "family": model.get("family"), "preset": model.get("preset"), "pipeline": model.get("pipeline"),
@@ -64,6 +70,7 @@ def _row(r: records.Record) -> dict[str, Any]:
         "verified": r.extra.get("verified"), "paper_params": ref.get("params", ref.get("paper_params")),
         "paper_gflops": ref.get("paper_gflops", ref.get("gmacs")), "paper_fid": ref.get("paper_fid"),
         "git_commit": r.provenance.get("git_commit"), "device_name": r.provenance.get("device_name"),
+        "se": se, "ci_lo": float(ci[0]) if ok_ci else None, "ci_hi": float(ci[1]) if ok_ci else None,
     }
 
 
@@ -120,6 +127,10 @@ def _wide(long: pd.DataFrame) -> pd.DataFrame:
     values = ok.pivot_table(index="case_id", columns="metric_key", values="value", aggfunc="first")
     failed = long[long["metric"] == "case"].set_index("case_id")[["status", "error"]]
     wide = ident.join(values, how="left").join(failed, how="left")
+    for stat in UNCERTAINTY:  # "fid[digits] se", "fid[digits] ci_lo", ...: where records carry an interval
+        if ok[stat].notna().any():
+            u = ok.pivot_table(index="case_id", columns="metric_key", values=stat, aggfunc="first")
+            wide = wide.join(u.rename(columns=lambda c, s=stat: f"{c} {s}"), how="left")
     wide["status"] = wide["status"].fillna("ok")
     def key(c: str) -> tuple[str, float, str, int, str]:
         params: Any = wide.at[c, "params"] if "params" in wide.columns else None

@@ -27,11 +27,17 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _by_family(ax: plt.Axes, df: pd.DataFrame, x: str, y: str) -> None:
+def _by_family(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, interval: tuple[str, str] | None = None) -> None:
+    """One marker series per family; with ``interval`` (the lo and hi columns) each point's 95% interval."""
     from matplotlib.ticker import NullFormatter
 
     for fam, g in df.groupby("family", sort=True):
-        ax.plot(g[x], g[y], marker="o", linestyle="none", label=str(fam))
+        g = g.sort_values(x)
+        if interval is not None and g[list(interval)].notna().all().all():
+            err = np.vstack([(g[y] - g[interval[0]]).clip(lower=0), (g[interval[1]] - g[y]).clip(lower=0)])
+            ax.errorbar(g[x], g[y], yerr=err, marker="o", linestyle="-", lw=0.8, capsize=3, label=str(fam))
+        else:
+            ax.plot(g[x], g[y], marker="o", linestyle="none", label=str(fam))
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
@@ -39,9 +45,11 @@ def _by_family(ax: plt.Axes, df: pd.DataFrame, x: str, y: str) -> None:
 
 
 def quality_vs_gmacs(wide: pd.DataFrame, quality: str, out: Path, fit: object | None = None) -> list[Path]:
-    df = wide[["family", "gmacs", quality]].dropna()
+    bounds = (f"{quality} ci_lo", f"{quality} ci_hi")
+    interval = bounds if all(b in wide for b in bounds) else None
+    df = wide[["family", "gmacs", quality, *(interval or ())]].dropna(subset=["gmacs", quality])
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    _by_family(ax, df, "gmacs", quality)
+    _by_family(ax, df, "gmacs", quality, interval)
     if fit is not None and len(df) > 1:
         xs = np.logspace(np.log10(df["gmacs"].min()), np.log10(df["gmacs"].max()), 50)
         ax.plot(xs, fit(xs), "k--", lw=1, label=f"fit: {fit.formula()}")  # type: ignore[operator, attr-defined]
@@ -49,7 +57,7 @@ def quality_vs_gmacs(wide: pd.DataFrame, quality: str, out: Path, fit: object | 
     ax.set_yscale("log")
     ax.set_xlabel("GMACs per network evaluation")
     ax.set_ylabel(quality)
-    ax.set_title(f"{quality} vs compute")
+    ax.set_title(f"{quality} vs compute" + (" (95% intervals)" if interval else ""))
     return _save(fig, out, "quality_vs_gmacs")
 
 

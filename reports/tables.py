@@ -38,9 +38,15 @@ def comparison(wide: pd.DataFrame, reasons: dict[str, str]) -> tuple[pd.DataFram
     cols = [(c, h, s) for c, h, s in _comparison_columns() if c in measured]
     wide = wide.assign(**{c: np.nan for c, _, _ in cols if c not in wide.columns})
     # one column per detector: FIDs from different detectors never share a column
-    cols += [(c, c.replace("[", " (").replace("]", ")"), 1.0) for c in sorted(wide.columns)
-             if isinstance(c, str) and c.startswith(_quality_prefixes())]
+    qualified = [c for c in sorted(wide.columns)
+                 if isinstance(c, str) and c.startswith(_quality_prefixes()) and c.endswith("]")]
+    cols += [(c, c.replace("[", " (").replace("]", ")"), 1.0) for c in qualified]
     out = pd.DataFrame({h: wide[c] * s if s not in (None, 1.0) else wide[c] for c, h, s in cols})
+    for c in qualified + ["clip_score"]:  # a quality number's 95% interval, where its record has one
+        if f"{c} ci_lo" in wide:
+            head = c.replace("[", " (").replace("]", ")") if c != "clip_score" else "CLIP score"
+            out[f"{head} 95% CI"] = [f"[{lo:.4g}, {hi:.4g}]" if pd.notna(lo) else None
+                                     for lo, hi in zip(wide[f"{c} ci_lo"], wide[f"{c} ci_hi"], strict=True)]
     out = out[wide["status"] == "ok"].reset_index(drop=True)
     dropped = {}
     for c, h, _ in cols:
