@@ -7,6 +7,8 @@ every reading into a record, checked against the metric registry.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from diffbench.bench import faults, precision
@@ -21,7 +23,7 @@ def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) ->
     """Measure one case; exceptions propagate to the caller, which turns them into a status row."""
     from diffbench.bench.subjects import subject_for
 
-    started = utc_now()
+    started, t_start = utc_now(), time.perf_counter()
     faults.maybe_inject(name)
     torch.manual_seed(spec.seed)
     subject = subject_for(spec)
@@ -30,12 +32,18 @@ def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) ->
         from diffbench.bench.evaluate import train_and_score
 
         readings.update(train_and_score(subject, spec))
+    t0 = time.perf_counter()
     counts = subject.counts() if spec.measures("counts") else {}
     readings.update(counts)
+    if counts:
+        readings["phase_seconds[counts]"] = Reading(time.perf_counter() - t0, "s")
     if spec.measures("speed", "memory", "energy"):
         from diffbench.bench.measure import measure
 
+        t0 = time.perf_counter()
         readings.update(measure(subject, spec, counts))
+        readings["phase_seconds[measure]"] = Reading(time.perf_counter() - t0, "s")
+    readings["phase_seconds[total]"] = Reading(time.perf_counter() - t_start, "s")
     return records(spec, run_id, suite, case_id, started, readings)
 
 

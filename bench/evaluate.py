@@ -36,8 +36,8 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
     return out
 
 
-def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int = 0
-          ) -> dict[str, Reading]:
+def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int = 0,
+          kid: bool = True) -> dict[str, Reading]:
     """Quality of uint8 samples with the dataset's embedded detector, each number with its 95% interval over the
     generated samples (``metrics/intervals.py``): FID (bootstrap), KID (unbiased at small N; half-samples),
     and the floor FID reaches at this sample count (as many real images as samples, against the reference). For
@@ -55,13 +55,15 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
     assert gen.pool is not None and ref.pool is not None
     ident = {**describe(det), "n_generated": len(samples), "n_reference": len(reference)}
     fid = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed)
-    kid = kid_interval(gen.pool, ref.pool, seed=seed)
+    out = {f"fid[{det.name}]": Reading(fid.value, "1", extra={**ident, **fid.extra()})}
+    if not kid:  # an evaluation along training: FID only
+        return out
+    k = kid_interval(gen.pool, ref.pool, seed=seed)
     rng = np.random.default_rng(seed)
     real = ref.pool[rng.choice(len(ref.pool), min(len(samples), len(ref.pool)), replace=False)]
     floor = frechet_distance(real.mean(0), np.cov(real, rowvar=False), ref.stats.mu, ref.stats.sigma)
-    out = {f"fid[{det.name}]": Reading(fid.value, "1", extra={**ident, **fid.extra()}),
-           f"kid[{det.name}]": Reading(kid.value, "1", extra={**ident, **kid.extra()}),
-           f"fid_real[{det.name}]": Reading(floor, "1", extra={**ident, "n_real": len(real)})}
+    out[f"kid[{det.name}]"] = Reading(k.value, "1", extra={**ident, **k.extra()})
+    out[f"fid_real[{det.name}]"] = Reading(floor, "1", extra={**ident, "n_real": len(real)})
     if captions is not None:
         from diffbench.metrics import clip_score
 
@@ -78,20 +80,48 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
 
 def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     assert spec.training is not None and spec.sampler is not None, "a case that trains carries both settings"
+    t0 = time.perf_counter()
+    t = spec.training
+    n, reference = t.samples, subject.reference_images()
+    held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes)
+    curve: list[dict[str, Any]] = []
+    evaluating = 0.0
     with tempfile.TemporaryDirectory() as tmp:
+        earlier = 0.0
+        if t.eval_every and spec.measures("quality"):  # DiT's Figure 9: quality along training, one run
+            for step in range(t.eval_every, t.train_steps, t.eval_every):
+                part = subject.train(tmp, stop_after=step)[""]  # resumes from the last evaluation's checkpoint
+                earlier += part.seconds
+                e0 = time.perf_counter()
+                point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False)
+                evaluating += time.perf_counter() - e0
+                fid = next(r for k, r in point.items() if k.startswith("fid["))
+                curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
+                              "ci95": fid.extra.get("ci95")})
         results = subject.train(tmp)
-        out = training_readings(results, spec.training.train_steps)
+        if earlier:
+            results[""].seconds += earlier  # the training time of every segment, not only the last
+        out = training_readings(results, t.train_steps)
+    out["phase_seconds[train]"] = Reading(time.perf_counter() - t0 - evaluating, "s")
+    if evaluating:
+        out["phase_seconds[evaluate]"] = Reading(evaluating, "s", extra={"evaluations": len(curve)})
     if not spec.measures("quality"):
         return out
-    n, reference = spec.training.samples, subject.reference_images()
-    held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes)
     t0 = time.perf_counter()
     samples = subject.sample(n, held)
     s = spec.sampler
-    out["sample_ms_per_image"] = Reading((time.perf_counter() - t0) * 1e3 / n, "ms",
+    sampling = time.perf_counter() - t0
+    out["sample_ms_per_image"] = Reading(sampling * 1e3 / n, "ms",
                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler})
+    out["phase_seconds[sample]"] = Reading(sampling, "s")
+    t0 = time.perf_counter()
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
     for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed).items():
         reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
+        if curve and name.startswith("fid["):
+            final = results[""]
+            reading.extra["curve"] = [*curve, {"step": final.steps, "train_flops": final.train_flops,
+                                               "value": reading.value, "ci95": reading.extra.get("ci95")}]
         out[name] = reading
+    out["phase_seconds[score]"] = Reading(time.perf_counter() - t0, "s")
     return out

@@ -69,12 +69,12 @@ class PipelineSubject:
     def reference_images(self) -> torch.Tensor:
         return self._training_data().images
 
-    def train(self, out_dir: str) -> dict[str, Any]:
+    def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]:
         from diffbench.diffusion.pipeline_training import train_pipeline
 
         assert self.spec.training is not None
         return train_pipeline(self.pipe, self._training_data(), train_config(self.spec), out_dir, self.spec.device,
-                              self.spec.training.autoencoder_steps)
+                              self.spec.training.autoencoder_steps, stop_after=stop_after)
 
     def _sample(self, n: int, held: Held, guidance: float, batch: int, timings: Any = None) -> list[torch.Tensor]:
         from diffbench.diffusion.pipeline_sampling import sample_pipeline

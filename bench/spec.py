@@ -98,6 +98,7 @@ class Training:
     ema_std: float = 0.10
     ema_decay: float = 0.9999
     lr_warmup: int = 0
+    eval_every: int = 0  # > 0: quality also every that many steps during training (DiT's Figure 9 curves)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ class Subject(Protocol):
 
     def counts(self) -> dict[str, Reading]: ...
     def flops_per_image(self, counts: dict[str, Reading]) -> float | None: ...
-    def train(self, out_dir: str) -> dict[str, Any]: ...  # part ("" for a single part) -> TrainResult
+    def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]: ...  # part -> TrainResult
     def reference_images(self) -> torch.Tensor: ...
     def sample(self, n: int, held: Held) -> torch.Tensor: ...
     def evaluations(self) -> list[Evaluation]: ...  # the main (guided) call first
@@ -73,7 +73,8 @@ def train_config(spec: CaseSpec) -> Any:
 
     t = spec.training
     assert t is not None, "a case that trains carries training settings"
-    return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed, checkpoint_every=0,
+    return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed,
+                       checkpoint_every=t.eval_every,  # a checkpoint at each evaluation, where training resumes
                        ema=t.ema, ema_std=t.ema_std, ema_decay=t.ema_decay, lr_warmup=t.lr_warmup)
 
 
@@ -129,7 +130,7 @@ class BackboneSubject:
     def reference_images(self) -> torch.Tensor:
         return self._dataset[0]
 
-    def train(self, out_dir: str) -> dict[str, Any]:
+    def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]:
         from diffbench.diffusion.training import train
         from diffbench.metrics.captions import VOCAB
         from diffbench.models.api import count
@@ -140,7 +141,8 @@ class BackboneSubject:
         model = Denoiser(self.family.name, self.config, self.cond, num_classes=10, vocab=len(VOCAB))
         self.config = model.config  # counted and timed as conditioned for training
         self.ema, result = train(model, images, conds if self.cond != "none" else None, train_config(self.spec),
-                                 out_dir, flops_per_image=count(model.config).flops, device=self.spec.device)
+                                 out_dir, flops_per_image=count(model.config).flops, device=self.spec.device,
+                                 stop_after=stop_after)
         return {"": result}
 
     def sample(self, n: int, held: Held) -> torch.Tensor:

@@ -65,6 +65,7 @@ class Settings:
     ema_std: float = 0.10
     ema_decay: float = 0.9999
     lr_warmup: int = 0  # steps of linear learning-rate warm-up
+    eval_every: int = 0  # backbones: also score every that many steps (quality against training compute)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ema_std": (lambda v: _number(v) and 0 < v < 0.28, "a number between 0 and 0.28"),
     "ema_decay": (lambda v: _number(v) and v < 1, "a number in [0, 1)"),
     "lr_warmup": (_nonneg_int, "a non-negative integer"),
+    "eval_every": (_nonneg_int, "a non-negative integer (0: score at the end only)"),
 }
 SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
@@ -239,6 +241,9 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sw
         raise ConfigError(f"{file}: {where}: give exactly one of families, presets or pipelines")
     if pipes and raw.get("gmacs"):
         raise ConfigError(f"{file}: {where}: pipelines take a params budget, not gmacs targets")
+    if pipes and (raw.get("eval_every") or defaults.eval_every):
+        raise ConfigError(f"{file}: {where}: eval_every applies to backbone sweeps (a pipeline trains several parts "
+                          "in turn); set eval_every = 0 in this sweep")
     for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets"),
                                  (PIPELINES, pipes, "pipelines")):
         for n in names:
@@ -334,7 +339,7 @@ def _training(s: Settings) -> Training | None:
     if not {"train", "quality"} & set(s.measure):
         return None
     return Training(s.dataset, s.train_steps, s.train_batch, s.lr, s.samples, s.autoencoder_steps, s.ema, s.ema_std,
-                    s.ema_decay, s.lr_warmup)
+                    s.ema_decay, s.lr_warmup, s.eval_every)
 
 
 def _sampler(s: Settings, model: ModelRef) -> Sampler | None:

@@ -51,10 +51,40 @@ def resolve_device(spec: str) -> str:
     raise ConfigError(f"--device {spec!r} is not auto, cpu or cuda[:N]")
 
 
+def calibration(device: str, seconds: float = 0.25) -> dict[str, float]:
+    """Dense matmul throughput of this device (fp32; bf16 too on a GPU), so that wall times measured on two
+    machines of one kind (which differ about 3x in speed) can be compared: GFLOP/s of an n x n matmul, n = 512 on
+    a CPU and 4096 on a GPU, timed over at least ``seconds``."""
+    import time
+
+    import torch
+
+    cuda = device.startswith("cuda")
+    n = 4096 if cuda else 512
+    out: dict[str, float] = {"matmul_n": n}
+    for name, dtype in (("fp32", torch.float32), *((("bf16", torch.bfloat16),) if cuda else ())):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            a @ b
+            calls += 1
+            if cuda:
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                break
+        out[f"{name}_matmul_gflops"] = round(2 * n**3 * calls / elapsed / 1e9, 1)
+    return out
+
+
 def device_facts(device: str) -> dict[str, Any]:
     import torch
 
     facts: dict[str, Any] = {"device": device, "torch": torch.__version__, "cuda_runtime": torch.version.cuda}
+    facts.update({f"calibration_{k}": v for k, v in calibration(device).items()})
     if not device.startswith("cuda"):
         facts.update(name=cpu_name(), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
                      machine=platform.machine())

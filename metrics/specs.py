@@ -86,6 +86,9 @@ _add("component_ms_per_image", "ms", _T, "lower", "pipelines: time per image in 
 _add("case_wall_s", "s", _T, "lower", "wall time of the case's speed, memory and energy measurements")
 _add("sample_ms_per_image", "ms", _T, "lower", "sampling the images that are scored, per image")
 _add("train_seconds", "s", _T, "lower", "wall time of training (all parts)")
+_add("phase_seconds", "s", _T, "lower", "wall time of one phase of the case, in its process: train, sample, score, "
+     "counts, measure (speed, memory, energy), total; compare with the device's calibration in device.json",
+     qualifier="phase")
 # memory
 _add("peak_mem_allocated_bytes", "bytes", _M, "lower", "torch CUDA allocator peak of allocated memory (exact)",
      column="peak alloc (MiB)", scale=MIB)

@@ -71,7 +71,24 @@ def _row(r: records.Record) -> dict[str, Any]:
         "paper_gflops": ref.get("paper_gflops", ref.get("gmacs")), "paper_fid": ref.get("paper_fid"),
         "git_commit": r.provenance.get("git_commit"), "device_name": r.provenance.get("device_name"),
         "se": se, "ci_lo": float(ci[0]) if ok_ci else None, "ci_hi": float(ci[1]) if ok_ci else None,
+        "curve": _curve(r.extra.get("curve")),
     }
+
+
+def _curve(raw: Any) -> list[tuple[float, float, float | None, float | None]] | None:
+    """A quality metric along training (``extra.curve``): (train FLOPs, value, lo, hi) points, or None."""
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for p in raw:
+        if not isinstance(p, dict):
+            return None
+        x, v, ci = p.get("train_flops"), p.get("value"), p.get("ci95")
+        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in (x, v)):
+            return None
+        good = isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)
+        out.append((float(x), float(v), float(ci[0]) if good else None, float(ci[1]) if good else None))
+    return out or None
 
 
 def load_run(run_dir: str | Path) -> RunData:

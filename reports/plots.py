@@ -102,3 +102,33 @@ def pareto(wide: pd.DataFrame, quality: str, out: Path) -> list[Path]:
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return _save(fig, out, "pareto_quality_latency")
+
+
+def quality_vs_training_compute(curves: list[tuple[str, str, float, list[tuple[float, float, float | None,
+                                                                               float | None]]]],
+                                quality: str, out: Path) -> list[Path]:
+    """DiT's Figure 9: quality against training compute, one curve per model (family, label, size), every size on
+    one plot: at equal compute, is the bigger model better? Each point with its 95% interval where recorded."""
+    if not curves:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    families = sorted({f for f, _, _, _ in curves})
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    sizes = sorted({s for _, _, s, _ in curves})
+    styles = ["-", "--", ":", "-."]
+    for fam, label, size, pts in sorted(curves, key=lambda c: (c[0], c[2])):
+        x = np.array([p[0] for p in pts])
+        y = np.array([p[1] for p in pts])
+        lo = np.array([p[2] if p[2] is not None else p[1] for p in pts])
+        hi = np.array([p[3] if p[3] is not None else p[1] for p in pts])
+        ax.errorbar(x, y, yerr=np.vstack([(y - lo).clip(0), (hi - y).clip(0)]), color=colours[fam],
+                    linestyle=styles[sizes.index(size) % len(styles)] if len(sizes) <= 4 else "-",
+                    marker="o", ms=3, lw=1, capsize=2, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute (FLOPs: 3 x forward x images seen)")
+    ax.set_ylabel(quality)
+    ax.set_title(f"{quality} vs training compute (one line per model)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out, "quality_vs_training_compute")

@@ -57,7 +57,7 @@ class Rules:
 @dataclass(frozen=True)
 class Policy:
     rules: Rules = field(default_factory=Rules)
-    ignore: tuple[str, ...] = ("case_wall_s",)
+    ignore: tuple[str, ...] = ("case_wall_s", "phase_seconds*")
     allow_change: tuple[str, ...] = ()
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     cases: tuple[tuple[str, dict[str, Any]], ...] = ()

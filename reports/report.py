@@ -11,6 +11,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,17 +77,38 @@ def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> tuple[Section
             rows.append({"models": str(fam), "law": "power", "formula": f.formula(), "exponent": f.b,
                          "exponent 95% CI": f"[{f.b_ci[0]:.3f}, {f.b_ci[1]:.3f}]", "AIC": f.aic,
                          "LOO RMSE (log)": f.loo_rmse, "chosen": ""})
-    cg = correlation(np.log10(df["gmacs"]), df[quality])
-    cp = correlation(np.log10(df["params"]), df[quality])
-    text = (f"{quality} ({origin}) against GMACs over {len(df)} models. Pearson r(log10 GMACs, {quality}) = "
-            f"{cg.pearson:.3f} [{cg.pearson_ci[0]:.3f}, {cg.pearson_ci[1]:.3f}], Spearman {cg.spearman:.3f} "
-            f"[{cg.spearman_ci[0]:.3f}, {cg.spearman_ci[1]:.3f}]; r(log10 params, {quality}) = {cp.pearson:.3f} "
-            f"[{cp.pearson_ci[0]:.3f}, {cp.pearson_ci[1]:.3f}]. ")
+    text = f"{quality} ({origin}) against GMACs over {len(df)} models. "
+    if len(df) >= 4:  # a correlation's interval needs n - 3 > 0
+        cg = correlation(np.log10(df["gmacs"]), df[quality])
+        cp = correlation(np.log10(df["params"]), df[quality])
+        text += (f"Pearson r(log10 GMACs, {quality}) = {cg.pearson:.3f} [{cg.pearson_ci[0]:.3f}, "
+                 f"{cg.pearson_ci[1]:.3f}], Spearman {cg.spearman:.3f} [{cg.spearman_ci[0]:.3f}, "
+                 f"{cg.spearman_ci[1]:.3f}]; r(log10 params, {quality}) = {cp.pearson:.3f} "
+                 f"[{cp.pearson_ci[0]:.3f}, {cp.pearson_ci[1]:.3f}]. ")
+    else:
+        text += "Too few models for a correlation with an interval (4 or more are needed). "
     text += ("Quality improves with compute in the fit (negative exponent)." if best.b < 0 and best.b_ci[1] < 0 else
              "The fit does NOT show quality improving with compute at 95% confidence.")
     if len(rows) > len(fits):
         text += " Per-family rows fit each family's own sizes; with so few points their intervals are indicative only."
     return Section("Scaling fit", text, pd.DataFrame(rows)), best
+
+
+def _curves(run: RunData, quality: str) -> list[tuple[str, str, float, list[tuple[float, float, Any, Any]]]]:
+    """(family, label, params, points) for each backbone case whose quality record has a curve along training,
+    else its final point at its training compute (a one-point curve)."""
+    long, wide = run.long, _backbones(run.wide).set_index("case_id")
+    rows = long[(long["metric_key"] == quality) & long["case_id"].isin(wide.index) & long["value"].notna()]
+    flops = long[long["metric"] == "train_flops"].set_index("case_id")["value"]
+    out = []
+    for r in rows.itertuples(index=False):
+        pts = r.curve
+        if not pts and r.case_id in flops.index and pd.notna(flops[r.case_id]):
+            pts = [(float(flops[r.case_id]), float(r.value), r.ci_lo, r.ci_hi)]
+        if pts:
+            params = wide.at[r.case_id, "params"] if "params" in wide else np.nan
+            out.append((str(r.family), str(r.label), float(params) if pd.notna(params) else 0.0, pts))
+    return out
 
 
 def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
@@ -180,6 +202,10 @@ def sections(run: RunData, out: Path) -> list[Section]:
             images += plots.pareto(backbones, quality, imgs_dir)
     else:
         secs.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
+    fids = [c for c in backbones.columns if isinstance(c, str) and c.startswith("fid[") and QUALITY.fullmatch(c)
+            and backbones[c].notna().any()]
+    if fids:  # DiT's Figure 9 (FID along training, or each model's final point at its training compute)
+        images += plots.quality_vs_training_compute(_curves(run, fids[0]), fids[0], imgs_dir)
     if not backbones.empty:
         images += plots.speed_memory_vs_params(backbones, imgs_dir)
     secs.append(Section("Plots", "", images=[i for i in images if i.suffix == ".png"]))

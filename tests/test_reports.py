@@ -158,3 +158,76 @@ def test_html_report_renders_in_headless_chromium_with_plots(tmp_path):
     (tmp_path / "out" / "bare.html").write_text("<html><body><h1>diffbench report</h1></body></html>")
     chk.screenshot(tmp_path / "out" / "bare.html", tmp_path / "bare.png")
     assert chk.plot_pixels(tmp_path / "bare.png")[0] < 50
+
+
+# --- scaling within families, with the points' own uncertainty -------------------------------------------
+
+def test_family_fit_uses_the_points_uncertainty():
+    from diffbench.reports.fits import fit_family, fixed_effects_slope
+
+    x = [1.0, 2.0, 4.0]
+    clear = fit_family("dit", x, [300.0, 250.0, 210.0], [5.0, 5.0, 5.0])
+    assert clear.monotone and clear.supports and clear.b_ci[1] < 0 < -clear.b
+    noisy = fit_family("vit", x, [300.0, 290.0, 285.0], [30.0, 30.0, 30.0])  # differences within the noise
+    assert noisy.monotone and not noisy.supports and noisy.b_ci[0] < 0 < noisy.b_ci[1]
+    bumpy = fit_family("uvit", x, [300.0, 310.0, 200.0], [5.0, 5.0, 5.0])
+    assert not bumpy.monotone and "not at every step" in bumpy.sentence("fid", "lower")
+    # one shared exponent with an offset per family: recovers -0.3 where pooling without offsets would not
+    xs = np.array([1, 2, 4, 1, 2, 4], float)
+    ys = np.concatenate([100 * xs[:3] ** -0.3, 400 * xs[3:] ** -0.3])
+    b, (lo, hi) = fixed_effects_slope(xs, ys, ["a"] * 3 + ["b"] * 3, np.full(6, 1e-3) * ys)
+    assert b == pytest.approx(-0.3, abs=1e-6) and lo < -0.29 and hi > -0.31
+
+
+def test_intervals_cover_and_kid_is_unbiased_at_small_n():
+    from diffbench.metrics.intervals import fid_interval, kid_interval
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(2000, 8))
+    same = rng.normal(size=(256, 8))
+    shifted = rng.normal(0.5, 1.0, size=(256, 8))
+    f_same = fid_interval(same, ref.mean(0), np.cov(ref, rowvar=False))
+    f_shift = fid_interval(shifted, ref.mean(0), np.cov(ref, rowvar=False))
+    assert f_same.lo <= f_same.value <= f_same.hi and f_shift.lo > f_same.hi  # a real shift is outside the noise
+    k = kid_interval(same, ref)
+    assert k.lo < 0 < k.hi or abs(k.value) < 3 * k.se  # no difference: KID's interval holds 0 (unbiased)
+    assert kid_interval(shifted, ref).lo > 0
+
+
+def test_quality_along_training_draws_dits_figure_9(tmp_path, cli):
+    """eval_every scores the model during training: one run gives each size's curve against training compute."""
+    suite = tmp_path / "curve.toml"
+    suite.write_text("""
+name = "curve"
+[defaults]
+batch_sizes = [2]
+measure = ["counts", "train", "quality"]
+train_steps = 6
+train_batch = 8
+eval_every = 2
+samples = 8
+sample_steps = 1
+[[sweeps]]
+families = ["dit"]
+params = ["0.2M", "0.4M", "0.8M"]
+inputs = ["3x16x16"]
+classes = 10
+tolerance = 0.05
+""")
+    out = tmp_path / "run"
+    proc = cli("run", str(suite), "--out", str(out), "--no-progress", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    fids = [r for r in records.read(out / "records.jsonl").records if r.metric == "fid[digits]"]
+    assert len(fids) == 3
+    for r in fids:
+        curve = r.extra["curve"]
+        assert [p["step"] for p in curve] == [2, 4, 6] and curve[-1]["value"] == r.value
+        flops = [p["train_flops"] for p in curve]
+        assert flops[0] > 0 and flops == sorted(flops) and flops[2] == pytest.approx(3 * flops[0])
+        assert all(len(p["ci95"]) == 2 for p in curve)
+    seconds = {r.metric: r.value for r in records.read(out / "records.jsonl").records if r.case_id == fids[0].case_id}
+    assert seconds["phase_seconds[evaluate]"] > 0 and seconds["train_seconds"] > 0
+    assert cli("report", str(out)).returncode == 0
+    assert (out / "report" / "plots" / "quality_vs_training_compute.png").is_file()
+    md = (out / "report" / "report.md").read_text()
+    assert "Scaling by family" in md and "95% interval" in md
