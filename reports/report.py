@@ -128,7 +128,7 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
         if g["gmacs"].nunique() < 2:
             continue
         g = g.sort_values("gmacs")
-        f = fit_family(str(fam), g["gmacs"], g[quality], g[se_col] if se_col in g else None, better)
+        f = fit_family(str(fam), g["gmacs"], g[quality], g.get(se_col), better)
         fams.append(f)
         values = " -> ".join(f"{v:.4g}" for v in g[quality])
         rows.append({"family": fam, "sizes": len(g), f"{quality} (small -> large)": values, "exponent": f.b,
@@ -143,7 +143,7 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
     text += f" {n_ok} of {len(fams)} families show {quality} improving with compute beyond their measurements' noise."
     if len(fams) > 1 and len(df) > len(fams) + 1:
         b, (lo, hi) = fixed_effects_slope(df["gmacs"], df[quality], df["family"],
-                                          df[se_col] if se_col in df else None)
+                                          df.get(se_col))
         text += (f" Shared exponent with one offset per family (fixed effects): {b:+.3f} [{lo:+.3f}, {hi:+.3f}] (95%"
                  ", over the points' uncertainty).")
     if se_col not in df:
