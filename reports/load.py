@@ -56,10 +56,10 @@ def _row(r: records.Record) -> dict[str, Any]:
     for key in ("detector", "weights_sha256"):
         if r.extra.get(key) is not None and not isinstance(r.extra[key], str):
             raise ValueError(f"extra.{key} must be a string")
-    se, ci = r.extra.get("se"), r.extra.get("ci95")
-    se = float(se) if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(se) else None
-    ok_ci = isinstance(ci, list) and len(ci) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in ci)
+    raw_se, raw_ci = r.extra.get("se"), r.extra.get("ci95")
+    se = float(raw_se) if isinstance(raw_se, (int, float)) and _finite(raw_se) else None
+    ci: list[Any] = raw_ci if isinstance(raw_ci, list) and len(raw_ci) == 2 and all(map(_finite, raw_ci)) else []
+    ok_ci = bool(ci)
     return {
         "case_id": r.case_id, "run_id": r.run_id, "suite": r.suite, "label": model.get("label", r.case_id),
         "family": model.get("family"), "preset": model.get("preset"), "pipeline": model.get("pipeline"),
@@ -75,19 +75,24 @@ def _row(r: records.Record) -> dict[str, Any]:
     }
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _curve(raw: Any) -> list[tuple[float, float, float | None, float | None]] | None:
     """A quality metric along training (``extra.curve``): (train FLOPs, value, lo, hi) points, or None."""
     if not isinstance(raw, list):
         return None
-    out = []
+    out: list[tuple[float, float, float | None, float | None]] = []
     for p in raw:
         if not isinstance(p, dict):
             return None
         x, v, ci = p.get("train_flops"), p.get("value"), p.get("ci95")
-        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in (x, v)):
+        if not (isinstance(x, (int, float)) and isinstance(v, (int, float)) and _finite(x) and _finite(v)):
             return None
-        good = isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci)
-        out.append((float(x), float(v), float(ci[0]) if good else None, float(ci[1]) if good else None))
+        lo, hi = (float(ci[0]), float(ci[1])) if isinstance(ci, list) and len(ci) == 2 and all(map(_finite, ci)) \
+            else (None, None)
+        out.append((float(x), float(v), lo, hi))
     return out or None
 
 
@@ -147,7 +152,8 @@ def _wide(long: pd.DataFrame) -> pd.DataFrame:
     for stat in UNCERTAINTY:  # "fid[digits] se", "fid[digits] ci_lo", ...: where records carry an interval
         if ok[stat].notna().any():
             u = ok.pivot_table(index="case_id", columns="metric_key", values=stat, aggfunc="first")
-            wide = wide.join(u.rename(columns=lambda c, s=stat: f"{c} {s}"), how="left")
+            u.columns = [f"{c} {stat}" for c in u.columns]
+            wide = wide.join(u, how="left")
     wide["status"] = wide["status"].fillna("ok")
     def key(c: str) -> tuple[str, float, str, int, str]:
         params: Any = wide.at[c, "params"] if "params" in wide.columns else None

@@ -99,15 +99,19 @@ def _curves(run: RunData, quality: str) -> list[tuple[str, str, float, list[tupl
     else its final point at its training compute (a one-point curve)."""
     long, wide = run.long, _backbones(run.wide).set_index("case_id")
     rows = long[(long["metric_key"] == quality) & long["case_id"].isin(wide.index) & long["value"].notna()]
-    flops = long[long["metric"] == "train_flops"].set_index("case_id")["value"]
-    out = []
-    for r in rows.itertuples(index=False):
-        pts = r.curve
-        if not pts and r.case_id in flops.index and pd.notna(flops[r.case_id]):
-            pts = [(float(flops[r.case_id]), float(r.value), r.ci_lo, r.ci_hi)]
+    flops: dict[str, float] = {str(c): float(v) for c, v in
+                               long.loc[long["metric"] == "train_flops", ["case_id", "value"]].itertuples(index=False)
+                               if pd.notna(v)}
+    params: dict[str, float] = {str(c): float(v) for c, v in wide.get("params", pd.Series(dtype=float)).items()
+                                if pd.notna(v)}
+    out: list[tuple[str, str, float, list[tuple[float, float, Any, Any]]]] = []
+    for case_id, family, label, value, lo, hi, curve in rows[["case_id", "family", "label", "value", "ci_lo", "ci_hi",
+                                                               "curve"]].itertuples(index=False):
+        pts: Any = curve
+        if not pts and str(case_id) in flops:
+            pts = [(flops[str(case_id)], float(value), lo, hi)]
         if pts:
-            params = wide.at[r.case_id, "params"] if "params" in wide else np.nan
-            out.append((str(r.family), str(r.label), float(params) if pd.notna(params) else 0.0, pts))
+            out.append((str(family), str(label), params.get(str(case_id), 0.0), list(pts)))
     return out
 
 
