@@ -162,9 +162,10 @@ class CaseSpec:
         try:
             model: ModelRef = PipelineRef.from_json(d["model"]) if "pipeline" in d["model"] else \
                 BackboneRef.from_json(d["model"])
-            training = Training(**{f.name: d[f.name] for f in dataclasses.fields(Training)}) \
+            # fields added later have defaults: a spec written before them still reads (to its old meaning)
+            training = Training(**{f.name: d[f.name] for f in dataclasses.fields(Training) if f.name in d}) \
                 if "train_steps" in d else None
-            sampler = Sampler(**{f.name: d[f.name] for f in dataclasses.fields(Sampler)}) \
+            sampler = Sampler(**{f.name: d[f.name] for f in dataclasses.fields(Sampler) if f.name in d}) \
                 if "sample_steps" in d else None
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
                        sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1))
