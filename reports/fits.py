@@ -137,10 +137,10 @@ class FamilyFit:
     supports: bool  # the interval excludes 0 on the better side
 
     def sentence(self, metric: str, better: str) -> str:
-        trend = ("improves" if self.supports else "does not improve at 95% confidence")
-        steps = "at every step up in size" if self.monotone else "but not at every step up in size"
-        return (f"{self.family}: {metric} {trend} with compute (exponent {self.b:+.3f}, 95% interval "
-                f"[{self.b_ci[0]:+.3f}, {self.b_ci[1]:+.3f}] over the points' own uncertainty; {self.n} sizes), "
+        trend = "improves with compute" if self.supports else "does not improve with compute at 95% confidence"
+        steps = "it improves at every step up in size" if self.monotone else "not at every step up in size"
+        return (f"{self.family}: {metric} {trend} (exponent {self.b:+.3f}, 95% interval "
+                f"[{self.b_ci[0]:+.3f}, {self.b_ci[1]:+.3f}] over the points' own uncertainty; {self.n} sizes); "
                 f"{steps}.")
 
 
