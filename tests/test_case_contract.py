@@ -13,6 +13,10 @@ from diffbench.metrics.specs import METRICS, base_name
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = json.loads((ROOT / "tests" / "data" / "case_ids_before_redesign.json").read_text())
+# The ids as they are now. They change only when what a case measures changes: the redesign (#11) kept every
+# one; #14 changed how cases that train do it (the EMA, warm-up, eval_every are in the training spec), so the
+# ids of training cases moved then and the file was regenerated; the others (smoke) are still those of before.
+CURRENT = json.loads((ROOT / "tests" / "data" / "case_ids.json").read_text())
 
 SUITE = """
 name = "contract"
@@ -40,11 +44,13 @@ scale = "tiny"
 
 
 @pytest.mark.parametrize("suite", ["smoke", "gpu-check", pytest.param("quick", marks=pytest.mark.slow)])
-def test_case_ids_are_those_of_before_the_redesign(suite):
+def test_case_ids_are_stable(suite):
     from diffbench.bench import suites
 
     ids = {c.name: c.case_id for c in suites.expand(suites.load(suite), "cpu")}
-    assert ids == BEFORE[suite]
+    assert ids == CURRENT[suite]
+    if suite == "smoke":  # cases that do not train: unchanged since before the redesign
+        assert ids == BEFORE[suite]
 
 
 def test_spec_round_trips_through_json():

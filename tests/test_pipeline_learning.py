@@ -1,6 +1,7 @@
 """Tiny pipelines really learn on a CPU: trained to a fixed budget they beat their untrained selves on
 the embedded detectors and the embedded CLIP (figures measured on a 2-core CPU in the comments)."""
 
+import pytest
 import torch
 
 from diffbench.diffusion import datasets
@@ -14,6 +15,7 @@ from diffbench.metrics.quality import compare, extract
 from diffbench.models.pipelines import PIPELINES, Pipeline
 
 
+@pytest.mark.slow  # ~95 s; learning in the default run: test_training_sampling.py::test_a_short_training_already_lowers_fid
 def test_tiny_uvit_trained_on_digits_lowers_loss_and_fid(tmp_path):
     # measured: training 49 s (autoencoder 300 steps, denoiser 1500); loss 0.851 -> 0.087; FID 276.7 -> 107.4
     spec = PIPELINES.get("uvit").spec("tiny")
@@ -38,6 +40,7 @@ def test_tiny_uvit_trained_on_digits_lowers_loss_and_fid(tmp_path):
     assert trained < 0.6 * untrained, (untrained, trained)
 
 
+@pytest.mark.slow  # ~100 s; the quick suite's ldm case shows the same (CLIP 19.8 against 11.1 shuffled)
 def test_tiny_text_pipeline_follows_its_prompts(tmp_path):
     # measured: ldm tiny, 400 steps per part (58 s in all): CLIP score own 16.03 > shuffled 12.90
     spec = PIPELINES.get("ldm").spec("tiny")

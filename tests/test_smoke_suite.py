@@ -29,6 +29,7 @@ def check_complete(run_dir) -> list[Record]:
     return got.records
 
 
+@pytest.mark.slow  # ~90 s; its cases' sizing is in test_case_contract, their records in the runner tests
 def test_smoke_suite_runs_completely(cli, tmp_path):
     t0 = time.perf_counter()
     proc = cli("run", "smoke", "--out", str(tmp_path / "smoke"), "--no-progress", timeout=900)
