@@ -15,7 +15,8 @@ from diffbench.metrics.quality import compare, extract
 from diffbench.models.pipelines import PIPELINES, Pipeline
 
 
-@pytest.mark.slow  # ~95 s; learning in the default run: test_training_sampling.py::test_a_short_training_already_lowers_fid
+# ~95 s; learning stays in the default run: test_training_sampling.py::test_a_short_training_already_lowers_fid
+@pytest.mark.slow
 def test_tiny_uvit_trained_on_digits_lowers_loss_and_fid(tmp_path):
     # measured: training 49 s (autoencoder 300 steps, denoiser 1500); loss 0.851 -> 0.087; FID 276.7 -> 107.4
     spec = PIPELINES.get("uvit").spec("tiny")
