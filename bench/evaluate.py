@@ -37,7 +37,7 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
 
 
 def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int = 0,
-          kid: bool = True) -> dict[str, Reading]:
+          kid: bool = True, ref: Any = None) -> dict[str, Reading]:
     """Quality of uint8 samples with the dataset's embedded detector, each number with its 95% interval over the
     generated samples (``metrics/intervals.py``): FID (bootstrap), KID (unbiased at small N; half-samples),
     and the floor FID reaches at this sample count (as many real images as samples, against the reference). For
@@ -51,7 +51,8 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
 
     det = build_detector(dataset)
     gen = extract(samples, det, keep_features=True)
-    ref = extract(reference, det, keep_features=True)
+    if ref is None:  # the reference's features: passed in by a caller that scores several times
+        ref = extract(reference, det, keep_features=True)
     assert gen.pool is not None and ref.pool is not None
     ident = {**describe(det), "n_generated": len(samples), "n_reference": len(reference)}
     fid = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed)
@@ -86,6 +87,7 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes)
     curve: list[dict[str, Any]] = []
     evaluating = 0.0
+    ref = None
     with tempfile.TemporaryDirectory() as tmp:
         earlier = 0.0
         if t.eval_every and spec.measures("quality"):  # DiT's Figure 9: quality along training, one run
@@ -93,7 +95,12 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
                 part = subject.train(tmp, stop_after=step)[""]  # resumes from the last evaluation's checkpoint
                 earlier += part.seconds
                 e0 = time.perf_counter()
-                point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False)
+                if ref is None:  # the reference's features once, for every evaluation along training
+                    from diffbench.metrics.detectors import build_detector
+                    from diffbench.metrics.quality import extract
+
+                    ref = extract(reference, build_detector(subject.dataset), keep_features=True)
+                point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False, ref=ref)
                 evaluating += time.perf_counter() - e0
                 fid = next(r for k, r in point.items() if k.startswith("fid["))
                 curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
@@ -116,7 +123,7 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     out["phase_seconds[sample]"] = Reading(sampling, "s")
     t0 = time.perf_counter()
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
-    for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed).items():
+    for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed, ref=ref).items():
         reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
         if curve and name.startswith("fid["):
             final = results[""]

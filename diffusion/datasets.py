@@ -76,11 +76,18 @@ def from_path(path: str, resolution: int) -> ImageSet:
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{p}: no such folder or .npz file; give --dataset digits, shapes, a folder or an .npz")
+    npz_labels = None
     if p.is_file() and p.suffix == ".npz":  # labels checked before any image is resized (or trained on)
         with np.load(p, allow_pickle=False) as z:
-            if "arr_1" in z.files and (z["arr_1"].dtype.kind not in "iu" or z["arr_1"].ndim != 1):
+            if "arr_1" in z.files:
+                npz_labels = z["arr_1"]
+        if npz_labels is not None:
+            if npz_labels.dtype.kind not in "iu" or npz_labels.ndim != 1:
                 raise BadInputError(f"{p}: arr_1 (class labels) must be a 1-d array of integers, got "
-                                    f"{z['arr_1'].dtype} {z['arr_1'].shape}")
+                                    f"{npz_labels.dtype} {npz_labels.shape}")
+            if len(npz_labels) and npz_labels.min() < 0:
+                raise BadInputError(f"{p}: arr_1 holds negative class label(s) ({int(npz_labels.min())}); "
+                                    "labels are 0..classes-1")
     imgs = [F.interpolate(b.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
                           align_corners=False).round().clamp(0, 255).to(torch.uint8) for b in batches(p, 256)]
     images = torch.cat(imgs)
@@ -91,17 +98,8 @@ def from_path(path: str, resolution: int) -> ImageSet:
         classes = [f.relative_to(p).parts[0] if len(f.relative_to(p).parts) > 1 else "" for f in list_images(p)]
         names = sorted(set(classes))
         labels = torch.tensor([names.index(c) for c in classes], dtype=torch.int64)
-    else:
-        with np.load(p, allow_pickle=False) as z:
-            if "arr_1" in z.files:
-                raw = z["arr_1"]
-                if raw.dtype.kind not in "iu" or raw.ndim != 1:
-                    raise BadInputError(f"{p}: arr_1 (class labels) must be a 1-d array of integers, got "
-                                        f"{raw.dtype} {raw.shape}")
-                if len(raw) and raw.min() < 0:
-                    raise BadInputError(f"{p}: arr_1 holds negative class label(s) ({int(raw.min())}); "
-                                        "labels are 0..classes-1")
-                labels = torch.from_numpy(raw.astype(np.int64))
+    elif npz_labels is not None:
+        labels = torch.from_numpy(npz_labels.astype(np.int64))
     if len(labels) != len(images):
         raise BadInputError(f"{p}: {len(images)} images but {len(labels)} labels in arr_1; give one label per image")
     return ImageSet(images, labels)

@@ -147,7 +147,7 @@ def _draw(model: Any, x_all: torch.Tensor, conds: torch.Tensor | None, cfg: Trai
 
 
 def _optimise(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-              cfg: TrainConfig, step: int) -> None:
+              cfg: TrainConfig, averaging: Ema, step: int) -> None:
     """One update (``step`` 0-based): the learning rate of the step (a function of the step only, so a resumed
     run is exact), the optimiser, then the average."""
     for group in opt.param_groups:
@@ -155,7 +155,7 @@ def _optimise(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Opt
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    cfg.averaging().update(ema.parameters(), model.parameters(), step + 1)
+    averaging.update(ema.parameters(), model.parameters(), step + 1)
 
 
 def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: TrainConfig, out_dir: str | Path,
@@ -179,6 +179,7 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
     x_all = images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()  # latents as given
     sched = training_scheduler(cfg.prediction)
     channels = x_all.shape[1]
+    averaging = cfg.averaging()
     t0 = time.perf_counter()
     while step < total and (stop_after is None or step < stop_after):
         x0, noise, t, c = _draw(model, x_all, conds, cfg, step, device)
@@ -186,7 +187,7 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
         with _autocast(device, cfg.bf16):
             out_ = split_learned_variance(model(xt.to(device), t.to(device).float(), c), channels)
         loss = torch.nn.functional.mse_loss(out_.float(), training_target(sched, x0, noise, t).to(device))
-        _optimise(model, ema, opt, loss, cfg, step)
+        _optimise(model, ema, opt, loss, cfg, averaging, step)
         losses.append(float(loss.detach()))
         step += 1
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 or step == total:
@@ -194,4 +195,4 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
     seconds = time.perf_counter() - t0
     flops = 3.0 * flops_per_image * cfg.batch_size * step if flops_per_image else None
     return ema, TrainResult(step, losses, seconds, cfg.batch_size * step, flops, resumed,
-                            extra=cfg.averaging().describe(step))
+                            extra=averaging.describe(step))

@@ -10,38 +10,30 @@ from pathlib import Path
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` whole or not at all (a kill or a full disk leaves the previous file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return write_bytes_atomic(p, text.encode())
+    return write_bytes_atomic(path, text.encode())
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, fsynced, then renamed."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except OSError as e:  # a failed write() names no file: name the one that was being written
-        raise OSError(e.errno, e.strerror, str(p)) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that needs a file name (``savefig``, ``np.savez``);
-    renamed over ``path`` only when the block ends without an error."""
+    fsynced and renamed over ``path`` only when the block ends without an error."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
     try:
         yield tmp
+        fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename, so a crash leaves the old file or the new one
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, p)
     except OSError as e:  # a failed write() names no file: name the one that was being written
         raise OSError(e.errno, e.strerror, str(p)) from None
