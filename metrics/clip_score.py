@@ -104,23 +104,11 @@ def _open_clip(path: Path, arch: str) -> ClipModel:
     from diffbench.core.errors import require
 
     open_clip: Any = require("open_clip", "an open_clip checkpoint", "clip")
-    from diffbench.core.safeload import load_weights
+    from diffbench.core.safeload import read_state_dict
     from diffbench.metrics.weights import sha256_of
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state: Any = load_file(str(path))
-        except Exception as e:  # noqa: BLE001
-            raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:100]})") from None
-    else:
-        state = load_weights(path)  # read here, weights only: open_clip never sees the file
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BadInputError(f"{path}: does not hold a state dict of tensors (an open_clip checkpoint does)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    # read here, weights only: open_clip never sees the file
+    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
         net.load_state_dict(state, strict=True)

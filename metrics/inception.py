@@ -30,14 +30,9 @@ SFID_CHANNELS = 7  # ADM evaluator: first 7 channels of mixed_6/conv (17x17x7 = 
 
 def _safe_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict read with ``weights_only`` (a pickle that would run code is refused), tensors only."""
-    from diffbench.core.errors import BadInputError
-    from diffbench.core.safeload import load_weights
+    from diffbench.core.safeload import read_state_dict
 
-    state = load_weights(path)  # never executes code from the file
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise BadInputError(f"{path}: not a state dict (a mapping of names to tensors)")
-    return state
+    return read_state_dict(path)  # never executes code from the file
 
 
 @contextlib.contextmanager

@@ -163,23 +163,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"no checkpoint at {path}: give the path of a .pt/.pth/.safetensors file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from diffbench.core.safeload import read_state_dict
 
-        try:
-            return load_file(str(path))
-        except Exception as e:
-            raise BadInputError(f"{path}: not a readable safetensors file ({str(e)[:120]})") from None
-    from diffbench.core.safeload import load_weights
-
-    obj = load_weights(path)  # weights_only: a pickle that needs code execution is refused
-    for key in ("ema", "model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BadInputError(f"{path}: does not hold a state dict of tensors")
-    return obj
+    return read_state_dict(path)  # weights_only: a pickle that needs code execution is refused
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:

@@ -42,3 +42,27 @@ def check_pickles(path: str | Path) -> None:
     for f in files:
         if f.suffix.lower() in PICKLE_SUFFIXES:
             load_weights(f, mmap=True)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """A state dict of tensors from safetensors or a weights-only pickle: a bare one (DiT's releases) or one nested
+    under ``ema`` / ``model`` / ``state_dict``. Anything else is a one-line error naming the file."""
+    import torch
+
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p))
+        except Exception as e:  # noqa: BLE001 - any reading problem is the same user fix
+            raise BadInputError(f"{p}: not a readable safetensors file ({str(e)[:120]})") from None
+    obj = load_weights(p)
+    for key in ("ema", "model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items()):
+        raise BadInputError(f"{p}: does not hold a state dict of tensors")
+    return obj
