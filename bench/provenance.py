@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench import placement
 from diffbench.core.records import utc_now
 from diffbench.metrics.device import device_name
 
@@ -36,6 +37,7 @@ class Provenance:
     seed: int | None = None  # the case's seed
     started_at: str | None = None  # when the case started (ISO-8601 UTC)
     recorded_at: str | None = None  # when this record line was written (ISO-8601 UTC)
+    placement: dict[str, Any] = field(default_factory=dict)  # launcher, worker, devices, job/array ids, node, rank
 
 
 def is_own_checkout(root: Path = REPO_ROOT) -> bool:
@@ -113,5 +115,6 @@ def collect(device: str = "cpu", precision: dict[str, Any] | None = None, seed: 
         precision=dict(precision or {}),
         seed=seed,
         started_at=started_at or utc_now(),
+        placement=placement.current(),
     )
 

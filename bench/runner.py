@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.placement import Slot, child_env
 from diffbench.bench.provenance import collect, utc_now
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.suites import Case, Suite
@@ -47,9 +49,11 @@ class RunSummary:
 def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, name: str, conn: Any) -> None:
     """Entry point of a case's process: sends ("ok", records) or ("fail", status, message, traceback)."""
     from diffbench.bench.cases import execute
+    from diffbench.bench.placement import apply_threads
     from diffbench.bench.spec import CaseSpec
 
     try:
+        apply_threads()
         recs = execute(CaseSpec.from_json(spec_json), run_id, suite, case_id, name)
         msg: tuple[Any, ...] = ("ok", [r.to_json() for r in recs])
     except CaseUnsupported as e:
@@ -89,7 +93,7 @@ def _without_user_main() -> Iterator[None]:
         spawn.get_preparation_data = original  # type: ignore[assignment]
 
 
-FAILED = ("timeout", "error", "crash", "oom")  # a case that ended so is run again by --resume (not --keep-failed)
+FAILED = ("timeout", "error", "crash", "oom", "cancelled")  # a case that ended so is run again by --resume (not --keep-failed)
 RETRIED = "records.retried.jsonl"  # the failed attempts a resumed run retried: kept, not lost
 
 
@@ -203,17 +207,141 @@ class RunLock:
             self.fd = None
 
 
+class CaseExecutor:
+    """Runs one case where it is called (the runner's process, a worker thread, a cluster job): each repetition
+    in a fresh spawned process, an out-of-memory error on a GPU retried at half the batch, everything that goes
+    wrong turned into one status row. Returns the case's records; writing them is the caller's business."""
+
+    _start_lock = threading.Lock()  # one process start at a time: the child's environment is set around it
+
+    def __init__(self, run_id: str, suite: str, log: Any, timeout_s: float | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.run_id, self.suite, self.log = run_id, suite, log
+        self.timeout_s = timeout_s
+        self.env = dict(env or {})  # given to the case's processes (the devices and threads of a worker)
+        self.live: set[Any] = set()  # processes running now, killed by kill_all
+
+    def execute(self, case: Case) -> list[Record]:
+        from diffbench.bench.repetitions import RepetitionMismatch, merge
+
+        spec = case.spec
+        timeout = self.timeout_s or spec.timeout_s
+        done: list[list[Record]] = []
+        while len(done) < spec.repetitions:
+            status, payload = self._spawn(case, spec, timeout)
+            if status == "oom" and spec.device.startswith("cuda") and spec.oom_retry and spec.batch_size > 1:
+                self.log(f"{case.name}: out of memory at batch {spec.batch_size}; retrying at half")
+                spec = spec.with_batch(spec.batch_size // 2)
+                done = []  # every repetition at the one batch size the case ends with
+                continue
+            if status != "ok":
+                where = f"repetition {len(done) + 1} of {spec.repetitions}: " if spec.repetitions > 1 else ""
+                return [self.status_row(case, spec, status, where + str(payload))]
+            done.append([Record.from_dict(json.loads(line)) for line in payload])
+        try:
+            recs = merge(done)
+        except RepetitionMismatch as e:
+            return [self.status_row(case, spec, "error", str(e))]
+        self.log(f"{case.name}: ok, {len(recs)} record(s)"
+                 + (f" from {spec.repetitions} repetitions" if spec.repetitions > 1 else ""))
+        return recs
+
+    def _spawn(self, case: Case, spec: CaseSpec, timeout: float) -> tuple[str, Any]:
+        ctx = mp.get_context("spawn")
+        recv, send = ctx.Pipe(duplex=False)
+        args = (spec.to_json(), self.run_id, self.suite, case.case_id, case.name, send)
+        proc = ctx.Process(target=_child, args=args, daemon=True)
+        t0 = time.monotonic()
+        with self._start_lock, _environment(self.env), _without_user_main():
+            proc.start()
+        self.live.add(proc)
+        send.close()
+        try:
+            if recv.poll(timeout):
+                try:
+                    msg = recv.recv()
+                except EOFError:  # died without a word
+                    msg = None
+            else:
+                msg = None
+            proc.join(timeout=max(1.0, timeout - (time.monotonic() - t0)) if msg else 5.0)
+            if msg is None:
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+                    return "timeout", f"no result within {timeout:g} s; the case's process was killed"
+                return "crash", f"the case's process died (exit code {proc.exitcode}) without a result"
+            if msg[0] == "ok":
+                return "ok", msg[1]
+            if msg[3]:
+                self.log(f"{case.name}: {msg[1]}\n{msg[3]}")
+            return msg[1], msg[2]
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.join()
+            raise
+        finally:
+            recv.close()
+            if proc.is_alive():
+                proc.kill()
+            self.live.discard(proc)
+
+    def kill_all(self) -> None:
+        for proc in list(self.live):
+            with contextlib.suppress(Exception):
+                proc.kill()
+
+    def status_row(self, case: Case, spec: CaseSpec, status: str, message: str) -> Record:
+        self.log(f"{case.name}: {status}: {message}")
+        from diffbench.bench.precision import flags
+
+        with _environment(self.env):  # the row says where the case was placed
+            prov = collect(spec.device, flags(spec.precision, spec.attention, spec.compile, spec.channels_last),
+                           spec.seed)
+        rec = Record(self.run_id, case.case_id, self.suite, spec.to_json(), "case", None, "", status=status,
+                     error=" ".join(str(message).split())[:500], case_size=1)
+        return stamp(rec, prov)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` set in os.environ for the duration (a spawned process inherits it at start)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 class Runner:
+    """Runs a suite's cases and appends their records to ``RUN_DIR/records.jsonl``: one at a time, or with
+    ``devices`` one worker per device (``--devices 0,1,2,3`` or ``cpu,cpu``), each case's process seeing its
+    worker's devices only. Records of a case are appended whole, under the file's lock, whatever the
+    concurrency; a case needing several devices (``devices_per_case``) waits until that many are free."""
+
     def __init__(self, suite: Suite, cases: list[Case], run_dir: Path, timeout_s: float | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, devices: list[Slot] | None = None) -> None:
         self.suite, self.cases, self.run_dir = suite, cases, run_dir
         self.timeout_s = timeout_s
         self.progress = progress
+        self.devices = devices or []
         self.run_id = uuid.uuid4().hex[:12]
         self.log_path = run_dir / "run.log"
+        self._log_lock = threading.Lock()
+        self.executor = CaseExecutor(self.run_id, suite.name, self.log, timeout_s)
+        too_big = [c for c in cases if c.spec.devices_per_case > max(1, len(self.devices))]
+        if too_big:
+            raise ConfigError(f"case {too_big[0].name} needs {too_big[0].spec.devices_per_case} devices "
+                              f"(devices_per_case) but the run has {max(1, len(self.devices))}; "
+                              "give more with --devices")
 
     def log(self, message: str) -> None:
-        with open(self.log_path, "a") as f:
+        with self._log_lock, open(self.log_path, "a") as f:
             f.write(f"{utc_now()} {message}\n")
 
     def prepare(self, resume: bool, keep_failed: bool = False) -> set[str]:
@@ -259,17 +387,23 @@ class Runner:
         done = self.prepare(resume, keep_failed)
         todo = [c for c in self.cases if c.case_id not in done]
         summary = RunSummary(self.run_dir, len(self.cases), skipped=len(self.cases) - len(todo))
-        self.log(f"run {self.run_id}: {len(todo)} case(s) to run, {summary.skipped} already complete")
+        workers = f" on {len(self.devices)} workers ({','.join(s.name for s in self.devices)})" if self.devices else ""
+        self.log(f"run {self.run_id}: {len(todo)} case(s) to run{workers}, {summary.skipped} already complete")
         from tqdm import tqdm
 
         bar = tqdm(total=len(self.cases), initial=summary.skipped, unit="case", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         try:
-            for case in todo:
-                bar.set_postfix_str(case.name[-40:])
-                for status in self.run_case(case):
-                    summary.statuses[status] += 1
-                bar.update(1)
+            if len(self.devices) > 1:
+                self._run_concurrently(todo, summary, bar)
+            else:
+                if self.devices:
+                    self.executor.env = child_env(self.devices, 1, 0)
+                for case in todo:
+                    bar.set_postfix_str(case.name[-40:])
+                    for status in self.run_case(case):
+                        summary.statuses[status] += 1
+                    bar.update(1)
         except KeyboardInterrupt:
             self.log("interrupted by the user; the run directory is resumable")
             raise
@@ -277,82 +411,64 @@ class Runner:
             bar.close()
         return summary
 
-    def run_case(self, case: Case) -> list[str]:
-        """Run a case (each of its repetitions in a fresh process) and append its records, or one status row."""
-        from diffbench.bench.repetitions import RepetitionMismatch, merge
+    def _run_concurrently(self, todo: list[Case], summary: RunSummary, bar: Any) -> None:
+        """One thread per running case; a case starts when the devices it needs are free (cases in suite
+        order). The threads only wait on their case's process; records are appended under the file's lock."""
+        free = list(range(len(self.devices)))
+        cond = threading.Condition()
+        threads: list[threading.Thread] = []
+        executors: list[CaseExecutor] = []
+        failures: list[BaseException] = []
 
-        spec = case.spec
-        timeout = self.timeout_s or spec.timeout_s
-        done: list[list[Record]] = []
-        while len(done) < spec.repetitions:
-            status, payload = self._spawn(case, spec, timeout)
-            if status == "oom" and spec.device.startswith("cuda") and spec.oom_retry and spec.batch_size > 1:
-                self.log(f"{case.name}: out of memory at batch {spec.batch_size}; retrying at half")
-                spec = spec.with_batch(spec.batch_size // 2)
-                done = []  # every repetition at the one batch size the case ends with
-                continue
-            if status != "ok":
-                where = f"repetition {len(done) + 1} of {spec.repetitions}: " if spec.repetitions > 1 else ""
-                self._status_row(case, spec, status, where + str(payload))
-                return [status]
-            done.append([Record.from_dict(json.loads(line)) for line in payload])
+        def work(case: Case, held: list[int], executor: CaseExecutor) -> None:
+            try:
+                statuses = self.run_case(case, executor)
+                with cond:
+                    for status in statuses:
+                        summary.statuses[status] += 1
+                    bar.update(1)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the runner's thread
+                failures.append(e)
+            finally:
+                with cond:
+                    free.extend(held)
+                    free.sort()
+                    cond.notify_all()
+
         try:
-            recs = merge(done)
-        except RepetitionMismatch as e:
-            self._status_row(case, spec, "error", str(e))
-            return ["error"]
+            for case in todo:
+                need = case.spec.devices_per_case
+                with cond:
+                    while len(free) < need and not failures:
+                        cond.wait(0.5)
+                    if failures:
+                        break
+                    held = [free.pop(0) for _ in range(need)]
+                slots = [self.devices[i] for i in held]
+                executor = CaseExecutor(self.run_id, self.suite.name, self.log, self.timeout_s,
+                                        child_env(slots, len(self.devices), held[0]))
+                executors.append(executor)
+                t = threading.Thread(target=work, args=(case, held, executor), daemon=True,
+                                     name=f"diffbench-worker-{held[0]}")
+                t.start()
+                threads.append(t)
+                bar.set_postfix_str(case.name[-40:])
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except KeyboardInterrupt:
+            for executor in executors:
+                executor.kill_all()
+            raise
+        if failures:
+            raise failures[0]
+
+    def run_case(self, case: Case, executor: CaseExecutor | None = None) -> list[str]:
+        """Run a case (each of its repetitions in a fresh process) and append its records, or one status row."""
+        recs = (executor or self.executor).execute(case)
         records.append(self.run_dir / RECORDS, recs)
         statuses = [r.status for r in recs]
-        self.log(f"{case.name}: ok, {len(recs)} record(s)"
-                 + (f" from {spec.repetitions} repetitions" if spec.repetitions > 1 else ""))
         return ["ok" if "ok" in statuses else statuses[0]]
-
-    def _spawn(self, case: Case, spec: CaseSpec, timeout: float) -> tuple[str, Any]:
-        ctx = mp.get_context("spawn")
-        recv, send = ctx.Pipe(duplex=False)
-        args = (spec.to_json(), self.run_id, self.suite.name, case.case_id, case.name, send)
-        proc = ctx.Process(target=_child, args=args, daemon=True)
-        t0 = time.monotonic()
-        with _without_user_main():
-            proc.start()
-        send.close()
-        try:
-            if recv.poll(timeout):
-                try:
-                    msg = recv.recv()
-                except EOFError:  # died without a word
-                    msg = None
-            else:
-                msg = None
-            proc.join(timeout=max(1.0, timeout - (time.monotonic() - t0)) if msg else 5.0)
-            if msg is None:
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-                    return "timeout", f"no result within {timeout:g} s; the case's process was killed"
-                return "crash", f"the case's process died (exit code {proc.exitcode}) without a result"
-            if msg[0] == "ok":
-                return "ok", msg[1]
-            if msg[3]:
-                self.log(f"{case.name}: {msg[1]}\n{msg[3]}")
-            return msg[1], msg[2]
-        except KeyboardInterrupt:
-            proc.kill()
-            proc.join()
-            raise
-        finally:
-            recv.close()
-            if proc.is_alive():
-                proc.kill()
-
-    def _status_row(self, case: Case, spec: CaseSpec, status: str, message: str) -> None:
-        self.log(f"{case.name}: {status}: {message}")
-        from diffbench.bench.precision import flags
-
-        prov = collect(spec.device, flags(spec.precision, spec.attention, spec.compile, spec.channels_last), spec.seed)
-        rec = Record(self.run_id, case.case_id, self.suite.name, spec.to_json(), "case", None, "", status=status,
-                     error=" ".join(str(message).split())[:500], case_size=1)
-        records.append(self.run_dir / RECORDS, stamp(rec, prov))
 
 
 def select(cases: list[Case], only: str | None) -> list[Case]:

@@ -133,6 +133,7 @@ class CaseSpec:
     sampler: Sampler | None = None
     oom_retry_from: int | None = None  # set by the runner when it halved the batch after an OOM
     repetitions: int = 1  # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
+    devices_per_case: int = 1  # devices the runner reserves for the case (all visible to its process)
 
     FLAT = ("batch_size", "precision", "device", "compile", "channels_last", "attention", "warmup", "repeats",
             "min_time_s", "seed", "oom_retry", "nvml_interval_s", "cond", "classes", "timeout_s")
@@ -155,6 +156,8 @@ class CaseSpec:
             out["oom_retry_from"] = self.oom_retry_from
         if self.repetitions != 1:  # only then: the ids of cases without repetitions stay what they were
             out["repetitions"] = self.repetitions
+        if self.devices_per_case != 1:
+            out["devices_per_case"] = self.devices_per_case
         return out
 
     @classmethod
@@ -168,7 +171,8 @@ class CaseSpec:
             sampler = Sampler(**{f.name: d[f.name] for f in dataclasses.fields(Sampler) if f.name in d}) \
                 if "sample_steps" in d else None
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
-                       sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1))
+                       sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1),
+                       devices_per_case=d.get("devices_per_case", 1))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 

@@ -40,6 +40,7 @@ class Settings:
     warmup: int = 2
     repeats: int = 10
     repetitions: int = 1  # each case run this many times, each in its own process (the regression gate's unit)
+    devices_per_case: int = 1  # devices a case holds under --devices (visible to its process; it starts when free)
     min_time_s: float = 0.0
     timeout_s: float = 600.0
     seed: int = 0
@@ -141,6 +142,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warmup": (_nonneg_int, "a non-negative integer"),
     "repeats": (_pos_int, "a positive integer"),
     "repetitions": (lambda v: _pos_int(v) and v <= 100, "a positive integer (at most 100)"),
+    "devices_per_case": (lambda v: _pos_int(v) and v <= 64, "a positive integer (at most 64)"),
     "min_time_s": (_number, "a non-negative number"),
     "timeout_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
     "seed": (lambda v: _nonneg_int(v) and v < 2 ** 32, "a non-negative integer below 2**32"),
@@ -361,7 +363,8 @@ def expand(suite: Suite, device: str) -> list[Case]:
                     spec = CaseSpec(model, batch, prec, device, s.compile, s.channels_last, s.attention, s.warmup,
                                     s.repeats, s.min_time_s, s.seed, tuple(s.measure), s.oom_retry,
                                     s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s, _training(s),
-                                    _sampler(s, model), repetitions=s.repetitions)
+                                    _sampler(s, model), repetitions=s.repetitions,
+                                    devices_per_case=s.devices_per_case)
                     if spec.case_id in seen:
                         continue
                     seen.add(spec.case_id)

@@ -76,18 +76,29 @@ def default_run_dir(suite: str | Path) -> Path:
 
 def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", resume: bool = False,
         only: str | None = None, timeout: float | None = None, progress: bool = False,
-        keep_failed: bool = False) -> Run:
+        keep_failed: bool = False, devices: str | None = None, launcher: str = "local",
+        launcher_options: dict[str, Any] | None = None) -> Run:
     """Run a suite (a built-in name or a TOML file), each case in its own process; return its records.
 
     ``out`` defaults to ``runs/SUITE-TIMESTAMP``; ``resume`` keeps complete cases of ``out``;
     ``only`` is a comma-separated list of globs over case names; ``timeout`` is seconds per case.
-    A resumed run retries the cases that failed (timeout, error, crash, out of memory) unless
-    ``keep_failed``.
+    A resumed run retries the cases that failed (timeout, error, crash, out of memory, cancelled)
+    unless ``keep_failed``. ``devices`` (``"0,1,2,3"`` or ``"cpu,cpu"``) runs one case per device
+    concurrently and sets the device. ``launcher`` is ``local`` (this machine), ``submitit`` (a Slurm
+    job array, or submitit's local executor where there is no Slurm) or ``ray`` (one task per case);
+    ``launcher_options`` are that launcher's (see :mod:`diffbench.bench.launchers`).
     """
     from diffbench.bench import suites
+    from diffbench.bench.placement import device_of, parse_devices
     from diffbench.bench.runner import Runner
     from diffbench.core.errors import ConfigError
 
+    slots = parse_devices(devices) if devices is not None else None
+    if slots is not None:
+        if device not in ("auto", device_of(slots).split(":")[0]) and not (device.startswith("cuda") and
+                                                                           not slots[0].is_cpu):
+            raise ConfigError(f"--device {device} and --devices {devices} disagree; --devices alone sets the device")
+        device = device_of(slots)
     if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if resume and out is None:
@@ -95,7 +106,17 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     s = suites.load(str(suite))
     cases = _cases(s, device, only)
     run_dir = Path(out) if out is not None else Path(f"runs/{s.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress).run(resume, keep_failed)
+    if launcher == "local":
+        summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress, devices=slots).run(resume,
+                                                                                                   keep_failed)
+    else:
+        from diffbench.bench.launchers import launch
+
+        if slots is not None:
+            raise ConfigError(f"--devices is for the local launcher; with --launcher {launcher} each case gets "
+                              "its devices from the cluster (--gpus-per-case)")
+        summary = launch(launcher, s, cases, run_dir, timeout, progress, resume, keep_failed,
+                         dict(launcher_options or {}))
     result = load_run(run_dir)
     result.this_call = {"total": summary.total, "skipped": summary.skipped, "statuses": dict(summary.statuses)}
     return result

@@ -135,7 +135,7 @@ def test_oom_on_gpu_retries_at_half_the_batch(tmp_path: Path, monkeypatch):
         rec = records.Record("r", case.case_id, "t", spec.to_json(), "params", 1.0, "count", case_size=1)
         return "ok", [rec.to_json()]
 
-    monkeypatch.setattr(runner, "_spawn", fake_spawn)
+    monkeypatch.setattr(runner.executor, "_spawn", fake_spawn)
     assert runner.run_case(gpu_case) == ["ok"]
     assert tried == [8, 4, 2]
     rec = records.read(tmp_path / "run" / RECORDS).records[0]

@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from diffbench.bench.cli import arg, command, positive_float
+from diffbench.bench.cli import arg, command, non_negative_int, positive_float, positive_int
 from diffbench.bench.formatting import render
 from diffbench.core.errors import ConfigError
 
@@ -19,6 +19,9 @@ from diffbench.core.errors import ConfigError
         "diffbench run dit-table --device cuda --out runs/dit",
         "diffbench run my_suite.toml --out runs/x --only 'dit*' --dry-run",
         "diffbench run smoke --out runs/smoke --resume",
+        "diffbench run matched --devices 0,1,2,3 --out runs/m",
+        "diffbench run matched --launcher submitit --partition gpu --gpus-per-case 1 --max-parallel 16 --out runs/m",
+        "diffbench run smoke --launcher ray --ray-address auto --out runs/smoke",
     ],
     args=[
         arg("suite", metavar="SUITE_OR_PATH", help="built-in suite (see 'diffbench list suites') or a .toml file"),
@@ -32,6 +35,19 @@ from diffbench.core.errors import ConfigError
         arg("--keep-failed", action="store_true",
             help="with --resume: keep cases that failed (timeout, error, crash, oom) instead of retrying them"),
         arg("--no-progress", action="store_true", help="no progress bar"),
+        arg("--devices", metavar="LIST",
+            help="run one case per device concurrently: CUDA indices (0,1,2,3) or cpu,cpu (two CPU workers)"),
+        arg("--launcher", choices=("local", "submitit", "ray"), default="local",
+            help="where cases run: this machine (default), a Slurm job array through submitit (its local "
+                 "executor where there is no Slurm), or a Ray cluster"),
+        arg("--partition", help="submitit: the Slurm partition"),
+        arg("--gpus-per-case", type=non_negative_int, metavar="G", help="submitit/ray: GPUs each case's job gets"),
+        arg("--cpus-per-case", type=positive_int, metavar="C", help="submitit/ray: CPUs each case's job gets"),
+        arg("--max-parallel", type=positive_int, metavar="K", help="submitit/ray: at most K cases at once"),
+        arg("--time-limit", type=positive_float, metavar="MINUTES",
+            help="submitit: each job's time limit in minutes (default: the case's timeout plus 10)"),
+        arg("--ray-address", metavar="ADDRESS", help="ray: the cluster to join (ray.init(address=...)); "
+                                                     "default: a local Ray started for the run"),
     ],
 )
 def run_suite(args: argparse.Namespace) -> int:
@@ -52,9 +68,17 @@ def run_suite(args: argparse.Namespace) -> int:
     from diffbench.api import default_run_dir
 
     out = args.out or str(default_run_dir(args.suite))
+    options = {k: v for k, v in (("partition", args.partition), ("gpus_per_case", args.gpus_per_case),
+                                 ("cpus_per_case", args.cpus_per_case), ("max_parallel", args.max_parallel),
+                                 ("time_limit_min", args.time_limit), ("address", args.ray_address))
+               if v is not None}
+    if options and args.launcher == "local":
+        raise ConfigError(f"--{next(iter(options)).replace('_', '-').replace('-min', '')} applies to "
+                          "--launcher submitit or ray")
     try:
         run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
-                            progress=not args.no_progress, keep_failed=args.keep_failed)
+                            progress=not args.no_progress, keep_failed=args.keep_failed, devices=args.devices,
+                            launcher=args.launcher, launcher_options=options)
     except KeyboardInterrupt:
         print(f"diffbench: interrupted; continue with: diffbench run {args.suite} --out {out} --resume")
         return 130

@@ -22,8 +22,8 @@ from diffbench.core.errors import BadInputError
 
 SCHEMA_VERSION = 1
 
-Status = Literal["ok", "oom", "timeout", "error", "crash", "unsupported", "skipped"]
-STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "error", "crash", "unsupported", "skipped")
+Status = Literal["ok", "oom", "timeout", "error", "crash", "cancelled", "unsupported", "skipped"]
+STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "error", "crash", "cancelled", "unsupported", "skipped")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class Record:
     - ``value``: the number, or ``null`` when the status is not ``ok`` or the quantity is not
       available here (never a string, never a made-up number).
     - ``unit``: unit of ``value`` (``count``, ``GMAC``, ``ms``, ``images/s``, ``bytes``, ``J``, ``1``).
-    - ``status``: ``ok``, ``oom``, ``timeout``, ``error``, ``crash``, ``unsupported`` or ``skipped``.
+    - ``status``: ``ok``, ``oom``, ``timeout``, ``error``, ``crash``, ``cancelled`` (a cluster job cancelled or
+      preempted before it reported), ``unsupported`` or ``skipped``.
     - ``error``: one-line reason when the status is not ``ok`` or the value is null, else null.
     - ``samples``: raw samples behind ``value`` (e.g. every timed iteration), or null.
     - ``extra``: metric-specific context (detector name and weights hash, verified flag, ...).

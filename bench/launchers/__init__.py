@@ -1,0 +1,47 @@
+"""Launchers: where a suite's cases run when it is not this process's own workers.
+
+- ``local`` (:class:`diffbench.bench.runner.Runner`): this machine, one case at a time or one per
+  device (``--devices``);
+- ``submitit`` (:mod:`.submitit_launcher`): a Slurm job array, or submitit's local executor where
+  no Slurm is found;
+- ``ray`` (:mod:`.ray_launcher`): one Ray task per case, with its GPU requirement.
+
+Every launcher runs a case the same way (:func:`diffbench.bench.launchers.jobs.run_job`: each
+repetition in a fresh process, statuses, timeouts and OOM retry as on one machine), and only the
+driver writes ``records.jsonl``: jobs hand their records over in a file of their own, written
+atomically (shared filesystems such as NFS may not honour ``flock``), or as the task's result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffbench.core.errors import ConfigError
+
+LAUNCHERS = ("local", "submitit", "ray")
+OPTIONS = {"submitit": {"partition", "gpus_per_case", "cpus_per_case", "max_parallel", "time_limit_min", "cluster",
+                        "poll_s"},
+           "ray": {"address", "gpus_per_case", "cpus_per_case", "max_parallel", "num_cpus", "poll_s"}}
+
+
+def launch(launcher: str, suite: Any, cases: list[Any], run_dir: Path, timeout: float | None, progress: bool,
+           resume: bool, keep_failed: bool, options: dict[str, Any]) -> Any:
+    if launcher not in OPTIONS:
+        raise ConfigError(f"launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    unknown = sorted(set(options) - OPTIONS[launcher])
+    if unknown:
+        raise ConfigError(f"launcher {launcher} takes no option {unknown[0]!r}; it takes "
+                          + ", ".join(sorted(OPTIONS[launcher])))
+    from diffbench.bench.launchers.driver import Driver
+
+    if launcher == "submitit":
+        from diffbench.bench.launchers.submitit_launcher import SubmititBackend
+
+        backend: Any = SubmititBackend(run_dir, options)
+    else:
+        from diffbench.bench.launchers.ray_launcher import RayBackend
+
+        backend = RayBackend(run_dir, options)
+    return Driver(suite, cases, run_dir, backend, timeout, progress, int(options.get("max_parallel") or 0),
+                  float(options.get("poll_s") or 1.0)).run(resume, keep_failed)
