@@ -142,7 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 0
-        return int(args._run(args) or 0)
+        from diffbench.core import distributed
+
+        world, device = distributed.init(args.command, getattr(args, "device", "cpu"))
+        if world.is_distributed:  # under torchrun: this rank's device; only rank 0 prints and writes
+            args.device = device
+            distributed.quiet_unless_writer(world)
+        try:
+            code = int(args._run(args) or 0)
+        except BaseException:
+            if world.is_distributed:
+                distributed.finish(barrier=False)  # torchrun stops the other ranks
+            raise
+        if world.is_distributed:
+            distributed.finish()
+        return code
     except UserError as e:
         message = " ".join(str(e).split())  # always one line
         print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -6,7 +6,7 @@ Sources: a folder of images, an ADM-style ``.npz`` batch (``arr_0``, uint8 NHWC)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,15 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def _folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
+def _folder_batches(folder: Path, batch_size: int, mine: Callable[[int], bool] = lambda j: True
+                    ) -> Iterator[tuple[int, torch.Tensor]]:
     from PIL import Image
 
     files = list_images(folder)
     size = None
-    for i in range(0, len(files), batch_size):
+    for j, i in enumerate(range(0, len(files), batch_size)):
+        if not mine(j):
+            continue
         arrays = []
         for f in files[i:i + batch_size]:
             try:
@@ -46,7 +49,7 @@ def _folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
                 raise BadInputError(f"{f}: size {a.shape[1]}x{a.shape[0]} differs from the first image's "
                                     f"{size[1]}x{size[0]}; resize the images to one size first")
             arrays.append(a)
-        yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        yield j, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 def _rgb8(im: object, path: Path) -> np.ndarray:
@@ -112,22 +115,35 @@ def to_uint8(images: torch.Tensor, value_range: tuple[float, float] | None = Non
 def batches(source: str | Path | torch.Tensor | np.ndarray | Iterable[torch.Tensor], batch_size: int = 64,
             value_range: tuple[float, float] | None = None) -> Iterator[torch.Tensor]:
     """Stream uint8 NCHW batches from any supported source."""
+    for _, batch in indexed_batches(source, batch_size, value_range):
+        yield batch
+
+
+def indexed_batches(source: str | Path | torch.Tensor | np.ndarray | Iterable[torch.Tensor], batch_size: int = 64,
+                    value_range: tuple[float, float] | None = None,
+                    mine: Callable[[int], bool] = lambda j: True) -> Iterator[tuple[int, torch.Tensor]]:
+    """(global batch index j, uint8 NCHW batch) for the batches ``mine(j)`` selects (a torchrun rank's share;
+    the images of other batches are not read). Batch j holds images j * batch_size onwards; an iterable of
+    batches is taken as it comes (batch j is its j-th)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            yield from _folder_batches(path, batch_size)
+            yield from _folder_batches(path, batch_size, mine)
             return
         if path.suffix == ".npz" and path.is_file():
             arr = load_npz_images(path)
-            for i in range(0, len(arr), batch_size):
-                yield to_uint8(torch.from_numpy(arr[i:i + batch_size]).permute(0, 3, 1, 2))
+            for j, i in enumerate(range(0, len(arr), batch_size)):
+                if mine(j):
+                    yield j, to_uint8(torch.from_numpy(arr[i:i + batch_size]).permute(0, 3, 1, 2))
             return
         raise BadInputError(f"{path}: not a folder of images or an .npz file")
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(source)
     if isinstance(source, torch.Tensor):
-        for i in range(0, len(source), batch_size):
-            yield to_uint8(source[i:i + batch_size], value_range)
+        for j, i in enumerate(range(0, len(source), batch_size)):
+            if mine(j):
+                yield j, to_uint8(source[i:i + batch_size], value_range)
         return
-    for b in source:
-        yield to_uint8(b, value_range)
+    for j, b in enumerate(source):
+        if mine(j):
+            yield j, to_uint8(b, value_range)

@@ -33,6 +33,13 @@ class Side:
 
 def extract(source: Any, detector: Detector, keep_features: bool = False, batch_size: int = 64,
             value_range: tuple[float, float] | None = None, label: str | None = None) -> Side:
+    """Features of every image of ``source``; under torchrun each rank extracts its batches and the
+    statistics are reduced over the ranks (:mod:`diffbench.metrics.sharded`), equal to one process's."""
+    from diffbench.core.distributed import current
+
+    world = current()
+    if world.is_distributed:
+        return _extract_sharded(source, detector, keep_features, batch_size, value_range, label, world)
     stats = spatial = None
     pools, logits = [], []
     for batch in inputs.batches(source, batch_size, value_range):
@@ -54,6 +61,21 @@ def extract(source: Any, detector: Detector, keep_features: bool = False, batch_
         raise BadInputError(f"{name}: one image; FID needs at least 2 (and thousands for a stable estimate)")
     return Side(name, stats, spatial, np.concatenate(pools) if keep_features else None,
                 np.concatenate(logits) if logits else None, describe(detector))
+
+
+def _extract_sharded(source: Any, detector: Detector, keep_features: bool, batch_size: int,
+                     value_range: tuple[float, float] | None, label: str | None, world: Any) -> Side:
+    from diffbench.metrics.sharded import extract_sharded
+
+    own = inputs.indexed_batches(source, batch_size, value_range, world.mine)
+    got = extract_sharded(own, detector, world, keep_features, None)
+    stats = got["stats"]
+    name = label or str(source)
+    if stats.count == 0:
+        raise BadInputError(f"{name}: no images")
+    if stats.count < 2:
+        raise BadInputError(f"{name}: one image; FID needs at least 2 (and thousands for a stable estimate)")
+    return Side(name, stats, got["spatial"], got["pool"], got["logits"], describe(detector))
 
 
 def load_side(path: str | Path, detector: Detector, keep_features: bool, batch_size: int = 64) -> Side:

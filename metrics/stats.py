@@ -25,11 +25,27 @@ class FeatureStats:
     _mu: np.ndarray | None = None  # set when loaded from a mu/sigma-only file
     _sigma: np.ndarray | None = None
     meta: dict[str, str] | None = None  # provenance saved with the file (detector, weights hash, ...)
+    sum_lo: np.ndarray | None = None  # the rounding errors of ``sum`` (compensated summation, see add)
+    sum_outer_lo: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.sum is None and self._mu is None:
             self.sum = np.zeros(self.dim, np.float64)
             self.sum_outer = np.zeros((self.dim, self.dim), np.float64)
+        if self.sum is not None and self.sum_lo is None:
+            self.sum_lo = np.zeros_like(self.sum, dtype=np.float64)
+            self.sum_outer_lo = np.zeros_like(self.sum_outer, dtype=np.float64)
+
+    @property
+    def total(self) -> np.ndarray:
+        """Sum of the features: the compensated running sum, rounded once."""
+        assert self.sum is not None and self.sum_lo is not None
+        return np.asarray(self.sum + self.sum_lo)
+
+    @property
+    def total_outer(self) -> np.ndarray:
+        assert self.sum_outer is not None and self.sum_outer_lo is not None
+        return np.asarray(self.sum_outer + self.sum_outer_lo)
 
     def update(self, features: np.ndarray) -> FeatureStats:
         x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
@@ -38,8 +54,8 @@ class FeatureStats:
         if self.sum is None or self.sum_outer is None:
             raise ValueError("statistics loaded as mu/sigma only cannot be updated")
         self.count += len(x)
-        self.sum += x.sum(axis=0)
-        self.sum_outer += x.T @ x
+        self.sum, self.sum_lo = add(self.sum, self.sum_lo, x.sum(axis=0))
+        self.sum_outer, self.sum_outer_lo = add(self.sum_outer, self.sum_outer_lo, x.T @ x)
         return self
 
     def merge(self, other: FeatureStats) -> FeatureStats:
@@ -47,8 +63,9 @@ class FeatureStats:
             raise ValueError("only running-sum statistics of the same dimension merge")
         out = FeatureStats(self.dim)
         out.count = self.count + other.count
-        out.sum = self.sum + other.sum
-        out.sum_outer = self.sum_outer + other.sum_outer  # type: ignore[operator]
+        out.sum, out.sum_lo = add(self.sum, self.sum_lo, other.sum, other.sum_lo)
+        out.sum_outer, out.sum_outer_lo = add(self.sum_outer, self.sum_outer_lo, other.sum_outer,  # type: ignore[arg-type]
+                                              other.sum_outer_lo)
         return out
 
     @property
@@ -56,8 +73,7 @@ class FeatureStats:
         if self._mu is not None:
             return self._mu
         self._require(1)
-        assert self.sum is not None
-        return np.asarray(self.sum / self.count)
+        return np.asarray(self.total / self.count)
 
     @property
     def sigma(self) -> np.ndarray:
@@ -66,7 +82,7 @@ class FeatureStats:
             return self._sigma
         self._require(2)
         mu = self.mu
-        return (self.sum_outer - self.count * np.outer(mu, mu)) / (self.count - 1)  # type: ignore[operator]
+        return (self.total_outer - self.count * np.outer(mu, mu)) / (self.count - 1)
 
     def _require(self, n: int) -> None:
         if self.count < n:
@@ -75,7 +91,7 @@ class FeatureStats:
     def save(self, path: str | Path, **meta: str) -> None:
         arrays: dict[str, Any] = {"mu": self.mu, "sigma": self.sigma}
         if self.sum is not None:
-            arrays.update(count=np.array(self.count), sum=self.sum, sum_outer=self.sum_outer)
+            arrays.update(count=np.array(self.count), sum=self.total, sum_outer=self.total_outer)
         arrays.update({f"meta_{k}": np.array(v) for k, v in meta.items()})
         from diffbench.core.files import atomic_path
 
@@ -105,6 +121,19 @@ class FeatureStats:
                 return s
         except (OSError, ValueError, EOFError, KeyError) as e:
             raise BadInputError(f"{path}: not a readable .npz file ({str(e)[:80]})") from None
+
+
+def add(hi: Any, lo: Any, value: Any, value_lo: Any = None) -> tuple[Any, Any]:
+    """(hi, lo) + value as a compensated sum (Knuth's TwoSum: ``hi + lo`` carries the rounding error of every
+    addition). The rounded total ``hi + lo`` is then the same, to the last bit, whatever order the batches
+    were added in: by one process, or by torchrun's ranks and then across them. A plain float64 sum differs
+    in the last bits between orders, and FID's matrix square root amplifies that to 1e-9 relative when a
+    covariance is near-singular (fewer images than feature dimensions). Works on numpy arrays and tensors."""
+    s = hi + value
+    b = s - hi
+    err = (hi - (s - b)) + (value - b)
+    lo = lo + err
+    return s, (lo + value_lo if value_lo is not None else lo)
 
 
 def _real(path: str | Path, key: str, a: np.ndarray, ndim: int) -> np.ndarray:

@@ -122,7 +122,8 @@ def run_train(args: argparse.Namespace) -> int:
     args=[*PIPELINE_ARGS,
           arg("--checkpoint", metavar="FILE", help="weights written by 'diffbench train' (safetensors) or a plain "
                                                    "state dict; without it the weights are random (untrained)"),
-          arg("--n", type=positive_int, default=16, help="number of images (default: 16)"),
+          arg("--num-samples", "--n", dest="n", type=positive_int, default=16,
+              help="number of images (default: 16); spell it --num-samples under torchrun, whose own options take --n"),
           arg("--steps", type=positive_int, help="sampling steps per stage (default: the pipeline's)"),
           arg("--guidance", type=non_negative_float,
               help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
@@ -135,8 +136,12 @@ def run_train(args: argparse.Namespace) -> int:
           arg("--out", required=True, help="output directory")],
 )
 def run_sample(args: argparse.Namespace) -> int:
+    import math
+
+    import numpy as np
     import torch
 
+    from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
     from diffbench.diffusion.pipeline_sampling import Timings, sample_pipeline
     from diffbench.diffusion.process import make_scheduler
     from diffbench.diffusion.sampling import check_sampling
@@ -160,23 +165,49 @@ def run_sample(args: argparse.Namespace) -> int:
     else:
         print("diffbench: note: no --checkpoint, so the weights are random (untrained)", file=sys.stderr)
     timings = Timings(args.device)
-    images = torch.cat(list(sample_pipeline(pipe, args.n, tokens, labels, args.scheduler, steps, guidance, args.seed,
-                                            args.batch_size, args.device, timings=timings)))
-    arr = images.permute(0, 2, 3, 1).numpy()
-    if args.format == "npz":
-        import numpy as np
+    world = current()  # under torchrun: batch j is made by rank j mod world size, written by rank 0
+    kept: dict[int, Any] = {}  # first index -> images, for the .npz
+    written = 0
+    batches = list(shard(args.n, args.batch_size, world))
+    rounds = math.ceil(math.ceil(args.n / args.batch_size) / world.size)  # every rank joins every gather
+    for t in range(rounds):
+        mine = batches[t] if t < len(batches) else None
+        made = None
+        if mine is not None:
+            _, b0, b1 = mine
+            made = (b0, next(sample_pipeline(pipe, b1 - b0, None if tokens is None else tokens[b0:b1],
+                                             None if labels is None else labels[b0:b1], args.scheduler, steps,
+                                             guidance, args.seed, args.batch_size, args.device, start=b0,
+                                             timings=timings)).permute(0, 2, 3, 1).numpy())
+        for got in gather_to_writer(made, world) or []:
+            if got is None:
+                continue
+            b0, images = got
+            written += len(images)
+            if args.format == "npz":
+                kept[b0] = images
+            else:
+                from PIL import Image
 
+                for k, a in enumerate(images, start=b0):
+                    Image.fromarray(a).save(out / f"{k:06d}.png")
+    seconds: dict[str, float] = {}
+    for part in all_gather(dict(timings.seconds), world):  # device-seconds of every rank
+        for k, v in part.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    if not world.is_writer:
+        return 0
+    assert written == args.n, (written, args.n)
+    if args.format == "npz":
+        arr = np.concatenate([kept[b0] for b0 in sorted(kept)])
         extra = {"arr_1": labels.numpy()} if labels is not None else {}
         with atomic_path(out / "samples.npz") as tmp:
             np.savez(tmp, arr_0=arr, **extra)
-    else:
-        from PIL import Image
-
-        for k, a in enumerate(arr):
-            Image.fromarray(a).save(out / f"{k:06d}.png")
-    rows = [{"component": k, "ms_per_image": v * 1e3 / args.n} for k, v in timings.seconds.items()]
-    rows.append({"component": "total", "ms_per_image": sum(timings.seconds.values()) * 1e3 / args.n})
+    rows = [{"component": k, "ms_per_image": v * 1e3 / args.n} for k, v in seconds.items()]
+    rows.append({"component": "total", "ms_per_image": sum(seconds.values()) * 1e3 / args.n})
     print(render(rows, ("component", "ms_per_image"), "table"))
+    if world.is_distributed:
+        print(f"{world.size} ranks; ms_per_image is device time summed over them")
     print(f"wrote {args.n} images to {out}")
     return 0
 

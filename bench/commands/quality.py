@@ -77,6 +77,7 @@ def run_fid(args: argparse.Namespace) -> int:
           arg("-o", "--out", required=True, help="output .npz"), *DETECTOR_ARGS],
 )
 def run_stats(args: argparse.Namespace) -> int:
+    from diffbench.core.distributed import current
     from diffbench.metrics.detectors import describe
     from diffbench.metrics.quality import extract
 
@@ -84,9 +85,10 @@ def run_stats(args: argparse.Namespace) -> int:
         raise BadInputError(f"{args.source}: no such file or folder")
     out = output_file(args.out, ".npz", "-o")  # np.savez would add .npz to any other name
     det = _detector(args)
-    side = extract(args.source, det, batch_size=args.batch_size)
+    side = extract(args.source, det, batch_size=args.batch_size)  # under torchrun: every rank's images
     meta = {k: str(v) for k, v in describe(det).items()}
-    side.stats.save(out, **meta, count=str(side.stats.count))
+    if current().is_writer:
+        side.stats.save(out, **meta, count=str(side.stats.count))
     print(f"{side.stats.count} images -> {out} ({det.name}, {det.mode}, weights {det.weights_sha256[:12]}"
           f"{'' if det.verified else ', UNVERIFIED'})")
     return 0
