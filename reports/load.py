@@ -72,7 +72,30 @@ def _row(r: records.Record) -> dict[str, Any]:
         "git_commit": r.provenance.get("git_commit"), "device_name": r.provenance.get("device_name"),
         "se": se, "ci_lo": float(ci[0]) if ok_ci else None, "ci_hi": float(ci[1]) if ok_ci else None,
         "curve": _curve(r.extra.get("curve")),
+        "where": where(r.provenance.get("placement")),
     }
+
+
+def where(placement: Any) -> str:
+    """Where a case ran, in a few words, from its provenance's placement (records before it: 'local')."""
+    if not isinstance(placement, dict) or not placement:
+        return "local"
+    p = {k: v for k, v in placement.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    launcher = str(p.get("launcher", "local"))
+    node = str(p.get("node", ""))[:40]
+    parts = [launcher]
+    if launcher == "devices":
+        devices = placement.get("devices") if isinstance(placement.get("devices"), list) else []
+        parts.append(f"worker {p.get('worker', '?')} ({','.join(map(str, devices))[:40]})")
+    if "array_job_id" in p:
+        parts.append(f"job {str(p['array_job_id'])[:24]}_{str(p.get('array_task_id', '?'))[:8]}")
+    elif "job_id" in p:
+        parts.append(f"job {str(p['job_id'])[:24]}")
+    if "world_size" in p and str(p["world_size"]) not in ("1", "1.0"):
+        parts.append(f"rank {p.get('rank', '?')}/{p['world_size']}")
+    if node:
+        parts.append(f"on {node}")
+    return " ".join(parts)
 
 
 def _finite(v: Any) -> bool:

@@ -213,6 +213,10 @@ def sections(run: RunData, out: Path) -> list[Section]:
     if not backbones.empty:
         images += plots.speed_memory_vs_params(backbones, imgs_dir)
     secs.append(Section("Plots", "", images=[i for i in images if i.suffix == ".png"]))
+    placed = run.long.groupby("case_id", sort=False)[["label", "batch_size", "precision", "where"]].first()
+    if set(placed["where"]) - {"local", f"local on {p.get('host')}"}:  # cases ran on workers, jobs or nodes
+        secs.append(Section("Where cases ran", "Launcher, worker or job, and node of each case (from its records' "
+                            "provenance).", placed.reset_index(drop=True)))
     fails = tables.failures(wide)
     secs.append(Section("Failed cases", "None." if fails.empty else "", None if fails.empty else fails))
     return secs
