@@ -93,7 +93,8 @@ def _without_user_main() -> Iterator[None]:
         spawn.get_preparation_data = original  # type: ignore[assignment]
 
 
-FAILED = ("timeout", "error", "crash", "oom", "cancelled")  # a case that ended so is run again by --resume (not --keep-failed)
+# a case that ended so is run again by --resume (unless --keep-failed)
+FAILED = ("timeout", "error", "crash", "oom", "cancelled")
 RETRIED = "records.retried.jsonl"  # the failed attempts a resumed run retried: kept, not lost
 
 
@@ -163,9 +164,9 @@ class RunLock:
         self.path = run_dir / self.NAME
         self.fd: int | None = None
         self.stale: dict[str, Any] | None = None
+        self.enforced = True  # False on a filesystem without flock: one writer is then not enforced
 
     def __enter__(self) -> RunLock:
-        import fcntl
         import socket
 
         try:
@@ -173,7 +174,7 @@ class RunLock:
         except OSError as e:
             raise ConfigError(f"{self.path}: cannot open the run directory's lock ({e.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.enforced = records.lock_file(fd, blocking=False)
         except BlockingIOError:
             holder = self._holder(fd)
             os.close(fd)
@@ -182,12 +183,21 @@ class RunLock:
             raise ConfigError(f"{self.path.parent} is being written by another diffbench run ({who}); wait for it "
                               "to finish or choose another --out") from None
         previous = self._holder(fd)
-        if previous:
+        if previous and self.enforced:
             self.stale = previous  # its holder is gone: the kernel released its flock
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now()}).encode(), 0)
         self.fd = fd
         return self
+
+    def report(self, log: Any) -> None:
+        """Log a taken-over stale lock, or that this filesystem cannot lock (one writer then not enforced)."""
+        if self.stale:
+            log(f"took over a stale lock of pid {self.stale.get('pid', '?')} on {self.stale.get('host', '?')} "
+                "(that process is gone)")
+        if not self.enforced:
+            log(f"{self.path}: this filesystem does not support flock; a second diffbench run writing this "
+                "directory at the same time would not be stopped")
 
     @staticmethod
     def _holder(fd: int) -> dict[str, Any]:
@@ -202,7 +212,8 @@ class RunLock:
 
         if self.fd is not None:
             os.ftruncate(self.fd, 0)  # released: no holder to name
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            if self.enforced:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
 
@@ -378,9 +389,7 @@ class Runner:
     def run(self, resume: bool = False, keep_failed: bool = False) -> RunSummary:
         output_dir(self.run_dir)
         with RunLock(self.run_dir) as lock:
-            if lock.stale:
-                self.log(f"took over a stale lock of pid {lock.stale.get('pid', '?')} on "
-                         f"{lock.stale.get('host', '?')} (that process is gone)")
+            lock.report(self.log)
             return self._run(resume, keep_failed)
 
     def _run(self, resume: bool, keep_failed: bool) -> RunSummary:

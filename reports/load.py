@@ -85,7 +85,8 @@ def where(placement: Any) -> str:
     node = str(p.get("node", ""))[:40]
     parts = [launcher]
     if launcher == "devices":
-        devices = placement.get("devices") if isinstance(placement.get("devices"), list) else []
+        raw = placement.get("devices")
+        devices: list[Any] = raw if isinstance(raw, list) else []
         parts.append(f"worker {p.get('worker', '?')} ({','.join(map(str, devices))[:40]})")
     if "array_job_id" in p:
         parts.append(f"job {str(p['array_job_id'])[:24]}_{str(p.get('array_task_id', '?'))[:8]}")

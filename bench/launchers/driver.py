@@ -58,7 +58,8 @@ class Driver:
 
     def run(self, resume: bool, keep_failed: bool) -> RunSummary:
         output_dir(self.run_dir)
-        with RunLock(self.run_dir):
+        with RunLock(self.run_dir) as lock:
+            lock.report(self.runner.log)
             try:
                 return self._run(resume, keep_failed)
             finally:
@@ -118,7 +119,7 @@ class Driver:
         payloads = [jobs.payload(c, self.run_id, self.suite.name, self.run_dir, self.timeout, self.backend.name,
                                  threads) for c in batch]
         submitted = self.backend.submit(payloads, self.max_parallel)
-        for case, (job_id, handle) in zip(batch, submitted):
+        for case, (job_id, handle) in zip(batch, submitted, strict=True):
             pending[case.case_id] = (case, handle)
             index[case.case_id] = {"job_id": job_id, "name": case.name, "launcher": self.backend.name,
                                    "submitted_at": utc_now(), "run_id": self.run_id}

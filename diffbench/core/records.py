@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
 import fcntl
 import json
 import math
@@ -146,6 +147,24 @@ def stamp(record: Record, provenance: Any) -> Record:
     return dataclasses.replace(record, provenance=prov)
 
 
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # a filesystem without flock (some NFS)
+
+
+def lock_file(fd: int, blocking: bool = True) -> bool:
+    """``flock`` the file; False when the filesystem cannot (then the caller is the only writer by design: the
+    runner holds the run directory, and under a launcher only the driver writes records.jsonl). Raises
+    BlockingIOError when non-blocking and another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        raise
+    except OSError as e:
+        if e.errno in NO_LOCKS:
+            return False
+        raise
+    return True
+
+
 def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> None:
     """Append records to a JSONL file: one ``write`` per line, under ``flock``, flushed and fsynced.
 
@@ -157,7 +176,7 @@ def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        locked = lock_file(fd)
         try:
             size = os.fstat(fd).st_size
             if size:
@@ -170,7 +189,8 @@ def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> 
                 os.write(fd, (rec.to_json() + "\n").encode())
             os.fsync(fd)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
