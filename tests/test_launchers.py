@@ -274,3 +274,24 @@ def test_ray_launcher_gives_the_serial_records(tmp_path: Path):
     assert pairs(via_ray) == pairs(serial)
     place = records.read(via_ray / RECORDS).records[0].provenance["placement"]
     assert place["launcher"] == "ray" and place["node_id"]
+
+
+def test_a_filesystem_without_flock_still_gets_whole_records(tmp_path: Path, monkeypatch):
+    """NFS without lock support: flock fails with ENOLCK; records are still appended whole and the run lock
+    says it cannot stop a second writer (the driver is the only writer of records.jsonl by design)."""
+    import errno
+    import fcntl
+
+    from diffbench.bench.runner import RunLock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    rec = records.Record("r", "c", "s", {}, "params", 1.0, "count", case_size=1)
+    records.append(tmp_path / RECORDS, [rec, rec])
+    assert len(records.read(tmp_path / RECORDS).records) == 2
+    said: list[str] = []
+    with RunLock(tmp_path) as lock:
+        lock.report(said.append)
+    assert not lock.enforced and "does not support flock" in said[0]
