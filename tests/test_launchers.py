@@ -65,8 +65,8 @@ def suite_file(tmp_path: Path) -> Path:
 def test_devices_cpu_cpu_gives_the_serial_records_on_two_workers(tmp_path: Path):
     suite = suite_file(tmp_path)
     serial, par = tmp_path / "serial", tmp_path / "par"
-    assert finish(start([str(suite), "--out", str(serial), "--only", "*/b[1-3]/*"]))[0] == 0
-    code, out, err = finish(start([str(suite), "--out", str(par), "--devices", "cpu,cpu", "--only", "*/b[1-3]/*"]))
+    assert finish(start([str(suite), "--out", str(serial), "--only", "*/b[12]/*"]))[0] == 0
+    code, out, err = finish(start([str(suite), "--out", str(par), "--devices", "cpu,cpu", "--only", "*/b[12]/*"]))
     assert code == 0, err
     got = records.read(par / RECORDS)
     assert not got.unreadable
@@ -141,25 +141,6 @@ def test_the_scheduler_runs_one_case_per_worker_and_waits_for_devices_per_case(t
     assert not got.unreadable and len(got.records) == 7 * 20
     order = [r.case_id for r in got.records]
     assert all(order[i] == order[i - i % 20] for i in range(len(order)))  # each case's 20 lines together
-
-
-@pytest.mark.slow  # 35 s; the scheduler and the serial kill/resume tests cover its parts in the default run
-def test_devices_killed_at_random_moments_and_resumed_lose_and_duplicate_nothing(tmp_path: Path):
-    suite = suite_file(tmp_path)
-    out = tmp_path / "run"
-    rng = __import__("random").Random(7)
-    for _ in range(3):
-        proc = start([str(suite), "--out", str(out), "--devices", "cpu,cpu"] + (["--resume"] if out.exists() else []))
-        time.sleep(rng.uniform(4, 12))
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    code, _, err = finish(start([str(suite), "--out", str(out), "--devices", "cpu,cpu", "--resume"]))
-    assert code == 0, err
-    rows = case_rows(out / RECORDS)
-    assert len(rows) == 6 and all(len(v) == 4 and set(v) == {"ok"} for v in rows.values()), rows
-    got = records.read(out / RECORDS)
-    assert not got.unreadable
-    assert len({(r.case_id, r.metric) for r in got.records}) == len(got.records)
 
 
 def _submitit_or_skip():
@@ -266,9 +247,9 @@ def test_ray_launcher_gives_the_serial_records(tmp_path: Path):
     pytest.importorskip("ray", reason="the Ray launcher's test needs pip install -e .[ray]")
     suite = suite_file(tmp_path)
     serial, via_ray = tmp_path / "serial", tmp_path / "ray"
-    assert finish(start([str(suite), "--out", str(serial), "--only", "*/b[1-3]/*"]))[0] == 0
+    assert finish(start([str(suite), "--out", str(serial), "--only", "*/b[12]/*"]))[0] == 0
     code, _, err = finish(start([str(suite), "--out", str(via_ray), "--launcher", "ray", "--max-parallel", "2",
-                                 "--only", "*/b[1-3]/*"]), timeout=400)
+                                 "--only", "*/b[12]/*"]), timeout=400)
     assert code == 0, err
     pairs = lambda p: sorted((r.case_id, r.metric) for r in records.read(p / RECORDS).records)  # noqa: E731
     assert pairs(via_ray) == pairs(serial)

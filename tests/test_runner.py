@@ -75,18 +75,21 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_records(tmp_path: P
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     resume: list[str] = []
-    for delay in (3.0, 4.5, 6.0):  # kill at several points of the sweep, each run resuming the last
+    # kill at several points of the sweep, each run resuming the last; the later ones on two CPU workers
+    # (--devices cpu,cpu), whose concurrent cases must lose and duplicate nothing either
+    for delay, workers in ((3.0, []), (4.5, ["--devices", "cpu,cpu"]), (6.0, ["--devices", "cpu,cpu"])):
         p = subprocess.Popen([sys.executable, "-m", "diffbench", "run", str(suite), "--out", str(out), "--no-progress",
-                              *resume], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+                              *resume, *workers], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(delay)
         os.killpg(p.pid, signal.SIGKILL)  # the runner and its case process, no clean-up
         p.wait()
         resume = ["--resume"]
-    final = run([str(suite), "--out", str(out), "--resume"])
+    final = run([str(suite), "--out", str(out), "--resume", "--devices", "cpu,cpu"])
     assert final.returncode == 0, final.stderr
     got = pairs(out / RECORDS)
     assert Counter(got) == Counter(reference)  # same pairs, no duplicates, nothing lost
+    assert not records.read(out / RECORDS).unreadable
 
 
 def test_resume_moves_a_partial_case_aside_and_reruns_it(tmp_path: Path):
