@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.accuracy import case_status, gate
 from diffbench.bench.placement import Slot, child_env
 from diffbench.bench.provenance import collect, utc_now
 from diffbench.bench.spec import CaseSpec
@@ -250,9 +251,11 @@ class CaseExecutor:
                 return [self.status_row(case, spec, status, where + str(payload))]
             done.append([Record.from_dict(json.loads(line)) for line in payload])
         try:
-            recs = merge(done)
+            recs = gate(spec.accept, merge(done))
         except RepetitionMismatch as e:
             return [self.status_row(case, spec, "error", str(e))]
+        if case_status(recs) == "inaccurate":
+            self.log(f"{case.name}: inaccurate: {recs[-1].error}")
         self.log(f"{case.name}: ok, {len(recs)} record(s)"
                  + (f" from {spec.repetitions} repetitions" if spec.repetitions > 1 else ""))
         return recs
@@ -476,8 +479,7 @@ class Runner:
         """Run a case (each of its repetitions in a fresh process) and append its records, or one status row."""
         recs = (executor or self.executor).execute(case)
         records.append(self.run_dir / RECORDS, recs)
-        statuses = [r.status for r in recs]
-        return ["ok" if "ok" in statuses else statuses[0]]
+        return [case_status(recs)]
 
 
 def select(cases: list[Case], only: str | None) -> list[Case]:

@@ -134,6 +134,7 @@ class CaseSpec:
     oom_retry_from: int | None = None  # set by the runner when it halved the batch after an OOM
     repetitions: int = 1  # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
     devices_per_case: int = 1  # devices the runner reserves for the case (all visible to its process)
+    accept: tuple[tuple[str, float, float], ...] = ()  # accuracy bands (bench/accuracy.py); not part of the identity
 
     FLAT = ("batch_size", "precision", "device", "compile", "channels_last", "attention", "warmup", "repeats",
             "min_time_s", "seed", "oom_retry", "nvml_interval_s", "cond", "classes", "timeout_s")
@@ -158,6 +159,8 @@ class CaseSpec:
             out["repetitions"] = self.repetitions
         if self.devices_per_case != 1:
             out["devices_per_case"] = self.devices_per_case
+        if self.accept:
+            out["accept"] = {name: [low, high] for name, low, high in self.accept}
         return out
 
     @classmethod
@@ -172,14 +175,15 @@ class CaseSpec:
                 if "sample_steps" in d else None
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
                        sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1),
-                       devices_per_case=d.get("devices_per_case", 1))
+                       devices_per_case=d.get("devices_per_case", 1),
+                       accept=tuple(sorted((str(k), float(v[0]), float(v[1])) for k, v in d.get("accept", {}).items())))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 
     @functools.cached_property
     def case_id(self) -> str:
-        """sha256 of the JSON (timeout and the runner's OOM note excluded), 16 hex digits."""
-        identity = {k: v for k, v in self.to_json().items() if k not in ("timeout_s", "oom_retry_from")}
+        """sha256 of the JSON (timeout, accuracy bands and the runner's OOM note excluded), 16 hex digits."""
+        identity = {k: v for k, v in self.to_json().items() if k not in ("timeout_s", "oom_retry_from", "accept")}
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.accuracy import bands, check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
 from diffbench.bench.spec import BackboneRef, CaseSpec, ModelRef, PipelineRef, Sampler, Training
 from diffbench.core.errors import ConfigError, UnknownNameError
@@ -41,6 +42,7 @@ class Settings:
     repeats: int = 10
     repetitions: int = 1  # each case run this many times, each in its own process (the regression gate's unit)
     devices_per_case: int = 1  # devices a case holds under --devices (visible to its process; it starts when free)
+    accept: dict[str, list[float]] | None = None  # accuracy bands: metric -> [low, high] (bench/accuracy.py)
     min_time_s: float = 0.0
     timeout_s: float = 600.0
     seed: int = 0
@@ -143,6 +145,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "repeats": (_pos_int, "a positive integer"),
     "repetitions": (lambda v: _pos_int(v) and v <= 100, "a positive integer (at most 100)"),
     "devices_per_case": (lambda v: _pos_int(v) and v <= 64, "a positive integer (at most 64)"),
+    "accept": (lambda v: check_bands(v) is None, "a table of metric = [low, high] (finite, low <= high)"),
     "min_time_s": (_number, "a non-negative number"),
     "timeout_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
     "seed": (lambda v: _nonneg_int(v) and v < 2 ** 32, "a non-negative integer below 2**32"),
@@ -364,7 +367,7 @@ def expand(suite: Suite, device: str) -> list[Case]:
                                     s.repeats, s.min_time_s, s.seed, tuple(s.measure), s.oom_retry,
                                     s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s, _training(s),
                                     _sampler(s, model), repetitions=s.repetitions,
-                                    devices_per_case=s.devices_per_case)
+                                    devices_per_case=s.devices_per_case, accept=bands(s.accept))
                     if spec.case_id in seen:
                         continue
                     seen.add(spec.case_id)

@@ -32,11 +32,14 @@ class Case:
 
     @property
     def status(self) -> str:
-        """``ok`` when any metric was measured; else the status of its failure row (``error``, ``timeout``, ...)."""
+        """``inaccurate`` when a value fell outside its accuracy band; ``ok`` when any metric was measured; else the
+        status of its failure row (``error``, ``timeout``, ...)."""
         statuses = {r.status for r in self.metrics.values()}
+        failed = self.metrics.get("case")
+        if failed is not None and failed.status == "inaccurate":
+            return "inaccurate"  # measured, but outside its accuracy band: a broken case for compare
         if "ok" in statuses:
             return "ok"
-        failed = self.metrics.get("case")
         return failed.status if failed is not None else (statuses.pop() if statuses else "skipped")
 
 

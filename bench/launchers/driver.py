@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from diffbench.bench.accuracy import case_status
 from diffbench.bench.launchers import jobs
 from diffbench.bench.runner import CaseExecutor, RunLock, Runner, RunSummary
 from diffbench.core.files import output_dir
@@ -138,8 +139,7 @@ class Driver:
                 recs = [executor.status_row(case, case.spec, ended.status, ended.message)]
             if not jobs.hand_over(self.run_dir, case.case_id, recs, done):
                 log(f"{case.name}: its job ended after the case was complete; the later result is not appended")
-        statuses = [r.status for r in recs]
-        return "ok" if "ok" in statuses else statuses[0]
+        return case_status(recs)
 
     def _name(self, case_id: str) -> str:
         return next((c.name for c in self.cases if c.case_id == case_id), case_id)

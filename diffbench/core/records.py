@@ -23,8 +23,9 @@ from diffbench.core.errors import BadInputError
 
 SCHEMA_VERSION = 1
 
-Status = Literal["ok", "oom", "timeout", "error", "crash", "cancelled", "unsupported", "skipped"]
-STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "error", "crash", "cancelled", "unsupported", "skipped")
+Status = Literal["ok", "oom", "timeout", "error", "crash", "cancelled", "inaccurate", "unsupported", "skipped"]
+STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "error", "crash", "cancelled", "inaccurate", "unsupported",
+                             "skipped")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Record:
       available here (never a string, never a made-up number).
     - ``unit``: unit of ``value`` (``count``, ``GMAC``, ``ms``, ``images/s``, ``bytes``, ``J``, ``1``).
     - ``status``: ``ok``, ``oom``, ``timeout``, ``error``, ``crash``, ``cancelled`` (a cluster job cancelled or
-      preempted before it reported), ``unsupported`` or ``skipped``.
+      preempted before it reported), ``inaccurate`` (the ``case`` row of a case whose metric fell outside
+      its accuracy band: bench/accuracy.py), ``unsupported`` or ``skipped``.
     - ``error``: one-line reason when the status is not ``ok`` or the value is null, else null.
     - ``samples``: raw samples behind ``value`` (e.g. every timed iteration), or null.
     - ``extra``: metric-specific context (detector name and weights hash, verified flag, ...).
