@@ -137,7 +137,8 @@ def report(run: Run | str | Path, out: str | Path | None = None,
 
 def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None, weights: str | None = None,
         allow_unverified_weights: bool = False, kid: bool = False, isc: bool = False, sfid: bool = False,
-        prc: bool = False, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> dict[str, Any]:
+        prc: bool = False, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+        progress: bool = False) -> dict[str, Any]:
     """FID between ``a`` and ``b`` (image folders, ``.npz`` batches, statistics files, or uint8 NCHW tensors);
     with ``kid``/``isc``/``sfid``/``prc`` also KID, IS, sFID and precision/recall. The result names the
     detector, its weights' sha256 and whether they are the published ones (``verified``)."""
@@ -160,8 +161,8 @@ def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None,
 
     def load(side: Any) -> Any:
         if isinstance(side, (str, Path)):
-            return load_side(side, det, keep, batch_size)
-        return extract(side, det, keep, batch_size)
+            return load_side(side, det, keep, batch_size, progress)
+        return extract(side, det, keep, batch_size, progress=progress)
 
     return {**compare(load(a), load(b), kid, isc, sfid, prc, seed), **describe(det)}
 

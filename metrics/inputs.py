@@ -6,8 +6,10 @@ Sources: a folder of images, an ADM-style ``.npz`` batch (``arr_0``, uint8 NHWC)
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +71,27 @@ def _rgb8(im: object, path: Path) -> np.ndarray:
         raise BadInputError(f"{path}: floating-point pixels (mode F) have no fixed range; save the images as 8- or "
                             "16-bit PNG")
     return np.asarray(im.convert("RGB"))
+
+
+def count(source: Any) -> int | None:
+    """How many images ``source`` holds, when that is cheap to know (for a progress bar's time left)."""
+    try:
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if path.is_dir():
+                return len(list_images(path))
+            if path.suffix == ".npz" and path.is_file():
+                with zipfile.ZipFile(path) as z, z.open("arr_0.npy") as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape = read(f)[0]  # the header only, not the pixels
+                    return int(shape[0]) if shape else None
+            return None
+        if isinstance(source, (np.ndarray, torch.Tensor)):
+            return len(source)
+    except (OSError, KeyError, ValueError, BadInputError, zipfile.BadZipFile, AttributeError):
+        return None
+    return None
 
 
 def load_npz_images(path: Path) -> np.ndarray:

@@ -32,17 +32,21 @@ class Side:
 
 
 def extract(source: Any, detector: Detector, keep_features: bool = False, batch_size: int = 64,
-            value_range: tuple[float, float] | None = None, label: str | None = None) -> Side:
+            value_range: tuple[float, float] | None = None, label: str | None = None, progress: bool = False) -> Side:
     """Features of every image of ``source``; under torchrun each rank extracts its batches and the
-    statistics are reduced over the ranks (:mod:`diffbench.metrics.sharded`), equal to one process's."""
+    statistics are reduced over the ranks (:mod:`diffbench.metrics.sharded`), equal to one process's.
+    ``progress``: images/s and time left on a terminal."""
     from diffbench.core.distributed import current
+    from diffbench.core.progress import progress as bar_for
 
     world = current()
     if world.is_distributed:
         return _extract_sharded(source, detector, keep_features, batch_size, value_range, label, world)
     stats = spatial = None
     pools, logits = [], []
+    bar = bar_for(inputs.count(source), f"features {Path(str(label or source)).name[:30]}", enabled=progress)
     for batch in inputs.batches(source, batch_size, value_range):
+        bar.update(len(batch))
         f = detector.features(batch)
         if stats is None:
             stats = FeatureStats(f["pool"].shape[1])
@@ -54,6 +58,7 @@ def extract(source: Any, detector: Detector, keep_features: bool = False, batch_
             pools.append(f["pool"])
         if "logits" in f:
             logits.append(f["logits"])
+    bar.close()
     name = label or str(source)
     if stats is None or stats.count == 0:
         raise BadInputError(f"{name}: no images")
@@ -78,7 +83,8 @@ def _extract_sharded(source: Any, detector: Detector, keep_features: bool, batch
     return Side(name, stats, got["spatial"], got["pool"], got["logits"], describe(detector))
 
 
-def load_side(path: str | Path, detector: Detector, keep_features: bool, batch_size: int = 64) -> Side:
+def load_side(path: str | Path, detector: Detector, keep_features: bool, batch_size: int = 64,
+              progress: bool = False) -> Side:
     """A folder of images, an ADM .npz image batch, or a statistics .npz (mu/sigma, e.g. ADM or clean-fid refs)."""
     p = Path(path)
     if not p.exists():
@@ -92,7 +98,7 @@ def load_side(path: str | Path, detector: Detector, keep_features: bool, batch_s
                 raise BadInputError(f"{p}: statistics were computed with {key}={meta[key]}, not {want[key]}; "
                                     "FIDs from different detectors are not comparable")
         return Side(str(p), s, meta={**meta, "from_stats_file": True})
-    return extract(p, detector, keep_features, batch_size)
+    return extract(p, detector, keep_features, batch_size, progress=progress)
 
 
 def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool = False, prc: bool = False,

@@ -142,6 +142,7 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
+    from diffbench.core.progress import progress
     from diffbench.diffusion.pipeline_sampling import Timings, sample_pipeline
     from diffbench.diffusion.process import make_scheduler
     from diffbench.diffusion.sampling import check_sampling
@@ -170,6 +171,7 @@ def run_sample(args: argparse.Namespace) -> int:
     written = 0
     batches = list(shard(args.n, args.batch_size, world))
     rounds = math.ceil(math.ceil(args.n / args.batch_size) / world.size)  # every rank joins every gather
+    bar = progress(args.n, "sampling", enabled=world.is_writer)
     for t in range(rounds):
         mine = batches[t] if t < len(batches) else None
         made = None
@@ -184,6 +186,7 @@ def run_sample(args: argparse.Namespace) -> int:
                 continue
             b0, images = got
             written += len(images)
+            bar.update(len(images))
             if args.format == "npz":
                 kept[b0] = images
             else:
@@ -191,6 +194,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
                 for k, a in enumerate(images, start=b0):
                     Image.fromarray(a).save(out / f"{k:06d}.png")
+    bar.close()
     seconds: dict[str, float] = {}
     for part in all_gather(dict(timings.seconds), world):  # device-seconds of every rank
         for k, v in part.items():

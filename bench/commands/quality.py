@@ -54,7 +54,8 @@ def run_fid(args: argparse.Namespace) -> int:
 
     mode = args.mode if args.mode != "embedded" else None
     result = diffbench.fid(args.a, args.b, args.detector, mode, args.weights, args.allow_unverified_weights,
-                           args.kid, args.isc, args.sfid, args.prc, args.seed, args.batch_size, args.device)
+                           args.kid, args.isc, args.sfid, args.prc, args.seed, args.batch_size, args.device,
+                           progress=True)
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
@@ -85,7 +86,7 @@ def run_stats(args: argparse.Namespace) -> int:
         raise BadInputError(f"{args.source}: no such file or folder")
     out = output_file(args.out, ".npz", "-o")  # np.savez would add .npz to any other name
     det = _detector(args)
-    side = extract(args.source, det, batch_size=args.batch_size)  # under torchrun: every rank's images
+    side = extract(args.source, det, batch_size=args.batch_size, progress=True)  # under torchrun: every rank's
     meta = {k: str(v) for k, v in describe(det).items()}
     if current().is_writer:
         side.stats.save(out, **meta, count=str(side.stats.count))
