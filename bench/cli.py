@@ -19,7 +19,7 @@ from diffbench.core.registry import Registry
 
 PROG = "diffbench"
 COMMAND_MODULES = tuple(f"diffbench.bench.commands.{m}" for m in (
-    "listing", "counting", "matching", "running", "quality", "reporting", "pipelines", "comparing"))
+    "listing", "counting", "matching", "running", "quality", "reporting", "pipelines", "comparing", "caching"))
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,15 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes)
     curve: list[dict[str, Any]] = []
     evaluating = 0.0
-    ref = None
+    ref, cache = None, None
+    if spec.measures("quality"):  # the reference's features once for every evaluation, from the cache if there
+        from diffbench.metrics.detectors import build_detector
+        from diffbench.metrics.refcache import cached_extract
+
+        e0 = time.perf_counter()
+        lookup = cached_extract(reference, build_detector(subject.dataset), keep_features=True)
+        ref, cache = lookup.side, {"hit": lookup.hit, "key": lookup.key}
+        evaluating += time.perf_counter() - e0
     with tempfile.TemporaryDirectory() as tmp:
         earlier = 0.0
         if t.eval_every and spec.measures("quality"):  # DiT's Figure 9: quality along training, one run
@@ -95,11 +103,6 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
                 part = subject.train(tmp, stop_after=step)[""]  # resumes from the last evaluation's checkpoint
                 earlier += part.seconds
                 e0 = time.perf_counter()
-                if ref is None:  # the reference's features once, for every evaluation along training
-                    from diffbench.metrics.detectors import build_detector
-                    from diffbench.metrics.quality import extract
-
-                    ref = extract(reference, build_detector(subject.dataset), keep_features=True)
                 point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False, ref=ref)
                 evaluating += time.perf_counter() - e0
                 fid = next(r for k, r in point.items() if k.startswith("fid["))
@@ -125,6 +128,8 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
     for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed, ref=ref).items():
         reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
+        if cache is not None and "[" in name:  # detector metrics: whether the reference came from the cache
+            reading.extra["reference_cache"] = cache
         if curve and name.startswith("fid["):
             final = results[""]
             reading.extra["curve"] = [*curve, {"step": final.steps, "train_flops": final.train_flops,

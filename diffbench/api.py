@@ -164,7 +164,14 @@ def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None,
             return load_side(side, det, keep, batch_size, progress)
         return extract(side, det, keep, batch_size, progress=progress)
 
-    return {**compare(load(a), load(b), kid, isc, sfid, prc, seed), **describe(det)}
+    def reference(side: Any) -> Any:  # B, the reference: its features from the cache (metrics/refcache.py)
+        from diffbench.metrics.refcache import cached_extract
+
+        if isinstance(side, (str, Path)) and is_stats_file(Path(side)):
+            return load(side)
+        return cached_extract(side, det, keep, batch_size, progress=progress).side
+
+    return {**compare(load(a), reference(b), kid, isc, sfid, prc, seed), **describe(det)}
 
 
 def count(spec: Any, **overrides: Any) -> ModelCounts:

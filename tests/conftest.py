@@ -39,6 +39,13 @@ def call_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     return subprocess.CompletedProcess(["diffbench", *args], code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _reference_cache(tmp_path_factory):
+    """The tests' reference-feature cache is theirs alone (not ~/.cache), shared by the session's processes."""
+    os.environ["DIFFBENCH_CACHE"] = str(tmp_path_factory.mktemp("diffbench-cache"))
+    yield
+
+
 @pytest.fixture
 def cli():
     """The CLI in this process (see call_cli); tests about processes (signals, imports, the environment) use

@@ -80,13 +80,14 @@ def run_fid(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from diffbench.core.distributed import current
     from diffbench.metrics.detectors import describe
-    from diffbench.metrics.quality import extract
+    from diffbench.metrics.refcache import cached_extract
 
     if not Path(args.source).exists():
         raise BadInputError(f"{args.source}: no such file or folder")
     out = output_file(args.out, ".npz", "-o")  # np.savez would add .npz to any other name
     det = _detector(args)
-    side = extract(args.source, det, batch_size=args.batch_size, progress=True)  # under torchrun: every rank's
+    # under torchrun: every rank's share; otherwise through the reference cache (metrics/refcache.py), which it fills
+    side = cached_extract(args.source, det, keep_features=False, batch_size=args.batch_size, progress=True).side
     meta = {k: str(v) for k, v in describe(det).items()}
     if current().is_writer:
         side.stats.save(out, **meta, count=str(side.stats.count))

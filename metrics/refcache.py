@@ -1,0 +1,193 @@
+"""A cache of reference features, so that a suite of 20 cases scored against one reference extracts its
+features once.
+
+An entry is keyed by what determines the features: the reference's *content* (a hash of the pixels of
+a tensor, of the bytes of an ``.npz``, of every file of a folder with its relative path), the
+images' resolution, and the detector (name, mode, sha256 of its weights). A changed reference file
+therefore has another key and is never served stale. An entry holds the running sums (count, sum,
+sum of outer products, compensated) and, when they were kept, the raw pool features and logits
+(KID, precision/recall and IS need them), exactly as the detector returned them.
+
+The cache lives in ``$DIFFBENCH_CACHE/reference-stats`` (default ``~/.cache/diffbench``);
+``DIFFBENCH_CACHE=off`` turns it off. ``diffbench stats`` fills it, ``diffbench cache list|clear``
+shows and empties it. Entries are written atomically, so concurrent cases computing one entry
+leave one whole file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffbench.metrics.stats import FeatureStats
+
+SUBDIR = "reference-stats"
+ENV = "DIFFBENCH_CACHE"
+
+
+def cache_dir() -> Path | None:
+    """Where entries live, or None when the cache is turned off."""
+    raw = os.environ.get(ENV, "")
+    if raw.strip().lower() in ("off", "0", "no", "false"):
+        return None
+    base = Path(raw).expanduser() if raw else Path.home() / ".cache" / "diffbench"
+    return base / SUBDIR
+
+
+def content_hash(source: Any) -> tuple[str, str]:
+    """(sha256 of what the images are, a short description of the source)."""
+    h = hashlib.sha256()
+    if isinstance(source, np.ndarray):
+        source = torch.from_numpy(source)
+    if isinstance(source, torch.Tensor):
+        t = source.detach().cpu().contiguous()
+        h.update(json.dumps([list(t.shape), str(t.dtype)]).encode())
+        h.update(t.numpy().tobytes())
+        return h.hexdigest(), f"tensor {tuple(t.shape)} {t.dtype}"
+    path = Path(source)
+    if path.is_dir():
+        from diffbench.metrics.inputs import list_images
+
+        files = list_images(path)
+        for f in files:
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+            h.update(_file_hash(f).encode())
+        return h.hexdigest(), f"folder {path} ({len(files)} images)"
+    return _file_hash(path), f"file {path}"
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def key(content: str, resolution: tuple[int, ...] | None, identity: dict[str, Any]) -> str:
+    blob = json.dumps({"content": content, "resolution": list(resolution or []),
+                       **{k: str(identity.get(k)) for k in ("detector", "mode", "weights_sha256")}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Lookup:
+    side: Any  # metrics.quality.Side
+    hit: bool
+    key: str | None
+
+
+def cached_extract(source: Any, detector: Any, keep_features: bool = True, batch_size: int = 64,
+                   label: str | None = None, progress: bool = False) -> Lookup:
+    """The reference's features from the cache, or extracted and stored there."""
+    from diffbench.core.distributed import current
+    from diffbench.metrics.detectors import describe
+    from diffbench.metrics.quality import extract
+
+    folder = cache_dir()
+    if folder is None or current().is_distributed:  # under torchrun each rank sees a share: extract as usual
+        return Lookup(extract(source, detector, keep_features, batch_size, label=label, progress=progress), False,
+                      None)
+    content, what = content_hash(source)
+    resolution = tuple(source.shape[1:]) if isinstance(source, (torch.Tensor, np.ndarray)) else None
+    identity = describe(detector)
+    k = key(content, resolution, identity)
+    path = folder / f"{k}.npz"
+    side = _load(path, keep_features, label or what, identity)
+    if side is not None:
+        return Lookup(side, True, k)
+    side = extract(source, detector, keep_features, batch_size, label=label, progress=progress)
+    _save(path, side, {**{n: str(v) for n, v in identity.items()}, "source": what, "content_sha256": content,
+                       "resolution": "x".join(map(str, resolution or ())), "label": label or what})
+    return Lookup(side, False, k)
+
+
+def _save(path: Path, side: Any, meta: dict[str, str]) -> None:
+    from diffbench.core.files import atomic_path
+
+    s = side.stats
+    arrays: dict[str, Any] = {"count": np.array(s.count), "sum": s.sum, "sum_lo": s.sum_lo, "sum_outer": s.sum_outer,
+                              "sum_outer_lo": s.sum_outer_lo, "meta": np.array(json.dumps(meta))}
+    if side.pool is not None:
+        arrays["pool"] = side.pool
+    if side.logits is not None:
+        arrays["logits"] = side.logits
+    if side.spatial is not None:
+        t = side.spatial
+        arrays.update(spatial_count=np.array(t.count), spatial_sum=t.sum, spatial_sum_lo=t.sum_lo,
+                      spatial_sum_outer=t.sum_outer, spatial_sum_outer_lo=t.sum_outer_lo)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    except OSError:  # a cache that cannot be written costs time, never a result
+        pass
+
+
+def _load(path: Path, keep_features: bool, label: str, identity: dict[str, Any]) -> Any | None:
+    """The entry as a Side, or None (absent, unreadable, or without the raw features the caller needs)."""
+    from diffbench.metrics.quality import Side
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if keep_features and "pool" not in f.files:
+                return None
+            stats = _stats(f, "")
+            spatial = _stats(f, "spatial_") if "spatial_sum" in f.files else None
+            pool = np.array(f["pool"]) if "pool" in f.files else None
+            logits = np.array(f["logits"]) if "logits" in f.files else None
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if stats is None or (pool is not None and (pool.ndim != 2 or len(pool) != stats.count)):
+        return None
+    return Side(label, stats, spatial, pool, logits, dict(identity))
+
+
+def _stats(f: Any, prefix: str) -> FeatureStats | None:
+    total, outer = np.array(f[prefix + "sum"]), np.array(f[prefix + "sum_outer"])
+    if total.ndim != 1 or outer.shape != (len(total), len(total)):
+        return None
+    s = FeatureStats(len(total), int(f[prefix + "count"]), total, outer,
+                     sum_lo=np.array(f[prefix + "sum_lo"]), sum_outer_lo=np.array(f[prefix + "sum_outer_lo"]))
+    return s
+
+
+def entries() -> list[dict[str, Any]]:
+    """One row per entry: key, source, detector, mode, images, raw features kept, size, written."""
+    folder = cache_dir()
+    if folder is None or not folder.is_dir():
+        return []
+    rows = []
+    for p in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(p, allow_pickle=False) as f:
+                meta = json.loads(str(f["meta"]))
+                n, kept = int(f["count"]), "pool" in f.files
+        except (OSError, ValueError, KeyError, EOFError):
+            meta, n, kept = {"source": "unreadable entry"}, 0, False
+        rows.append({"key": p.stem, "source": meta.get("source", "?"), "detector": meta.get("detector", "?"),
+                     "mode": meta.get("mode", "?"), "images": n, "features": kept,
+                     "MiB": round(p.stat().st_size / 2**20, 2),
+                     "written": __import__("datetime").datetime.fromtimestamp(p.stat().st_mtime).isoformat(
+                         timespec="seconds")})
+    return rows
+
+
+def clear() -> int:
+    folder = cache_dir()
+    if folder is None or not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.glob("*.npz"):
+        p.unlink()
+        n += 1
+    return n

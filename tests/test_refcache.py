@@ -1,0 +1,94 @@
+"""The reference-feature cache: three systems scored against one reference extract its features once; a
+changed reference is never served stale; entries hold exactly what the detector gave."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+SUITE = """
+name = "three"
+[defaults]
+batch_sizes = [2]
+warmup = 0
+repeats = 1
+measure = ["train", "quality"]
+train_steps = 2
+train_batch = 4
+samples = 16
+sample_steps = 2
+
+[[sweeps]]
+families = ["dit", "vit", "uvit"]
+params = ["0.3M"]
+inputs = ["3x16x16"]
+classes = 10
+"""
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFBENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "reference-stats"
+
+
+def test_three_systems_extract_their_shared_reference_once(tmp_path, cache):
+    import diffbench
+
+    suite = tmp_path / "three.toml"
+    suite.write_text(SUITE)
+    run = diffbench.run(str(suite), tmp_path / "run")
+    assert run.statuses == {"ok": 3}
+    fids = run.records[run.records["metric"].str.startswith("fid[")]
+    extras = [json.loads(line)["extra"]["reference_cache"] for line in (tmp_path / "run" / "records.jsonl")
+              .read_text().splitlines() if json.loads(line)["metric"].startswith("fid[")]
+    assert len(fids) == 3 and sorted(e["hit"] for e in extras) == [False, True, True]  # extracted once, hit twice
+    assert len({e["key"] for e in extras}) == 1 and len(list(cache.glob("*.npz"))) == 1
+
+
+def test_a_changed_reference_file_is_not_served_stale(tmp_path, cache):
+    from diffbench.diffusion import datasets
+    from diffbench.metrics.detectors import build_detector
+    from diffbench.metrics.quality import extract
+    from diffbench.metrics.refcache import cached_extract, entries
+
+    det = build_detector("digits")
+    images = datasets.digits(8).images
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=images[:200].permute(0, 2, 3, 1).numpy())
+    first = cached_extract(ref, det)
+    again = cached_extract(ref, det)
+    assert not first.hit and again.hit and first.key == again.key
+    direct = extract(ref, det, keep_features=True)
+    assert np.array_equal(again.side.pool, direct.pool)  # exactly the detector's features
+    assert np.array_equal(again.side.stats.sigma, direct.stats.sigma)
+    np.savez(ref, arr_0=images[200:400].permute(0, 2, 3, 1).numpy())  # same name, other images
+    changed = cached_extract(ref, det)
+    assert not changed.hit and changed.key != first.key
+    assert not np.array_equal(changed.side.stats.mu, first.side.stats.mu)
+    assert len(entries()) == 2
+    os.environ["DIFFBENCH_CACHE"] = "off"
+    assert not cached_extract(ref, det).hit
+
+
+def test_a_folder_is_keyed_by_every_file_and_cache_cli_lists_and_clears(tmp_path, cache, cli):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    out = cli("stats", str(folder), "-o", str(tmp_path / "s.npz"), "--detector", "digits")
+    assert out.returncode == 0, out.stderr
+    listed = cli("cache", "list", "--format", "json")
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 1 and rows[0]["images"] == 12 and rows[0]["detector"] == "digits"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "3.png")  # one pixel file changed
+    assert cli("stats", str(folder), "-o", str(tmp_path / "s2.npz"), "--detector", "digits").returncode == 0
+    assert len(json.loads(cli("cache", "list", "--format", "json").stdout)) == 2
+    assert "removed 2 entries" in cli("cache", "clear").stdout
+    assert "0 entries" in cli("cache", "list").stdout
+    a, b = np.load(tmp_path / "s.npz"), np.load(tmp_path / "s2.npz")
+    assert not np.array_equal(a["mu"], b["mu"])
