@@ -33,6 +33,7 @@ class BackboneRef:
     source: str | None = None  # presets: where the numbers come from
     target: dict[str, float] | None = field(default=None, hash=False)  # sized: {"params": 1.4e6} or {"gmacs": ..}
     input: tuple[int, int, int] | None = None  # sized: the input shape it was sized for
+    checkpoint: dict[str, str] | None = field(default=None, hash=False)  # {path, sha256}: weights to load
 
     kind = "backbone"
 
@@ -43,12 +44,15 @@ class BackboneRef:
             out.update(reference=self.reference or {}, source=self.source)
         else:
             out.update(target=self.target, input=list(self.input) if self.input else None)
+        if self.checkpoint:  # only then: the ids of cases without one stay what they were
+            out["checkpoint"] = dict(self.checkpoint)
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BackboneRef:
         return cls(d["label"], d["family"], d["config"], d.get("preset"), d.get("reference"), d.get("source"),
-                   d.get("target"), tuple(d["input"]) if d.get("input") else None)  # type: ignore[arg-type]
+                   d.get("target"), tuple(d["input"]) if d.get("input") else None,  # type: ignore[arg-type]
+                   d.get("checkpoint"))
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,9 @@ class CaseSpec:
     def case_id(self) -> str:
         """sha256 of the JSON (timeout, accuracy bands and the runner's OOM note excluded), 16 hex digits."""
         identity = {k: v for k, v in self.to_json().items() if k not in ("timeout_s", "oom_retry_from", "accept")}
+        weights = identity["model"].get("checkpoint")
+        if weights:  # the weights' content is the identity, not where the file lies
+            identity["model"] = {**identity["model"], "checkpoint": {"sha256": weights.get("sha256")}}
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -156,7 +156,15 @@ class BackboneSubject:
 
     def evaluations(self) -> list[Evaluation]:
         spec, device = self.spec, self.spec.device
-        model = self.config.build().to(device).eval()
+        model = self.config.build()
+        weights = spec.model.checkpoint if isinstance(spec.model, BackboneRef) else None
+        if weights:  # the suite's checkpoint, strictly (keys, shapes, dtypes, finite values)
+            from diffbench.models.api import file_sha256, load_checkpoint
+
+            if file_sha256(weights["path"]) != weights["sha256"]:
+                raise CaseUnsupported(f"{weights['path']} changed since the suite was expanded; run it again")
+            load_checkpoint(model, weights["path"])
+        model = model.to(device).eval()
         inputs = self.family.make_inputs(self.config, spec.batch_size, torch.device(device), torch.float32)
         if spec.channels_last:
             if not self.family.name.startswith("unet"):

@@ -21,7 +21,7 @@ from typing import Any
 from diffbench.bench.accuracy import bands, check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
 from diffbench.bench.spec import BackboneRef, CaseSpec, ModelRef, PipelineRef, Sampler, Training
-from diffbench.core.errors import ConfigError, UnknownNameError
+from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,6 +85,7 @@ class Sweep:
     classes: int = 1000
     patch: int = 0  # 0: the family's default
     tolerance: float = 0.02  # largest relative error of a sized model
+    checkpoint: str | None = None  # backbone weights (official layout), resolved against the suite's folder
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "classes": (_pos_int, "a positive integer"),
     "patch": (_pos_int, "a positive integer"),
     "tolerance": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "checkpoint": (lambda v: isinstance(v, str) and bool(v.strip()), "a path to a .pt, .pth or .safetensors file"),
     **SETTING_KEYS,
 }
 TOP_KEYS = {"name", "description", "defaults", "sweeps"}
@@ -258,7 +260,27 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sw
         raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
                           if k in SWEEP_KEYS and k not in SETTING_KEYS and k != "name"}
-    return Sweep(settings=_settings(raw, defaults), **kw)
+    settings = _settings(raw, defaults)
+    if "checkpoint" in kw:
+        kw["checkpoint"] = _checkpoint(kw["checkpoint"], bool(pipes), settings, where, file)
+    return Sweep(settings=settings, **kw)
+
+
+def _checkpoint(raw: str, pipelines: bool, settings: Settings, where: str, file: str) -> str:
+    """A sweep's backbone checkpoint: an existing file, for cases that measure the network as it is."""
+    if pipelines:
+        raise ConfigError(f"{file}: {where}.checkpoint: applies to presets and families; a pipeline loads its "
+                          "weights with 'diffbench sample --checkpoint'")
+    if {"train", "quality"} & set(settings.measure):
+        raise ConfigError(f"{file}: {where}.checkpoint: measuring train or quality from a checkpoint (fine-tuning, or "
+                          "scoring a pretrained backbone's samples) is not built yet; measure counts, speed, memory "
+                          "or energy with it")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = Path(file).resolve().parent / path
+    if not path.is_file():
+        raise BadInputError(f"{file}: {where}.checkpoint: no file at {path}")
+    return str(path)
 
 
 def load(spec: str) -> Suite:
@@ -283,6 +305,16 @@ def builtin_suites() -> list[Suite]:
 
 # --- expansion ------------------------------------------------------------------------------------
 
+def _weights(path: str | None, cfg: Any) -> dict[str, str] | None:
+    """{path, sha256} of a checkpoint that fits the config (keys and shapes checked now, before any case runs)."""
+    if path is None:
+        return None
+    from diffbench.models.api import check_fits, file_sha256
+
+    check_fits(cfg, path)
+    return {"path": path, "sha256": file_sha256(path)}
+
+
 def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
     from diffbench.models.api import config_dict, resolve
@@ -294,7 +326,7 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     for name in sweep.presets:
         cfg, preset = resolve(name), PRESETS.get(name)
         out.append(BackboneRef(name, family_of(cfg).name, config_dict(cfg), name, dict(preset.reference),
-                               preset.source))
+                               preset.source, checkpoint=_weights(sweep.checkpoint, cfg)))
     out.extend(_pipeline_models(sweep, file))
     by = "params" if sweep.params else "gmacs"
     tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
@@ -303,7 +335,8 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     found = match_many([(fam, {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
                                "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted])
     for (fam, shape, t, value), r in zip(wanted, found, strict=True):
-        out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape))
+        out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape,
+                               checkpoint=_weights(sweep.checkpoint, r.config)))
     return out
 
 

@@ -173,6 +173,52 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     return load_into(model, load_state_dict(path), path, "build the config the checkpoint was trained with")
 
 
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_fits(config: Any, path: str | Path) -> None:
+    """Raise one line unless the checkpoint's keys and shapes are those of ``config``'s network (the weights are
+    mapped, not read: cheap for a multi-GB file); the values are checked when a case loads them."""
+    from diffbench.core.safeload import load_weights
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 - not a safetensors file
+            raise BadInputError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())[:80]})") from None
+    else:
+        raw = load_weights(path, mmap=True)
+        for key in ("model", "state_dict", "ema"):
+            if isinstance(raw, dict) and isinstance(raw.get(key), dict):
+                raw = raw[key]
+                break
+        if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+            raise BadInputError(f"{path}: not a state dict of tensors")
+        shapes = {k: tuple(v.shape) for k, v in raw.items()}
+    with torch.device("meta"):
+        own = {k: tuple(v.shape) for k, v in config.build().state_dict().items()}
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
+    wrong = [f"{k} {shapes[k]} vs {own[k]}" for k in own if k in shapes and shapes[k] != own[k]]
+    if missing or unexpected or wrong:
+        parts = [f"{len(wrong)} shape mismatch(es), e.g. {wrong[0]}"] if wrong else []
+        parts += [f"{len(missing)} missing key(s), e.g. {missing[0]}"] if missing else []
+        parts += [f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}"] if unexpected else []
+        raise BadInputError(f"{path} does not fit {type(config).__name__}: {'; '.join(parts)}; use the preset or "
+                            "config the checkpoint was trained with")
+
+
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, fix: str) -> nn.Module:
     """``model.load_state_dict(state, strict=True)``, with any key or shape mismatch as one line that names
     the first problems and ``fix``."""
