@@ -194,7 +194,8 @@ def check_fits(config: Any, path: str | Path) -> None:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as f:
-                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                names = f.keys()  # safe_open is not a mapping
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
         except Exception as e:  # noqa: BLE001 - not a safetensors file
             raise BadInputError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())[:80]})") from None
     else:

@@ -110,3 +110,20 @@ def test_nested_state_dicts_are_read(tmp_path, key):
     model, _ = saved_dit(tmp_path)
     torch.save({key: model.state_dict(), "args": {"lr": 1e-4}}, tmp_path / "n.pt")
     check_fits(PRESETS.get("DiT-S/8").config, tmp_path / "n.pt")
+
+
+def test_a_safetensors_checkpoint_is_checked_from_its_header(tmp_path):
+    from safetensors.torch import save_file
+
+    from diffbench.core.errors import BadInputError
+    from diffbench.models.api import check_fits
+    from diffbench.models.presets import PRESETS
+
+    model, _ = saved_dit(tmp_path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    check_fits(PRESETS.get("DiT-S/8").config, tmp_path / "w.safetensors")
+    del state["pos_embed"]
+    save_file(state, str(tmp_path / "w2.safetensors"))
+    with pytest.raises(BadInputError, match="1 missing key"):
+        check_fits(PRESETS.get("DiT-S/8").config, tmp_path / "w2.safetensors")
