@@ -21,8 +21,8 @@ from typing import Any
 
 from diffbench.core.errors import UserError
 
-__all__ = ["Run", "UserError", "baseline", "build", "compare", "count", "count_pipeline", "fid", "load_run", "match",
-           "match_many", "plan", "report", "run", "__version__"]
+__all__ = ["Run", "UserError", "baseline", "benchmark_module", "build", "compare", "count", "count_pipeline", "fid",
+           "load_run", "match", "match_many", "plan", "report", "run", "__version__"]
 
 _API = set(__all__) - {"UserError", "__version__"}
 

@@ -122,6 +122,61 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     return result
 
 
+def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = None, out: str | Path | None = None,
+                     batch_sizes: tuple[int, ...] = (1,), precision: str = "fp32", device: str = "auto",
+                     warmup: int = 2, repeats: int = 10, min_time_s: float = 0.0,
+                     measure: tuple[str, ...] = ("counts", "speed", "memory")) -> Run:
+    """Benchmark your own ``nn.Module`` (the protocol: ``diffbench.bench.module_subject``): called as
+    ``model(**inputs(batch_size, device, dtype))``, or with the module's ``diffbench_inputs`` method. One case
+    per batch size, recorded in ``out`` (default ``runs/module-NAME-TIMESTAMP``) like a suite's cases, so
+    ``report``, ``compare`` and ``load_run`` read it. Runs in this process (no isolation, no timeout)."""
+    import time
+    import uuid
+
+    from diffbench.bench import precision as prec
+    from diffbench.bench.cases import records as case_records
+    from diffbench.bench.measure import measure as measure_subject
+    from diffbench.bench.module_subject import ModuleSubject, inputs_of
+    from diffbench.bench.spec import BackboneRef, CaseSpec
+    from diffbench.bench.suites import MEASURES, SUITE_NAME
+    from diffbench.core import records
+    from diffbench.core.errors import ConfigError
+    from diffbench.core.files import output_dir
+    from diffbench.metrics.device import resolve_device
+    from diffbench.metrics.reading import Reading
+
+    label = name or type(model).__name__
+    if not SUITE_NAME.fullmatch(label):
+        raise ConfigError(f"name {label!r}: a plain name (letters, digits, . _ -), it names the run")
+    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise ConfigError(f"batch_sizes {batch_sizes!r}: positive integers")
+    if precision not in prec.PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: one of {', '.join(prec.PRECISIONS)}")
+    bad = [m for m in measure if m not in MEASURES or m in ("train", "quality")]
+    if bad:
+        raise ConfigError(f"measure {bad[0]!r}: a module is measured for counts, speed, memory or energy")
+    call = inputs_of(model, inputs)
+    device = resolve_device(device)
+    run_dir = output_dir(out if out is not None else f"runs/module-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    if (run_dir / "records.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds records; choose another out")
+    run_id = uuid.uuid4().hex[:12]
+    ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
+    for batch in batch_sizes:
+        spec = CaseSpec(ref, batch, precision, device, False, False, "auto", warmup, repeats, min_time_s, 0,
+                        tuple(measure), False, 0.01, "none", 0, 0.0)
+        started = records.utc_now()
+        subject = ModuleSubject(model, call, spec)
+        t0 = time.perf_counter()
+        readings = subject.counts() if "counts" in measure else {}
+        if {"speed", "memory", "energy"} & set(measure):
+            readings.update(measure_subject(subject, spec, readings))
+        readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
+        records.append(run_dir / "records.jsonl",
+                       case_records(spec, run_id, "module", spec.case_id, started, readings))
+    return load_run(run_dir)
+
+
 def report(run: Run | str | Path, out: str | Path | None = None,
            formats: tuple[str, ...] = ("md", "html", "csv", "tex")) -> list[Path]:
     """Write the tables, fits, plots and report of a run (from its records alone); return the files."""

@@ -1,0 +1,57 @@
+"""A user's own nn.Module through the Python API: counted, timed, recorded like a suite's case, and read by
+load_run and report; mistakes in the protocol are one-line user errors."""
+
+import pytest
+import torch
+from torch import nn
+
+import diffbench
+
+
+class TinyDenoiser(nn.Module):
+    """A research model: not a diffbench family, with the protocol's inputs method."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 4, 3, padding=1))
+        self.t = nn.Linear(1, 32)
+
+    def forward(self, x, t):
+        h = self.net[0](x) + self.t(t[:, None].float())[:, :, None, None]
+        return self.net[2](self.net[1](h))
+
+    def diffbench_inputs(self, batch, device, dtype):
+        return {"x": torch.randn(batch, 4, 16, 16, device=device, dtype=dtype),
+                "t": torch.randint(0, 1000, (batch,), device=device)}
+
+
+def test_a_module_is_counted_timed_and_recorded(tmp_path):
+    model = TinyDenoiser()
+    run = diffbench.benchmark_module(model, name="tiny-denoiser", out=tmp_path / "run", batch_sizes=(1, 4),
+                                     device="cpu", repeats=3)
+    assert run.statuses == {"ok": 2}
+    cases = run.cases.set_index("batch_size")
+    params = sum(p.numel() for p in model.parameters())
+    assert set(cases["params"]) == {params}
+    conv_macs = 16 * 16 * (4 * 32 * 9 + 32 * 4 * 9) + 32  # two convolutions and the time projection
+    assert cases.loc[1, "gmacs"] == pytest.approx(conv_macs / 1e9, rel=1e-6)
+    assert cases.loc[4, "latency_ms"] > 0 and cases.loc[4, "throughput_img_s"] > 0
+    assert set(run.records["family"]) == {"user"}
+    files = diffbench.report(run, formats=("md",))
+    assert any(f.suffix == ".md" for f in files)
+
+
+def test_inputs_can_be_given_and_mistakes_are_user_errors(tmp_path):
+    plain = nn.Linear(8, 8)
+    run = diffbench.benchmark_module(plain, inputs=lambda b, device, dtype: {"input": torch.randn(b, 8, device=device)},
+                                     out=tmp_path / "lin", device="cpu", repeats=2)
+    assert run.cases["gmacs"].iloc[0] == pytest.approx(64 / 1e9)
+    with pytest.raises(diffbench.UserError, match="no diffbench_inputs"):
+        diffbench.benchmark_module(plain, out=tmp_path / "x", device="cpu")
+    with pytest.raises(diffbench.UserError, match="must return a dict"):
+        diffbench.benchmark_module(plain, inputs=lambda b, d, t: torch.randn(b, 8), out=tmp_path / "y", device="cpu")
+    with pytest.raises(diffbench.UserError, match="counts, speed, memory or energy"):
+        diffbench.benchmark_module(TinyDenoiser(), out=tmp_path / "z", measure=("train",))
+    with pytest.raises(diffbench.UserError, match="already holds records"):
+        diffbench.benchmark_module(plain, inputs=lambda b, d, t: {"input": torch.randn(b, 8)}, out=tmp_path / "lin",
+                                   device="cpu")
