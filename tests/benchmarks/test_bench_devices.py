@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SUITE = """
-name = "six"
-[defaults]
-batch_sizes = [1, 2, 3, 4, 5, 6]
-measure = ["counts"]
-timeout_s = 120
-[[sweeps]]
-presets = ["DiT-S/8"]
-"""
+from tests.test_launchers import SUITE  # six counting cases of DiT-S/8
 
 
 @pytest.mark.benchmark
