@@ -67,7 +67,7 @@ def contract_run(tmp_path_factory) -> list[records.Record]:
 
     d = tmp_path_factory.mktemp("contract")
     (d / "contract.toml").write_text(SUITE)
-    p = run_cli("run", str(d / "contract.toml"), "--out", str(d / "run"), "--device", "cpu", "--no-progress",
+    p = run_cli("run", str(d / "contract.toml"), "--out", str(d / "run"), "--devices", "cpu,cpu", "--no-progress",
                 timeout=600)
     assert p.returncode == 0, p.stderr
     got = records.read(d / "run" / "records.jsonl")

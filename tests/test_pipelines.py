@@ -22,7 +22,7 @@ from diffbench.models.pipelines import (
     size_pipeline,
 )
 from tests.conftest import ROOT
-from tests.conftest import run_cli as cli
+from tests.conftest import call_cli as cli  # in this process: see call_cli
 
 NAMES = PIPELINES.names()
 
@@ -177,6 +177,7 @@ def test_cli_train_then_sample_writes_images(tmp_path):
     assert proc.returncode == 2 and "shapes" in proc.stderr
 
 
+@pytest.mark.slow  # 21 s; the same resumable loop is killed and resumed in test_training_sampling.py by default
 def test_pipeline_training_resumes_after_sigkill(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "diffbench", "train", "dit", "--dataset", "digits", "--steps", "120",

@@ -25,8 +25,47 @@ def check_save_then_compare(tmp_path: Path, suite: str, only: str) -> None:
     assert "passed" in second.stdout
 
 
+@pytest.mark.slow  # 38 s: two pytest processes; the plugin's own code runs in the fast test below by default
 def test_a_suite_case_runs_as_a_benchmark_and_compares(tmp_path: Path):
     check_save_then_compare(tmp_path, "smoke", "dit@1M/*/b1/*")
+
+
+class FakeBenchmark:
+    """pytest-benchmark's fixture as the plugin's test uses it: extra_info, and pedantic calling the target."""
+
+    def __init__(self) -> None:
+        self.extra_info: dict = {}
+        self.calls = 0
+
+    def pedantic(self, target, rounds, warmup_rounds, iterations):
+        assert iterations == 1 and rounds >= 1
+        for _ in range(rounds + warmup_rounds):
+            target()
+            self.calls += 1
+
+
+def test_the_plugin_parametrizes_a_suites_cases_and_times_the_main_call(tmp_path: Path):
+    """The plugin in this process: one test per case of the suite (ids are the case names), and each times the
+    case's main evaluation with its counts in extra_info."""
+    from types import SimpleNamespace
+
+    from diffbench.bench import pytest_cases
+
+    suite = tmp_path / "one.toml"
+    suite.write_text('name = "one"\n[defaults]\nbatch_sizes = [1, 2]\nwarmup = 1\nrepeats = 2\n'
+                     'measure = ["counts", "speed"]\n[[sweeps]]\npresets = ["DiT-S/8"]\n')
+    options = {"diffbench_suite": str(suite), "diffbench_device": "cpu", "diffbench_only": "*/b1/*"}
+    got: dict = {}
+    metafunc = SimpleNamespace(fixturenames=["benchmark", "diffbench_case"],
+                               config=SimpleNamespace(getoption=options.__getitem__),
+                               parametrize=lambda name, values, ids: got.update(name=name, values=values, ids=ids))
+    pytest_cases.pytest_generate_tests(metafunc)
+    assert got["name"] == "diffbench_case" and len(got["values"]) == 1 and got["ids"] == [got["values"][0].name]
+    bench = FakeBenchmark()
+    pytest_cases.test_diffbench_case(bench, got["values"][0])
+    spec = got["values"][0].spec
+    assert bench.calls == spec.repeats + spec.warmup
+    assert bench.extra_info["case_id"] == got["values"][0].case_id and bench.extra_info["params"] > 0
 
 
 @pytest.mark.slow

@@ -40,7 +40,8 @@ def test_faults_are_status_rows_and_the_sweep_goes_on(tmp_path: Path):
     suite.write_text(SUITE)
     faults = {"*/b1/*": "raise", "*/b2/*": "abort", "*/b3/*": "hang", "*/b4/*": "oom"}
     out = tmp_path / "run"
-    proc = run([str(suite), "--out", str(out), "--timeout", "20"],
+    # on two CPU workers: the hang waits out its timeout while the other cases run (and faults stay isolated there)
+    proc = run([str(suite), "--out", str(out), "--timeout", "20", "--devices", "cpu,cpu"],
                {"DIFFBENCH_INJECT_FAULTS": json.dumps(faults)})
     assert proc.returncode == 0, proc.stderr
     got = records.read(out / RECORDS).records
@@ -62,6 +63,7 @@ def test_faults_are_status_rows_and_the_sweep_goes_on(tmp_path: Path):
     assert "ok 1" in proc.stdout and "timeout 1" in proc.stdout
     assert (out / "run.log").read_text().count("injected fault") >= 1
     assert json.loads((out / "suite.resolved.json").read_text())["cases"][0]["name"] == "DiT-S/8/b1/fp32"
+    assert {r.provenance["placement"]["launcher"] for r in got} == {"devices"}
 
 
 def test_sigkill_then_resume_gives_exactly_the_uninterrupted_records(tmp_path: Path):

@@ -11,5 +11,5 @@ from typing import Any
 def progress(total: int | None, desc: str, unit: str = "img", enabled: bool = True) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True,  # the final count, rate and time
                 dynamic_ncols=True, disable=None if enabled else True)
