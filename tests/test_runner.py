@@ -12,7 +12,7 @@ from pathlib import Path
 
 from diffbench.bench.runner import PARTIAL, RECORDS, complete_cases
 from diffbench.core import records
-from tests.conftest import ROOT
+from tests.conftest import ROOT, call_cli
 
 SUITE = """
 name = "t"
@@ -98,7 +98,7 @@ def test_resume_moves_a_partial_case_aside_and_reruns_it(tmp_path: Path):
     suite = tmp_path / "t.toml"
     suite.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[1, 2]"))
     out = tmp_path / "run"
-    assert run([str(suite), "--out", str(out)]).returncode == 0
+    assert run([str(suite), "--out", str(out), "--devices", "cpu,cpu"]).returncode == 0
     lines = (out / RECORDS).read_text().splitlines()
     assert len(lines) == 8
     # simulate a writer killed after 2 of the second case's 4 lines, the last one torn
@@ -116,7 +116,7 @@ def test_existing_run_dir_needs_resume(tmp_path: Path):
     suite.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[1]"))
     out = tmp_path / "run"
     assert run([str(suite), "--out", str(out)]).returncode == 0
-    proc = run([str(suite), "--out", str(out)])
+    proc = call_cli("run", str(suite), "--out", str(out), "--no-progress")  # refused before any case: in process
     assert proc.returncode == 2 and "add --resume" in proc.stderr
 
 
