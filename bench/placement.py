@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,16 +93,17 @@ def apply_threads() -> None:
         torch.set_num_threads(int(raw))
 
 
-def current() -> dict[str, Any]:
-    """Where this process runs: the launcher's description plus torchrun's and Slurm's own variables."""
+def current(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Where this process runs (or one started with ``environ``): the launcher's description plus torchrun's and
+    Slurm's own variables."""
+    env = os.environ if environ is None else environ
     try:
-        given = json.loads(os.environ.get(ENV) or "{}")
+        given = json.loads(env.get(ENV) or "{}")
     except ValueError:
         given = {}
     out: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
     out.setdefault("launcher", "local")
     out["node"] = socket.gethostname()
-    env = os.environ
     if "WORLD_SIZE" in env and "RANK" in env:  # torchrun (or any torch.distributed launcher)
         out["rank"], out["world_size"] = _int(env["RANK"]), _int(env["WORLD_SIZE"])
     if "SLURM_JOB_ID" in env:

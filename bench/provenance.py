@@ -97,7 +97,7 @@ def diffbench_version() -> str:
 
 
 def collect(device: str = "cpu", precision: dict[str, Any] | None = None, seed: int | None = None,
-            started_at: str | None = None) -> Provenance:
+            started_at: str | None = None, where: dict[str, Any] | None = None) -> Provenance:
     """Provenance for a case on ``device``; ``recorded_at`` is filled when a record is written."""
     import torch
 
@@ -115,6 +115,6 @@ def collect(device: str = "cpu", precision: dict[str, Any] | None = None, seed: 
         precision=dict(precision or {}),
         seed=seed,
         started_at=started_at or utc_now(),
-        placement=placement.current(),
+        placement=where if where is not None else placement.current(),
     )
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench import placement
 from diffbench.bench.accuracy import case_status, gate
 from diffbench.bench.placement import Slot, child_env
 from diffbench.bench.provenance import collect, utc_now
@@ -254,10 +255,10 @@ class CaseExecutor:
             recs = gate(spec.accept, merge(done))
         except RepetitionMismatch as e:
             return [self.status_row(case, spec, "error", str(e))]
-        if case_status(recs) == "inaccurate":
-            self.log(f"{case.name}: inaccurate: {recs[-1].error}")
-        self.log(f"{case.name}: ok, {len(recs)} record(s)"
-                 + (f" from {spec.repetitions} repetitions" if spec.repetitions > 1 else ""))
+        status = case_status(recs)
+        self.log(f"{case.name}: {status}, {len(recs)} record(s)"
+                 + (f" from {spec.repetitions} repetitions" if spec.repetitions > 1 else "")
+                 + (f": {recs[-1].error}" if status == "inaccurate" else ""))
         return recs
 
     def _spawn(self, case: Case, spec: CaseSpec, timeout: float) -> tuple[str, Any]:
@@ -309,9 +310,10 @@ class CaseExecutor:
         self.log(f"{case.name}: {status}: {message}")
         from diffbench.bench.precision import flags
 
-        with _environment(self.env):  # the row says where the case was placed
-            prov = collect(spec.device, flags(spec.precision, spec.attention, spec.compile, spec.channels_last),
-                           spec.seed)
+        # where the case was placed, read from its environment (os.environ is changed only around a process start)
+        where = placement.current({**os.environ, **self.env})
+        prov = collect(spec.device, flags(spec.precision, spec.attention, spec.compile, spec.channels_last),
+                       spec.seed, where=where)
         rec = Record(self.run_id, case.case_id, self.suite, spec.to_json(), "case", None, "", status=status,
                      error=" ".join(str(message).split())[:500], case_size=1)
         return stamp(rec, prov)

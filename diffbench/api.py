@@ -95,10 +95,10 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
 
     slots = parse_devices(devices) if devices is not None else None
     if slots is not None:
-        if device not in ("auto", device_of(slots).split(":")[0]) and not (device.startswith("cuda") and
-                                                                           not slots[0].is_cpu):
+        chosen = device_of(slots)
+        if device != "auto" and device.split(":")[0] != chosen.split(":")[0]:
             raise ConfigError(f"--device {device} and --devices {devices} disagree; --devices alone sets the device")
-        device = device_of(slots)
+        device = chosen
     if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if resume and out is None:

@@ -16,6 +16,7 @@ leave one whole file.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -64,11 +65,9 @@ def content_hash(source: Any) -> tuple[str, str]:
 
 
 def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from diffbench.core.files import sha256_file
+
+    return sha256_file(path)
 
 
 def key(content: str, resolution: tuple[int, ...] | None, identity: dict[str, Any]) -> str:
@@ -149,6 +148,9 @@ def _load(path: Path, keep_features: bool, label: str, identity: dict[str, Any])
         return None
     if stats is None or (pool is not None and (pool.ndim != 2 or len(pool) != stats.count)):
         return None
+    arrays = [stats.sum, stats.sum_outer, pool, logits] + ([spatial.sum, spatial.sum_outer] if spatial else [])
+    if not all(bool(np.isfinite(a).all()) for a in arrays if a is not None):  # a damaged entry: extract again
+        return None
     return Side(label, stats, spatial, pool, logits, dict(identity))
 
 
@@ -177,8 +179,7 @@ def entries() -> list[dict[str, Any]]:
         rows.append({"key": p.stem, "source": meta.get("source", "?"), "detector": meta.get("detector", "?"),
                      "mode": meta.get("mode", "?"), "images": n, "features": kept,
                      "MiB": round(p.stat().st_size / 2**20, 2),
-                     "written": __import__("datetime").datetime.fromtimestamp(p.stat().st_mtime).isoformat(
-                         timespec="seconds")})
+                     "written": datetime.datetime.fromtimestamp(p.stat().st_mtime).isoformat(timespec="seconds")})
     return rows
 
 

@@ -8,8 +8,6 @@ allows unverified weights, and every number computed with it is marked unverifie
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,13 +50,10 @@ TS_INCEPTION = WeightsSpec(
     "DIFFBENCH_INCEPTION_TORCHSCRIPT")
 
 
-@functools.lru_cache(maxsize=32)
 def sha256_of(path: Path, mtime_ns: int = 0) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from diffbench.core.files import sha256_file
+
+    return sha256_file(path)  # remembered per size and mtime
 
 
 def locate(spec: WeightsSpec, explicit: str | Path | None = None, allow_unverified: bool = False) -> ResolvedWeights:

@@ -174,13 +174,9 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def file_sha256(path: str | Path) -> str:
-    import hashlib
+    from diffbench.core.files import sha256_file
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def check_fits(config: Any, path: str | Path) -> None:

@@ -68,13 +68,14 @@ def run_suite(args: argparse.Namespace) -> int:
     from diffbench.api import default_run_dir
 
     out = args.out or str(default_run_dir(args.suite))
-    options = {k: v for k, v in (("partition", args.partition), ("gpus_per_case", args.gpus_per_case),
-                                 ("cpus_per_case", args.cpus_per_case), ("max_parallel", args.max_parallel),
-                                 ("time_limit_min", args.time_limit), ("address", args.ray_address))
-               if v is not None}
-    if options and args.launcher == "local":
-        raise ConfigError(f"--{next(iter(options)).replace('_', '-').replace('-min', '')} applies to "
-                          "--launcher submitit or ray")
+    given = [(flag, key, value) for flag, key, value in (
+        ("--partition", "partition", args.partition), ("--gpus-per-case", "gpus_per_case", args.gpus_per_case),
+        ("--cpus-per-case", "cpus_per_case", args.cpus_per_case), ("--max-parallel", "max_parallel", args.max_parallel),
+        ("--time-limit", "time_limit_min", args.time_limit), ("--ray-address", "address", args.ray_address))
+        if value is not None]
+    if given and args.launcher == "local":
+        raise ConfigError(f"{given[0][0]} applies to --launcher submitit or ray")
+    options = {key: value for _, key, value in given}
     try:
         run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
                             progress=not args.no_progress, keep_failed=args.keep_failed, devices=args.devices,

@@ -14,12 +14,15 @@ atomically (shared filesystems such as NFS may not honour ``flock``), or as the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from diffbench.core.errors import ConfigError
 
 LAUNCHERS = ("local", "submitit", "ray")
+FLAGS = {"partition": "partition", "gpus_per_case": "gpus-per-case", "cpus_per_case": "cpus-per-case",
+         "max_parallel": "max-parallel", "time_limit_min": "time-limit", "address": "ray-address"}
 OPTIONS = {"submitit": {"partition", "gpus_per_case", "cpus_per_case", "max_parallel", "time_limit_min", "cluster",
                         "poll_s"},
            "ray": {"address", "gpus_per_case", "cpus_per_case", "max_parallel", "num_cpus", "poll_s"}}
@@ -31,8 +34,12 @@ def launch(launcher: str, suite: Any, cases: list[Any], run_dir: Path, timeout: 
         raise ConfigError(f"launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     unknown = sorted(set(options) - OPTIONS[launcher])
     if unknown:
-        raise ConfigError(f"launcher {launcher} takes no option {unknown[0]!r}; it takes "
+        flag = FLAGS.get(unknown[0], unknown[0])
+        raise ConfigError(f"launcher {launcher} takes no option {unknown[0]!r} (--{flag}); it takes "
                           + ", ".join(sorted(OPTIONS[launcher])))
+    if launcher == "submitit" and not options.get("time_limit_min"):  # the longest case's timeout, plus 10 min
+        longest = max((timeout or c.spec.timeout_s) * c.spec.repetitions for c in cases) if cases else 0
+        options = {**options, "time_limit_min": math.ceil(longest / 60) + 10}
     from diffbench.bench.launchers.driver import Driver
 
     if launcher == "submitit":

@@ -12,12 +12,14 @@ Resume after anything (the driver killed, a job cancelled, preempted or lost wit
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from diffbench.bench import placement
 from diffbench.bench.accuracy import case_status
 from diffbench.bench.launchers import jobs
 from diffbench.bench.runner import CaseExecutor, RunLock, Runner, RunSummary
@@ -102,7 +104,7 @@ class Driver:
                     if ended is None:
                         continue
                     del pending[cid]
-                    status = self._finish(case, ended, done)
+                    status = self._finish(case, ended, done, index.get(cid, {}).get("job_id"))
                     summary.statuses[status] += 1
                     bar.update(1)
                     bar.set_postfix_str(case.name[-40:])
@@ -127,7 +129,7 @@ class Driver:
             self.runner.log(f"{case.name}: submitted as job {job_id}")
         jobs.write_index(self.run_dir, index)
 
-    def _finish(self, case: Any, ended: Ended, done: set[str]) -> str:
+    def _finish(self, case: Any, ended: Ended, done: set[str], job_id: str | None = None) -> str:
         """Append what the job handed over (its file, or its result), else one status row."""
         log = self.runner.log
         recs = jobs.harvest(self.run_dir, done, log, only={case.case_id}).get(case.case_id)
@@ -135,7 +137,8 @@ class Driver:
             if ended.lines is not None:
                 recs = jobs.parse(ended.lines)
             else:
-                executor = CaseExecutor(self.run_id, self.suite.name, log, self.timeout)
+                where = json.dumps({"launcher": self.backend.name, **({"job_id": job_id} if job_id else {})})
+                executor = CaseExecutor(self.run_id, self.suite.name, log, self.timeout, {placement.ENV: where})
                 recs = [executor.status_row(case, case.spec, ended.status, ended.message)]
             if not jobs.hand_over(self.run_dir, case.case_id, recs, done):
                 log(f"{case.name}: its job ended after the case was complete; the later result is not appended")

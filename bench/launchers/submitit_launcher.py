@@ -9,6 +9,7 @@ the driver submits at most K jobs at a time there.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -76,7 +77,8 @@ class SubmititBackend:
 
     def parameters(self, options: dict[str, Any]) -> dict[str, Any]:
         """What every job is submitted with (the sbatch options on Slurm)."""
-        params: dict[str, Any] = {"name": "diffbench", "timeout_min": int(options.get("time_limit_min") or 60 * 24),
+        limit = options.get("time_limit_min") or 60 * 24
+        params: dict[str, Any] = {"name": "diffbench", "timeout_min": math.ceil(limit),
                                   "tasks_per_node": 1, "nodes": 1}
         if options.get("gpus_per_case") is not None:
             params["gpus_per_node"] = int(options["gpus_per_case"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +70,18 @@ def output_file(path: str | os.PathLike[str], suffix: str, what: str = "--out") 
         raise BadInputError(f"{what} {p} is a directory; give a file path ending in {suffix}")
     output_dir(p.parent if str(p.parent) else ".", f"{what}'s folder")
     return p
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks; remembered while its size and mtime stay the same."""
+    st = os.stat(path)
+    return _sha256(os.fspath(path), st.st_size, st.st_mtime_ns)
