@@ -28,11 +28,15 @@ def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) ->
     torch.manual_seed(spec.seed)
     subject = subject_for(spec)
     readings: dict[str, Reading] = {}
-    if spec.measures("train"):
+    if spec.protocol is not None:  # a system that arrives trained, scored by the suite's protocol
+        from diffbench.bench.evaluate import score_pretrained
+
+        readings.update(score_pretrained(subject, spec, case_id))
+    elif spec.measures("train", "quality"):  # trained here to its budget (and scored on its dataset)
         from diffbench.bench.evaluate import train_and_score
 
         readings.update(train_and_score(subject, spec))
-    phases = spec.measures("train")  # a case that trains records where its time went (counting alone: seconds)
+    phases = spec.measures("train", "quality")  # where a training or scoring case's time went
     t0 = time.perf_counter()
     counts = subject.counts() if spec.measures("counts") else {}
     readings.update(counts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -136,4 +137,98 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
                                                "value": reading.value, "ci95": reading.extra.get("ci95")}]
         out[name] = reading
     out["phase_seconds[score]"] = Reading(time.perf_counter() - t0, "s")
+    return out
+
+
+def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str, Reading]:
+    """A system that arrives trained, scored by its protocol (``bench/protocols.py``): the protocol's conditions
+    sampled with per-sample seeds, then FID (and KID where the reference has images) with the protocol's detector
+    against its reference (reference features from the cache), and for captions the CLIP score with the protocol's
+    CLIP, own captions and shifted by 7."""
+    from diffbench.bench.protocols import Protocol, conditions
+    from diffbench.bench.subjects import Held
+
+    assert spec.protocol is not None and spec.sampler is not None, "a pretrained system is scored by a protocol"
+    p = Protocol.from_json(spec.protocol)
+    labels, captions = conditions(p)
+    held = Held(torch.tensor(labels) if labels is not None else None, captions)
+    t0 = time.perf_counter()
+    samples = subject.sample(p.samples, held)
+    sampling = time.perf_counter() - t0
+    s = spec.sampler
+    out = {"sample_ms_per_image": Reading(sampling * 1e3 / p.samples, "ms",
+                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler,
+                                                 "guidance": s.guidance, "batch_size": spec.batch_size}),
+           "phase_seconds[sample]": Reading(sampling, "s")}
+    if p.save_samples:
+        save_pngs(samples, Path(p.save_samples) / case_id)
+    t0 = time.perf_counter()
+    out.update(score_with(samples, p, captions, spec.seed, spec.device))
+    out["phase_seconds[score]"] = Reading(time.perf_counter() - t0, "s")
+    return out
+
+
+def save_pngs(samples: torch.Tensor, folder: Path) -> None:
+    """uint8 NCHW -> folder/000000.png ... (lossless: a folder FID equals the in-memory one)."""
+    from PIL import Image
+
+    from diffbench.core.files import atomic_path, output_dir
+
+    output_dir(folder)
+    for k, img in enumerate(samples.permute(0, 2, 3, 1).numpy()):
+        with atomic_path(folder / f"{k:06d}.png") as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
+
+
+BOOTSTRAP_MAX_DIM = 512  # a bootstrap interval repeats a sqrtm of the feature dimension 200 times: 2048-d is minutes
+
+
+def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: int, device: str
+               ) -> dict[str, Reading]:
+    """FID and KID of ``samples`` with the protocol's detector against its reference, computed as
+    ``diffbench fid SAMPLES REFERENCE`` computes them (same extraction, same formula), and the CLIP scores."""
+    from diffbench.metrics.detectors import build_detector, describe
+    from diffbench.metrics.frechet import frechet_distance
+    from diffbench.metrics.intervals import bootstrap, fid_interval, kid_interval
+    from diffbench.metrics.quality import extract, load_side
+    from diffbench.metrics.refcache import cached_extract
+    from diffbench.metrics.stats import is_stats_file
+
+    det = build_detector(p.detector, p.mode or None, p.weights or None, p.allow_unverified, device)
+    reference = Path(p.reference)
+    stats_only = is_stats_file(reference)
+    keep = p.kid and not stats_only
+    gen = extract(samples, det, keep_features=True)
+    cache: dict[str, Any] | None = None
+    if stats_only:
+        ref = load_side(reference, det, False)
+    else:
+        lookup = cached_extract(reference, det, keep_features=keep)
+        ref, cache = lookup.side, {"hit": lookup.hit, "key": lookup.key}
+    q = p.qualifier(det.name, det.mode)
+    ident = {**describe(det), "protocol": p.name, "protocol_source": p.source, "n_generated": len(samples),
+             "n_reference": ref.count, "seed": seed, **({"reference_cache": cache} if cache else {})}
+    assert gen.pool is not None
+    fid = frechet_distance(gen.stats.mu, gen.stats.sigma, ref.stats.mu, ref.stats.sigma)
+    if gen.pool.shape[1] <= BOOTSTRAP_MAX_DIM:
+        # the value is the running-sums FID that 'diffbench fid' prints; the interval's spread is the bootstrap's
+        fid_extra = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed).extra()
+    else:
+        fid_extra = {"ci95": None, "interval": f"not computed: a bootstrap of {gen.pool.shape[1]}-d features repeats "
+                                               "a sqrtm of that size 200 times"}
+    out = {f"fid[{q}]": Reading(fid, "1", extra={**ident, **fid_extra})}
+    if keep and ref.pool is not None:
+        k = kid_interval(gen.pool, ref.pool, seed=seed)
+        out[f"kid[{q}]"] = Reading(k.value, "1", extra={**ident, **k.extra()})
+    if captions is not None:
+        from diffbench.metrics import clip_score
+
+        clip = clip_score.load(p.clip, p.clip_arch, p.allow_unverified)
+        _, own = clip_score.clip_score(clip, samples, captions)
+        _, shuffled = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
+        meta = {"protocol": p.name, "model": clip.name, "weights_sha256": clip.weights_sha256,
+                "verified": clip.verified, "convention": clip_score.CONVENTION, "n": len(samples)}
+        for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
+            civ = bootstrap(lambda x: float(x.mean()), per, seed=seed)
+            out[f"{name}[{p.name}:{clip.name}]"] = Reading(civ.value, "1", extra={**meta, **civ.extra()})
     return out

@@ -85,7 +85,35 @@ class PipelineRef:
                    d.get("target"), tuple(d["input"]) if d.get("input") else None)  # type: ignore[arg-type]
 
 
-ModelRef = Union[BackboneRef, PipelineRef]  # noqa: UP007 - a runtime alias, Python 3.10 too
+@dataclass(frozen=True)
+class DiffusersRef:
+    """A diffusers pipeline directory (``model_index.json``), loaded from local files only: what it is (its class,
+    components and conditioning, read without loading weights) and the sha256 of its files, its identity."""
+
+    label: str
+    path: str
+    sha256: str
+    config: dict[str, Any] = field(hash=False)  # {"class_name", "components": {name: class}, "cond", "classes"}
+    input: tuple[int, int, int] | None = None  # the output image shape
+
+    kind = "diffusers"
+    preset = None
+
+    @property
+    def family(self) -> str:
+        return f"diffusers:{self.config.get('class_name', '?')}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "family": self.family, "preset": None, "diffusers": self.path,
+                "sha256": self.sha256, "config": self.config, "input": list(self.input) if self.input else None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DiffusersRef:
+        return cls(d["label"], d["diffusers"], d["sha256"], d["config"],
+                   tuple(d["input"]) if d.get("input") else None)  # type: ignore[arg-type]
+
+
+ModelRef = Union[BackboneRef, PipelineRef, DiffusersRef]  # noqa: UP007 - a runtime alias, Python 3.10 too
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,7 @@ class CaseSpec:
     repetitions: int = 1  # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
     devices_per_case: int = 1  # devices the runner reserves for the case (all visible to its process)
     accept: tuple[tuple[str, float, float], ...] = ()  # accuracy bands (bench/accuracy.py); not part of the identity
+    protocol: dict[str, Any] | None = field(default=None, hash=False)  # scoring a pretrained system (bench/protocols)
 
     FLAT = ("batch_size", "precision", "device", "compile", "channels_last", "attention", "warmup", "repeats",
             "min_time_s", "seed", "oom_retry", "nvml_interval_s", "cond", "classes", "timeout_s")
@@ -146,6 +175,10 @@ class CaseSpec:
     @property
     def is_pipeline(self) -> bool:
         return isinstance(self.model, PipelineRef)
+
+    @property
+    def is_diffusers(self) -> bool:
+        return isinstance(self.model, DiffusersRef)
 
     def measures(self, *what: str) -> bool:
         """True when the case measures any of ``what``."""
@@ -165,13 +198,16 @@ class CaseSpec:
             out["devices_per_case"] = self.devices_per_case
         if self.accept:
             out["accept"] = {name: [low, high] for name, low, high in self.accept}
+        if self.protocol is not None:
+            out["protocol"] = dict(self.protocol)
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CaseSpec:
         try:
-            model: ModelRef = PipelineRef.from_json(d["model"]) if "pipeline" in d["model"] else \
-                BackboneRef.from_json(d["model"])
+            m = d["model"]
+            model: ModelRef = PipelineRef.from_json(m) if "pipeline" in m else \
+                DiffusersRef.from_json(m) if "diffusers" in m else BackboneRef.from_json(m)
             # fields added later have defaults: a spec written before them still reads (to its old meaning)
             training = Training(**{f.name: d[f.name] for f in dataclasses.fields(Training) if f.name in d}) \
                 if "train_steps" in d else None
@@ -180,7 +216,8 @@ class CaseSpec:
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
                        sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1),
                        devices_per_case=d.get("devices_per_case", 1),
-                       accept=tuple(sorted((str(k), float(v[0]), float(v[1])) for k, v in d.get("accept", {}).items())))
+                       accept=tuple(sorted((str(k), float(v[0]), float(v[1])) for k, v in d.get("accept", {}).items())),
+                       protocol=d.get("protocol"))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 
@@ -190,7 +227,14 @@ class CaseSpec:
         identity = {k: v for k, v in self.to_json().items() if k not in ("timeout_s", "oom_retry_from", "accept")}
         weights = identity["model"].get("checkpoint")
         if weights:  # the weights' content is the identity, not where the file lies
-            identity["model"] = {**identity["model"], "checkpoint": {"sha256": weights.get("sha256")}}
+            identity["model"] = {**identity["model"], "checkpoint": {k: v for k, v in weights.items()
+                                                                     if k.endswith("sha256")}}
+        if "diffusers" in identity["model"]:  # a pipeline directory: its files' content, not its path
+            identity["model"] = {k: v for k, v in identity["model"].items() if k != "diffusers"}
+        if self.protocol is not None:  # the protocol's files by content (bench/protocols.py)
+            from diffbench.bench.protocols import Protocol
+
+            identity["protocol"] = Protocol.from_json(self.protocol).identity()
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

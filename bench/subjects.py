@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
-from diffbench.bench.spec import BackboneRef, CaseSpec, PipelineRef
+from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, PipelineRef
 from diffbench.core.errors import CaseUnsupported
 from diffbench.metrics.reading import Reading
 
@@ -83,7 +83,29 @@ def subject_for(spec: CaseSpec) -> Subject:
         from diffbench.bench.pipeline_subject import PipelineSubject
 
         return PipelineSubject(spec)
+    if isinstance(spec.model, DiffusersRef):
+        from diffbench.bench.diffusers_subject import DiffusersSubject
+
+        return DiffusersSubject(spec)
     return BackboneSubject(spec)
+
+
+class PretrainedBackbone(torch.nn.Module):
+    """A backbone with released weights, as the sampler calls a ``Denoiser``: ``forward(x, t, labels)``, and
+    ``null(n)`` the null class (index ``classes``, DiT's and U-ViT's convention); latents decoded by ``decode``."""
+
+    def __init__(self, family: Any, net: torch.nn.Module, cond: str, classes: int) -> None:
+        super().__init__()
+        self.family, self.net, self.cond, self.classes = family, net, cond, classes
+
+    def null(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.full((n,), self.classes, dtype=torch.long, device=device)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        inputs: dict[str, Any] = {"x": x, "t": t}
+        if self.cond == "class":
+            inputs["y"] = cond if cond is not None else self.null(len(x), x.device)
+        return self.family.denoise(self.net, inputs)
 
 
 class BackboneSubject:
@@ -146,25 +168,45 @@ class BackboneSubject:
         return {"": result}
 
     def sample(self, n: int, held: Held) -> torch.Tensor:
+        """Trained here: the scored (EMA) weights; with a checkpoint: its weights, latents decoded by the sweep's
+        autoencoder. Image k is seeded by (seed, k); batches of the case's batch size (128 when trained here)."""
+        from diffbench.core.progress import progress
         from diffbench.diffusion.sampling import sample
 
         s = self.spec.sampler
-        assert s is not None and self.ema is not None, "sampling follows training"
+        weights = self.spec.model.checkpoint if isinstance(self.spec.model, BackboneRef) else None
+        assert s is not None and (self.ema is not None or weights), "sampling follows training or a checkpoint"
         shape = self.family.input_shape(self.config)
-        return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
-                                     self.spec.seed, batch_size=128, device=self.spec.device)))
+        if self.ema is not None:
+            return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
+                                         self.spec.seed, batch_size=128, device=self.spec.device)))
+        assert weights is not None
+        model = PretrainedBackbone(self.family, self._weighted(), self.spec.cond, self.spec.classes)
+        decode = _decoder(weights.get("autoencoder"), shape, self.spec.device)
+        out, bar = [], progress(n, "sampling")
+        batches = sample(model, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,
+                         batch_size=self.spec.batch_size, device=self.spec.device, raw=decode is not None)
+        for b in batches:
+            out.append(decode(b) if decode is not None else b)
+            bar.update(len(b))
+        bar.close()
+        return torch.cat(out)
 
-    def evaluations(self) -> list[Evaluation]:
-        spec, device = self.spec, self.spec.device
+    def _weighted(self) -> torch.nn.Module:
+        """The network with the suite's checkpoint loaded strictly (keys, shapes, dtypes, finite values)."""
+        from diffbench.models.api import file_sha256, load_checkpoint
+
         model = self.config.build()
-        weights = spec.model.checkpoint if isinstance(spec.model, BackboneRef) else None
-        if weights:  # the suite's checkpoint, strictly (keys, shapes, dtypes, finite values)
-            from diffbench.models.api import file_sha256, load_checkpoint
-
+        weights = self.spec.model.checkpoint if isinstance(self.spec.model, BackboneRef) else None
+        if weights:
             if file_sha256(weights["path"]) != weights["sha256"]:
                 raise CaseUnsupported(f"{weights['path']} changed since the suite was expanded; run it again")
             load_checkpoint(model, weights["path"])
-        model = model.to(device).eval()
+        return model
+
+    def evaluations(self) -> list[Evaluation]:
+        spec, device = self.spec, self.spec.device
+        model = self._weighted().to(device).eval()
         inputs = self.family.make_inputs(self.config, spec.batch_size, torch.device(device), torch.float32)
         if spec.channels_last:
             if not self.family.name.startswith("unet"):
@@ -176,3 +218,36 @@ class BackboneSubject:
 
     def breakdown(self, calls: int) -> dict[str, Reading]:
         return {}
+
+
+def _decoder(path: str | None, shape: tuple[int, ...], device: str) -> Any:
+    """Latent samples -> uint8 images through a local diffusers ``AutoencoderKL`` (the latents divided by its
+    ``scaling_factor``, SD's 0.18215 for the SD-VAE that DiT and U-ViT decode with); None for a pixel backbone."""
+    if not path:
+        return None
+    from diffusers import AutoencoderKL
+
+    from diffbench.core.errors import BadInputError
+    from diffbench.core.safeload import check_pickles
+    from diffbench.diffusion.sampling import to_uint8
+
+    check_pickles(path)  # diffusers is given the directory only once its pickles are known safe
+    from diffbench.models.pretrained import quiet_loading
+
+    quiet_loading()
+    try:
+        ae = AutoencoderKL.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
+        raise BadInputError(f"{path}: not loadable as a diffusers AutoencoderKL ({' '.join(str(e).split())[:100]})"
+                            ) from None
+    if ae.config.latent_channels != shape[0]:
+        raise CaseUnsupported(f"the autoencoder at {path} has {ae.config.latent_channels} latent channels; the "
+                              f"backbone makes {shape[0]}")
+    ae = ae.to(device).eval()
+    scale = float(ae.config.scaling_factor)
+
+    @torch.no_grad()
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return to_uint8(ae.decode(latents.to(device) / scale).sample)
+
+    return decode

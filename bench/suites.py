@@ -20,7 +20,7 @@ from typing import Any
 
 from diffbench.bench.accuracy import bands, check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
-from diffbench.bench.spec import BackboneRef, CaseSpec, ModelRef, PipelineRef, Sampler, Training
+from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, Sampler, Training
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
 
 if sys.version_info >= (3, 11):
@@ -30,6 +30,7 @@ else:  # pragma: no cover
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
 MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
+SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler")  # own: a diffusers directory's own scheduler
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class Sweep:
     patch: int = 0  # 0: the family's default
     tolerance: float = 0.02  # largest relative error of a sized model
     checkpoint: str | None = None  # backbone weights (official layout), resolved against the suite's folder
+    autoencoder: str | None = None  # a checkpoint's latents: a local diffusers AutoencoderKL directory decodes them
+    protocol: Any = None  # bench/protocols.Protocol: how pretrained systems (directories, checkpoints) are scored
+    directories: tuple[str, ...] = ()  # pipelines that are diffusers directories (resolved paths)
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr": (lambda v: _number(v) and v > 0, "a positive number"),
     "samples": (lambda v: _pos_int(v) and v >= 2, "an integer of at least 2"),
     "sample_steps": (_pos_int, "a positive integer"),
-    "scheduler": (_choices(("ddpm", "ddim", "dpm-solver++", "euler")), "ddpm, ddim, dpm-solver++ or euler"),
+    "scheduler": (_choices(SCHEDULER_NAMES), "own (a diffusers directory's), ddpm, ddim, dpm-solver++ or euler"),
     "guidance": (_number, "a non-negative number (1 = no guidance)"),
     "autoencoder_steps": (_pos_int, "a positive integer"),
     "ema": (_choices(("power", "constant")), "power or constant"),
@@ -175,7 +179,7 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
     "families": (_strs, "a non-empty list of family names"),
     "presets": (_strs, "a non-empty list of preset names"),
-    "pipelines": (_strs, "a non-empty list of pipeline names"),
+    "pipelines": (_strs, "a non-empty list of pipeline names or diffusers pipeline directories"),
     "scale": (_choices(("paper", "tiny")), "paper or tiny"),
     "params": (_strs, "a non-empty list of targets such as \"33M\""),
     "gmacs": (_strs, "a non-empty list of targets such as \"6G\""),
@@ -185,9 +189,11 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "patch": (_pos_int, "a positive integer"),
     "tolerance": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "checkpoint": (lambda v: isinstance(v, str) and bool(v.strip()), "a path to a .pt, .pth or .safetensors file"),
+    "autoencoder": (lambda v: isinstance(v, str) and bool(v.strip()), "a diffusers AutoencoderKL directory"),
+    "protocol": (lambda v: isinstance(v, str) and bool(v.strip()), "the name of a protocol ([protocols.NAME])"),
     **SETTING_KEYS,
 }
-TOP_KEYS = {"name", "description", "defaults", "sweeps"}
+TOP_KEYS = {"name", "description", "defaults", "sweeps", "protocols"}
 # a suite's name names its run directory (runs/NAME-TIMESTAMP): a plain file name, never a path
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -227,6 +233,7 @@ def parse(text: str, file: str, name: str) -> Suite:
         raise ConfigError(f"{file}: description: expected a string, got {data['description']!r}")
     _check_table(data.get("defaults", {}), SETTING_KEYS, "defaults", file)
     defaults = _settings(data.get("defaults", {}), Settings())
+    protocols = _protocols(data.get("protocols", {}), file)
     raw_sweeps = data.get("sweeps")
     if not isinstance(raw_sweeps, list) or not raw_sweeps:
         raise ConfigError(f"{file}: sweeps: expected one or more [[sweeps]] tables")
@@ -234,16 +241,96 @@ def parse(text: str, file: str, name: str) -> Suite:
     for i, raw in enumerate(raw_sweeps):
         where = f"sweeps[{i}]"
         _check_table(raw, SWEEP_KEYS, where, file)
-        sweeps.append(_sweep(raw, defaults, where, file))
+        explicit = set(data.get("defaults", {})) | set(raw)  # settings the suite gives, not Settings' defaults
+        sweeps.append(_sweep(raw, defaults, where, file, protocols, explicit))
     return Suite(str(data.get("name", name)), str(data.get("description", "")), file, tuple(sweeps))
 
 
-def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sweep:
+def _protocols(raw: Any, file: str) -> dict[str, Any]:
+    from diffbench.bench.protocols import parse as parse_protocol
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: protocols: expected tables [protocols.NAME]")
+    return {name: parse_protocol(name, table, file) for name, table in raw.items()}
+
+
+def _directories(pipes: list[str], where: str, file: str) -> tuple[list[str], list[str]]:
+    """(registered pipeline names, diffusers directories resolved against the suite's folder)."""
+    from diffbench.models.pipelines import PIPELINES
+    from diffbench.models.pretrained import is_pipeline_dir
+
+    names, dirs = [], []
+    for n in pipes:
+        if n in PIPELINES:
+            names.append(n)
+            continue
+        path = Path(n).expanduser()
+        path = path if path.is_absolute() else Path(file).resolve().parent / path
+        if is_pipeline_dir(path):
+            dirs.append(str(path))
+        elif "/" in n or path.exists():
+            raise BadInputError(f"{file}: {where}.pipelines: {path} is not a diffusers pipeline directory (no "
+                                "model_index.json); save one with pipeline.save_pretrained(DIR)")
+        else:
+            raise UnknownNameError(f"{file}: {where}.pipelines: {PIPELINES.unknown_message(n)}, or a diffusers "
+                                   "pipeline directory")
+    return names, dirs
+
+
+def _pretrained(raw: dict[str, Any], settings: Settings, explicit: set[str], protocols: dict[str, Any],
+                pretrained: bool, directories: bool, where: str, file: str) -> tuple[Settings, Any]:
+    """A sweep of systems that arrive trained (diffusers directories, checkpoints): they are not trained here; they
+    are scored by a protocol, whose sampler settings apply unless the suite sets its own. (settings, protocol)"""
+    from diffbench.bench.protocols import BUILTIN
+
+    name = raw.get("protocol")
+    if not pretrained:
+        if name:
+            raise ConfigError(f"{file}: {where}.protocol: applies to pretrained systems (diffusers directories, or "
+                              "a sweep with a checkpoint); systems trained here are scored on their dataset")
+        if settings.scheduler == "own":
+            raise ConfigError(f"{file}: {where}.scheduler: own applies to diffusers directories; give ddpm, ddim, "
+                              "dpm-solver++ or euler")
+        return settings, None
+    measure = settings.measure
+    if "measure" not in explicit:  # the default measure of a pretrained system: everything but training
+        measure = tuple(m for m in measure if m != "train" and (m != "quality" or name))
+    elif "train" in measure:
+        raise ConfigError(f"{file}: {where}.measure: a pretrained system is not trained here (fine-tuning is not "
+                          "built); drop train")
+    if "quality" in measure and not name:
+        raise ConfigError(f"{file}: {where}: scoring a pretrained system needs a protocol: add protocol = \"NAME\" "
+                          "and a [protocols.NAME] table with its reference (built in: " + ", ".join(BUILTIN) + ")")
+    protocol = None
+    if name:
+        if name not in protocols:
+            known = ", ".join(sorted(protocols)) or "none"
+            raise ConfigError(f"{file}: {where}.protocol: no [protocols.{name}] table in this suite (it has {known})")
+        protocol = protocols[name]
+    updates: dict[str, Any] = {"measure": measure}
+    if directories and "scheduler" not in explicit:  # a diffusers directory samples with its own scheduler
+        updates["scheduler"] = "own"
+    for key in ("sample_steps", "scheduler", "guidance"):
+        if key not in explicit and protocol is not None and getattr(protocol, key) is not None:
+            updates[key] = getattr(protocol, key)
+    return dataclasses.replace(settings, **updates), protocol
+
+
+def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, protocols: dict[str, Any] | None = None,
+           explicit: set[str] | None = None) -> Sweep:
     from diffbench.models.families import FAMILIES
     from diffbench.models.pipelines import PIPELINES
     from diffbench.models.presets import PRESETS
 
     fams, presets, pipes = raw.get("families", []), raw.get("presets", []), raw.get("pipelines", [])
+    pipes, dirs = _directories(pipes, where, file)
+    if dirs and pipes:
+        raise ConfigError(f"{file}: {where}.pipelines: give built-in pipelines and diffusers directories in "
+                          "separate sweeps (one is trained here, the other arrives trained)")
+    if dirs and raw.get("params"):
+        raise ConfigError(f"{file}: {where}.params: a diffusers directory is measured as saved; params budgets "
+                          "reshape built-in pipelines")
+    pipes = pipes or dirs
     if sum(map(bool, (fams, presets, pipes))) != 1:
         raise ConfigError(f"{file}: {where}: give exactly one of families, presets or pipelines")
     if pipes and raw.get("gmacs"):
@@ -252,29 +339,42 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str) -> Sw
         raise ConfigError(f"{file}: {where}: eval_every applies to backbone sweeps (a pipeline trains several parts "
                           "in turn); set eval_every = 0 in this sweep")
     for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets"),
-                                 (PIPELINES, pipes, "pipelines")):
+                                 (PIPELINES, [] if dirs else pipes, "pipelines")):
         for n in names:
             if n not in registry:
                 raise UnknownNameError(f"{file}: {where}.{key}: {registry.unknown_message(n)}")
     if fams and bool(raw.get("params")) == bool(raw.get("gmacs")):
         raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
-                          if k in SWEEP_KEYS and k not in SETTING_KEYS and k != "name"}
+                          if k in SWEEP_KEYS and k not in SETTING_KEYS and k not in ("name", "protocol")}
     settings = _settings(raw, defaults)
+    if dirs:
+        kw["pipelines"], kw["directories"] = (), tuple(dirs)
     if "checkpoint" in kw:
-        kw["checkpoint"] = _checkpoint(kw["checkpoint"], bool(pipes), settings, where, file)
-    return Sweep(settings=settings, **kw)
+        kw["checkpoint"] = _checkpoint(kw["checkpoint"], bool(pipes) and not dirs, where, file)
+    if "autoencoder" in kw:
+        if "checkpoint" not in kw:
+            raise ConfigError(f"{file}: {where}.autoencoder: decodes a checkpoint's latents; give checkpoint too")
+        kw["autoencoder"] = _folder(kw["autoencoder"], where + ".autoencoder", file)
+    settings, protocol = _pretrained(raw, settings, explicit if explicit is not None else set(raw),
+                                     protocols or {}, bool(dirs or "checkpoint" in kw), bool(dirs), where, file)
+    return Sweep(settings=settings, protocol=protocol, **kw)
 
 
-def _checkpoint(raw: str, pipelines: bool, settings: Settings, where: str, file: str) -> str:
-    """A sweep's backbone checkpoint: an existing file, for cases that measure the network as it is."""
+def _folder(raw: str, where: str, file: str) -> str:
+    path = Path(raw).expanduser()
+    path = path if path.is_absolute() else Path(file).resolve().parent / path
+    if not (path / "config.json").is_file():
+        raise BadInputError(f"{file}: {where}: no diffusers model directory at {path} (config.json missing); save "
+                            "one with save_pretrained")
+    return str(path)
+
+
+def _checkpoint(raw: str, pipelines: bool, where: str, file: str) -> str:
+    """A sweep's backbone checkpoint: an existing file, for cases that measure (and score) the network as it is."""
     if pipelines:
         raise ConfigError(f"{file}: {where}.checkpoint: applies to presets and families; a pipeline loads its "
                           "weights with 'diffbench sample --checkpoint'")
-    if {"train", "quality"} & set(settings.measure):
-        raise ConfigError(f"{file}: {where}.checkpoint: measuring train or quality from a checkpoint (fine-tuning, or "
-                          "scoring a pretrained backbone's samples) is not built yet; measure counts, speed, memory "
-                          "or energy with it")
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = Path(file).resolve().parent / path
@@ -305,14 +405,25 @@ def builtin_suites() -> list[Suite]:
 
 # --- expansion ------------------------------------------------------------------------------------
 
-def _weights(path: str | None, cfg: Any) -> dict[str, str] | None:
-    """{path, sha256} of a checkpoint that fits the config (keys and shapes checked now, before any case runs)."""
+def _weights(sweep: Sweep, cfg: Any) -> dict[str, str] | None:
+    """{path, sha256} of a checkpoint that fits the config (keys and shapes checked now, before any case runs), and
+    of the autoencoder that decodes its latents."""
+    path = sweep.checkpoint
     if path is None:
         return None
+    from diffbench.bench.protocols import content_sha256
     from diffbench.models.api import check_fits, file_sha256
+    from diffbench.models.families import family_of
 
     check_fits(cfg, path)
-    return {"path": path, "sha256": file_sha256(path)}
+    out = {"path": path, "sha256": file_sha256(path)}
+    channels = family_of(cfg).input_shape(cfg)[0]
+    if sweep.protocol is not None and "quality" in sweep.settings.measure and channels != 3 and not sweep.autoencoder:
+        raise ConfigError(f"{path}: the backbone makes {channels}-channel latents; give autoencoder = \"DIR\" (a local "
+                          "diffusers AutoencoderKL, e.g. sd-vae-ft-ema for DiT) to decode them for scoring")
+    if sweep.autoencoder:
+        out.update(autoencoder=sweep.autoencoder, autoencoder_sha256=content_sha256(Path(sweep.autoencoder)))
+    return out
 
 
 def _models(sweep: Sweep, file: str) -> list[ModelRef]:
@@ -326,8 +437,9 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     for name in sweep.presets:
         cfg, preset = resolve(name), PRESETS.get(name)
         out.append(BackboneRef(name, family_of(cfg).name, config_dict(cfg), name, dict(preset.reference),
-                               preset.source, checkpoint=_weights(sweep.checkpoint, cfg)))
+                               preset.source, checkpoint=_weights(sweep, cfg)))
     out.extend(_pipeline_models(sweep, file))
+    out.extend(_directory_models(sweep))
     by = "params" if sweep.params else "gmacs"
     tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
     wanted = [(fam, parse_input_shape(shape_text), t, parse_target(t, by, f"{file}: {by} target"))
@@ -336,7 +448,28 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
                                "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted])
     for (fam, shape, t, value), r in zip(wanted, found, strict=True):
         out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape,
-                               checkpoint=_weights(sweep.checkpoint, r.config)))
+                               checkpoint=_weights(sweep, r.config)))
+    return out
+
+
+def _directory_models(sweep: Sweep) -> list[DiffusersRef]:
+    """Diffusers pipeline directories: read from their JSON files, identified by the sha256 of their files."""
+    from diffbench.bench.protocols import content_sha256
+    from diffbench.models.pretrained import inspect_dir
+
+    out = []
+    for path in sweep.directories:
+        info = inspect_dir(path)
+        p = sweep.protocol
+        if p is not None and "quality" in sweep.settings.measure:
+            if p.kind == "captions" and info.cond != "text":
+                raise ConfigError(f"{path}: a {info.class_name} takes no captions; protocol {p.name} is captions")
+            if p.kind == "class" and info.cond != "class":
+                raise ConfigError(f"{path}: a {info.class_name} takes no class labels; protocol {p.name} is class")
+            if p.kind == "class" and info.classes and p.classes > info.classes:
+                raise ConfigError(f"{path}: the pipeline knows {info.classes} classes; protocol {p.name} asks for "
+                                  f"{p.classes}")
+        out.append(DiffusersRef(Path(path).name, path, content_sha256(Path(path)), info.config(), info.output_shape))
     return out
 
 
@@ -383,7 +516,7 @@ def _training(s: Settings) -> Training | None:
 def _sampler(s: Settings, model: ModelRef) -> Sampler | None:
     """The sampler settings, for the cases that sample: those that train and score, and every pipeline (timed
     end to end)."""
-    if not ({"train", "quality"} & set(s.measure) or isinstance(model, PipelineRef)):
+    if not ({"train", "quality"} & set(s.measure) or isinstance(model, (PipelineRef, DiffusersRef))):
         return None
     return Sampler(s.sample_steps, s.scheduler, s.guidance)
 
@@ -398,9 +531,12 @@ def expand(suite: Suite, device: str) -> list[Case]:
                 for batch in s.batch_sizes:
                     spec = CaseSpec(model, batch, prec, device, s.compile, s.channels_last, s.attention, s.warmup,
                                     s.repeats, s.min_time_s, s.seed, tuple(s.measure), s.oom_retry,
-                                    s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s, _training(s),
+                                    s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s,
+                                    None if sweep.directories or sweep.checkpoint else _training(s),
                                     _sampler(s, model), repetitions=s.repetitions,
-                                    devices_per_case=s.devices_per_case, accept=bands(s.accept))
+                                    devices_per_case=s.devices_per_case, accept=bands(s.accept),
+                                    protocol=sweep.protocol.to_json() if sweep.protocol is not None and
+                                    "quality" in s.measure else None)
                     if spec.case_id in seen:
                         continue
                     seen.add(spec.case_id)

@@ -82,8 +82,10 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor | None = None,
            scheduler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0, batch_size: int = 64,
-           prediction: str = "epsilon", device: str = "cpu", start: int = 0) -> Iterator[torch.Tensor]:
-    """Yield uint8 (B, C, H, W) batches of samples ``start`` .. ``start + n - 1`` of a ``Denoiser``."""
+           prediction: str = "epsilon", device: str = "cpu", start: int = 0, raw: bool = False
+           ) -> Iterator[torch.Tensor]:
+    """Yield uint8 (B, C, H, W) batches of samples ``start`` .. ``start + n - 1`` of a ``Denoiser`` (``raw``: the
+    float output of the reverse process, e.g. latents for an autoencoder to decode)."""
     check_sampling(steps, guidance, batch_size)
     model = model.to(device).eval()
 
@@ -95,5 +97,5 @@ def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor 
         c = None if conds is None else conds[[k - start for k in idx]].to(device)
         null = None if c is None else {"c": model.null(len(idx), device)}
         step = guided(fn, {"c": c}, null, guidance, shape[0])
-        yield to_uint8(reverse_process(step, shape, generators(seed, idx), scheduler, steps, prediction,
-                                       device=device))
+        x = reverse_process(step, shape, generators(seed, idx), scheduler, steps, prediction, device=device)
+        yield x if raw else to_uint8(x)

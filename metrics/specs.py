@@ -111,9 +111,10 @@ _add("kid", "1", "quality", "lower", "kernel inception distance (unbiased MMD^2,
      "generated vs reference; its 95% interval in extra.ci95", qualifier="detector")
 _add("fid_real", "1", "quality", "", "FID of as many real images as were generated, against the reference: the "
      "floor of FID at that sample count (its small-sample bias)", qualifier="detector")
-_add("clip_score", "1", "quality", "higher", "100 x max(cos, 0) of image and own caption", column="CLIP score")
+_add("clip_score", "1", "quality", "higher", "100 x max(cos, 0) of image and own caption; a protocol's is qualified "
+     "by the protocol and the CLIP (clip_score[coco-30k:ViT-B-32])", column="CLIP score", qualifier="detector")
 _add("clip_score_shuffled", "1", "quality", "", "CLIP score against captions shifted by 7 (a chance baseline)",
-     column="CLIP score, shuffled captions")
+     column="CLIP score, shuffled captions", qualifier="detector")
 # training
 _add("train_steps", "steps", _E, "", "optimiser steps (per part for pipelines)")
 _add("train_flops", "FLOP", _E, "", "3 x forward FLOPs x images seen (denoising parts)")

@@ -83,7 +83,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, cli):
     assert proc.returncode == 2 and "no file at" in proc.stderr
     suite.write_text(SUITE.format(ckpt="s4.pt").replace('["counts", "speed"]', '["counts", "train", "quality"]'))
     proc = cli("run", str(suite), "--out", str(tmp_path / "r"), "--dry-run")
-    assert proc.returncode == 2 and "not built yet" in proc.stderr
+    assert proc.returncode == 2 and "a pretrained system is not trained here" in proc.stderr
     assert not (tmp_path / "r").exists()
 
 

@@ -23,7 +23,8 @@ from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import atomic_path, output_dir, write_text_atomic
 
 PIPELINE_ARGS = [
-    arg("pipeline", metavar="PIPELINE", help="a pipeline (see 'diffbench list pipelines')"),
+    arg("pipeline", metavar="PIPELINE", help="a pipeline (see 'diffbench list pipelines'); for sample also a diffusers "
+                                              "pipeline directory (model_index.json), loaded from local files only"),
     arg("--scale", choices=("paper", "tiny"), default="tiny", help="paper or tiny scale (default: tiny)"),
     arg("--params", metavar="N", help="reshape the denoisers to total N params (as 'diffbench count --params')"),
     arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
@@ -118,7 +119,10 @@ def run_train(args: argparse.Namespace) -> int:
     examples=["diffbench sample glide --checkpoint runs/glide-tiny/pipeline.safetensors --n 16 --out samples/",
               "diffbench sample dit --checkpoint runs/dit-tiny/pipeline.safetensors --labels 3,7 --format npz "
               "--out s/",
-              "diffbench sample ldm --captions 'a small red circle at the center' --guidance 4 --steps 30 --out s/"],
+              "diffbench sample ldm --captions 'a small red circle at the center' --guidance 4 --steps 30 --out s/",
+              "diffbench sample ckpts/sd15 --captions-file coco30k.txt --num-samples 30000 --steps 50 --out s/",
+              "diffbench sample ldm --stage-weights unet=ckpts/my-unet --checkpoint runs/ldm/pipeline.safetensors "
+              "--out s/"],
     args=[*PIPELINE_ARGS,
           arg("--checkpoint", metavar="FILE", help="weights written by 'diffbench train' (safetensors) or a plain "
                                                    "state dict; without it the weights are random (untrained)"),
@@ -127,33 +131,44 @@ def run_train(args: argparse.Namespace) -> int:
           arg("--steps", type=positive_int, help="sampling steps per stage (default: the pipeline's)"),
           arg("--guidance", type=non_negative_float,
               help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
-          arg("--scheduler", default="ddim", help="ddpm, ddim, dpm-solver++ or euler (default: ddim)"),
+          arg("--scheduler", help="ddpm, ddim, dpm-solver++ or euler (default: ddim; a diffusers directory's own)"),
+          arg("--stage-weights", action="append", metavar="STAGE=DIR",
+              help="load a diffusers-layout U-Net directory into a built-in pipeline's stage (repeatable)"),
           arg("--captions", nargs="+", metavar="TEXT", help="captions, cycled over the samples (text pipelines; "
                                                             "default: held-out procedural captions)"),
+          arg("--captions-file", metavar="FILE", help="captions file: one per line, or a .jsonl with a \"caption\" "
+                                                       "field per line (COCO-30K style); image k gets caption k"),
           arg("--labels", help="comma-separated class labels, cycled (class pipelines; default: k mod classes)"),
           arg("--batch-size", type=positive_int, default=64, help="images per batch (default: 64)"),
           arg("--format", choices=("png", "npz"), default="png", help="png files or one .npz (default: png)"),
           arg("--out", required=True, help="output directory")],
 )
 def run_sample(args: argparse.Namespace) -> int:
-    import math
+    from diffbench.models.pretrained import is_pipeline_dir
 
-    import numpy as np
+    if is_pipeline_dir(args.pipeline):
+        make, timings, labels = _directory_sampler(args)
+    else:
+        make, timings, labels = _pipeline_sampler(args)
+    return _write_samples(args, make, timings, labels)
+
+
+def _pipeline_sampler(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(make(b0, b1) -> uint8 NCHW images b0..b1-1, seconds per component, labels) of a built-in pipeline."""
     import torch
 
-    from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
-    from diffbench.core.progress import progress
     from diffbench.diffusion.pipeline_sampling import Timings, sample_pipeline
     from diffbench.diffusion.process import make_scheduler
     from diffbench.diffusion.sampling import check_sampling
-    from diffbench.models.pipelines import Pipeline, load_pipeline
+    from diffbench.models.pipelines import Pipeline, load_pipeline, load_unet_into_stage
 
     spec = _spec(args)
     steps = spec.steps if args.steps is None else args.steps
     guidance = spec.guidance if args.guidance is None else args.guidance
+    scheduler = args.scheduler or "ddim"
     check_sampling(steps, guidance, args.batch_size)
-    make_scheduler(args.scheduler)
-    out = output_dir(args.out)  # checked before the work, not after
+    make_scheduler(scheduler)
+    output_dir(args.out)  # checked before the work, not after
     captions, labels = _conditions(spec, args)  # checked before the (possibly large) build
     torch.manual_seed(args.seed)
     pipe = Pipeline(spec)
@@ -165,7 +180,81 @@ def run_sample(args: argparse.Namespace) -> int:
         load_pipeline(pipe, args.checkpoint)
     else:
         print("diffbench: note: no --checkpoint, so the weights are random (untrained)", file=sys.stderr)
+    for stage, folder in _stage_weights(args):  # a diffusers-layout U-Net into its stage, strictly
+        load_unet_into_stage(pipe, stage, folder)
     timings = Timings(args.device)
+
+    def make(b0: int, b1: int) -> Any:
+        return next(sample_pipeline(pipe, b1 - b0, None if tokens is None else tokens[b0:b1],
+                                    None if labels is None else labels[b0:b1], scheduler, steps, guidance,
+                                    args.seed, args.batch_size, args.device, start=b0, timings=timings))
+
+    return make, timings.seconds, labels
+
+
+def _directory_sampler(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The same for a diffusers pipeline directory: loaded from local files only, its own scheduler unless
+    --scheduler names one, image k seeded by (seed, k), time per component from its calls."""
+    import torch
+
+    from diffbench.diffusion.sampling import check_sampling, generators
+    from diffbench.metrics.device import resolve_device
+    from diffbench.models.pretrained import Instrument, call_arguments, inspect_dir, load_dir, to_uint8
+
+    for option in ("checkpoint", "text_encoder", "autoencoder", "params"):
+        if getattr(args, option):
+            raise ConfigError(f"--{option.replace('_', '-')} applies to built-in pipelines; a diffusers directory "
+                              "brings its own weights")
+    if args.scale != "tiny" or _stage_weights(args):
+        raise ConfigError("--scale and --stage-weights apply to built-in pipelines; a diffusers directory is "
+                          "sampled as saved")
+    args.device = resolve_device(args.device)
+    info = inspect_dir(args.pipeline)
+    steps = 50 if args.steps is None else args.steps
+    guidance = 1.0 if args.guidance is None and info.cond == "none" else \
+        (7.5 if info.cond == "text" else 4.0) if args.guidance is None else args.guidance
+    check_sampling(steps, guidance, args.batch_size)
+    output_dir(args.out)
+    captions, labels = _conditions(_DirSpec(info), args)
+    pipe = load_dir(args.pipeline, args.scheduler or "own", args.device)
+    inst = Instrument(args.device).attach(pipe)
+
+    @torch.no_grad()
+    def make(b0: int, b1: int) -> Any:
+        kw = call_arguments(pipe, info, b1 - b0, None if labels is None else labels[b0:b1].tolist(),
+                            None if captions is None else captions[b0:b1], steps, guidance,
+                            generators(args.seed, list(range(b0, b1))))
+        return to_uint8(pipe(**kw).images)
+
+    return make, inst.seconds, labels
+
+
+class _DirSpec:
+    """What ``_conditions`` reads of a pipeline, for a diffusers directory."""
+
+    def __init__(self, info: Any) -> None:
+        self.name, self.cond, self.num_classes = info.class_name, info.cond, max(info.classes, 1)
+
+
+def _stage_weights(args: argparse.Namespace) -> list[tuple[str, str]]:
+    out = []
+    for item in getattr(args, "stage_weights", None) or []:
+        stage, sep, folder = item.partition("=")
+        if not sep or not stage or not folder:
+            raise BadInputError(f"--stage-weights {item!r}: expected STAGE=DIR (a diffusers U-Net directory)")
+        out.append((stage, folder))
+    return out
+
+
+def _write_samples(args: argparse.Namespace, make: Any, seconds: dict[str, float], labels: Any) -> int:
+    import math
+
+    import numpy as np
+
+    from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
+    from diffbench.core.progress import progress
+
+    out = output_dir(args.out)
     world = current()  # under torchrun: batch j is made by rank j mod world size, written by rank 0
     kept: dict[int, Any] = {}  # first index -> images, for the .npz
     written = 0
@@ -177,10 +266,7 @@ def run_sample(args: argparse.Namespace) -> int:
         made = None
         if mine is not None:
             _, b0, b1 = mine
-            made = (b0, next(sample_pipeline(pipe, b1 - b0, None if tokens is None else tokens[b0:b1],
-                                             None if labels is None else labels[b0:b1], args.scheduler, steps,
-                                             guidance, args.seed, args.batch_size, args.device, start=b0,
-                                             timings=timings)).permute(0, 2, 3, 1).numpy())
+            made = (b0, make(b0, b1).permute(0, 2, 3, 1).numpy())
         for got in gather_to_writer(made, world) or []:
             if got is None:
                 continue
@@ -195,10 +281,10 @@ def run_sample(args: argparse.Namespace) -> int:
                 for k, a in enumerate(images, start=b0):
                     Image.fromarray(a).save(out / f"{k:06d}.png")
     bar.close()
-    seconds: dict[str, float] = {}
-    for part in all_gather(dict(timings.seconds), world):  # device-seconds of every rank
+    total: dict[str, float] = {}
+    for part in all_gather(dict(seconds), world):  # device-seconds of every rank
         for k, v in part.items():
-            seconds[k] = seconds.get(k, 0.0) + v
+            total[k] = total.get(k, 0.0) + v
     if not world.is_writer:
         return 0
     assert written == args.n, (written, args.n)
@@ -207,8 +293,8 @@ def run_sample(args: argparse.Namespace) -> int:
         extra = {"arr_1": labels.numpy()} if labels is not None else {}
         with atomic_path(out / "samples.npz") as tmp:
             np.savez(tmp, arr_0=arr, **extra)
-    rows = [{"component": k, "ms_per_image": v * 1e3 / args.n} for k, v in seconds.items()]
-    rows.append({"component": "total", "ms_per_image": sum(seconds.values()) * 1e3 / args.n})
+    rows = [{"component": k, "ms_per_image": v * 1e3 / args.n} for k, v in total.items()]
+    rows.append({"component": "total", "ms_per_image": sum(total.values()) * 1e3 / args.n})
     print(render(rows, ("component", "ms_per_image"), "table"))
     if world.is_distributed:
         print(f"{world.size} ranks; ms_per_image is device time summed over them")
@@ -221,14 +307,25 @@ def _conditions(spec: Any, args: argparse.Namespace) -> tuple[list[str] | None, 
     import torch
 
     captions = labels = None
+    given = args.captions
+    if getattr(args, "captions_file", None):
+        from diffbench.bench.protocols import read_captions
+
+        if args.captions:
+            raise BadInputError("give --captions or --captions-file, not both")
+        if not Path(args.captions_file).is_file():
+            raise BadInputError(f"--captions-file {args.captions_file}: no such file")
+        given = read_captions(Path(args.captions_file))
+        if not given:
+            raise BadInputError(f"--captions-file {args.captions_file}: no captions in it")
     if spec.cond == "text":
-        captions = args.captions
+        captions = given
         if not captions:
             from diffbench.diffusion import datasets
 
             captions = datasets.shapes(args.n, 16, seed=args.seed + 777).captions or []
         captions = [captions[k % len(captions)] for k in range(args.n)]
-    elif args.captions:
+    elif given:
         raise BadInputError(f"the {spec.name} pipeline is not text-conditional; drop --captions")
     if spec.cond == "class":
         if args.labels:

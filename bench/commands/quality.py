@@ -96,18 +96,6 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_captions(path: Path) -> list[str]:
-    """One caption per non-empty line of a UTF-8 text file; a binary or non-UTF-8 file is refused in one line."""
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise BadInputError(f"{path}: a binary file (it holds NUL bytes), not a text file of captions")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInputError(f"{path}: not UTF-8 text (byte {e.start}); save the captions as UTF-8") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 @command(
     "clip-score",
     help="CLIP score of images against captions (one caption per line, in the images' sorted order)",
@@ -115,7 +103,8 @@ def read_captions(path: Path) -> list[str]:
               "diffbench clip-score samples.npz captions.txt --model ~/clip-vit-base-patch32",
               "diffbench clip-score samples/ captions.txt --model ViT-B-32.pt --arch ViT-B-32"],
     args=[arg("images", metavar="IMAGES", help="folder of images or .npz batch (arr_0)"),
-          arg("captions", metavar="CAPTIONS", help="text file, one caption per line"),
+          arg("captions", metavar="CAPTIONS", help="text file, one caption per line, or a .jsonl with a \"caption\" "
+                                                   "field per line"),
           arg("--model", default="embedded", help="Hugging Face CLIP directory, open_clip checkpoint, or "
                                                    "'embedded' (the shapes-CLIP; default)"),
           arg("--arch", default="ViT-B-32", help="open_clip architecture of --model (default ViT-B-32)"),
@@ -130,6 +119,8 @@ def run_clip_score(args: argparse.Namespace) -> int:
     cap_path = Path(args.captions)
     if not cap_path.is_file():
         raise BadInputError(f"{cap_path}: no such captions file")
+    from diffbench.bench.protocols import read_captions
+
     captions = read_captions(cap_path)
     if not Path(args.images).exists():
         raise BadInputError(f"{args.images}: no such file or folder")

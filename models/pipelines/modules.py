@@ -225,3 +225,57 @@ def load_pipeline(pipe: Pipeline, path: str | Path) -> Pipeline:
         state = load_state_dict(path)
     load_into(pipe, state, path, f"use a checkpoint written for the {pipe.spec.name} preset at this scale and --params")
     return pipe
+
+
+def load_unet_into_stage(pipe: Pipeline, stage: str, folder: str | Path) -> Pipeline:
+    """A diffusers-layout U-Net directory (``UNet2DConditionModel`` / ``UNet2DModel`` saved with
+    ``save_pretrained``, e.g. a fine-tuned SD U-Net) into ``stage``: the stage's network is that diffusers class
+    already, so the directory must hold its config (architecture fields compared, one line naming the first that
+    differ) and its weights load strictly. Pickled weights are checked (``core/safeload.py``) before diffusers
+    reads the directory."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    from diffbench.core.errors import BadInputError, MissingWeightsError
+    from diffbench.core.safeload import check_pickles
+    from diffbench.models.api import load_into
+
+    if stage not in pipe.stages:
+        raise ConfigError(f"the {pipe.spec.name} pipeline has no stage {stage!r} (its stages: "
+                          f"{', '.join(pipe.stages)})")
+    st = pipe.stages[stage]
+    if len(st.experts) != 1:
+        raise ConfigError(f"stage {stage} has {len(st.experts)} experts; a U-Net directory loads into a one-network "
+                          "stage")
+    net: Any = st.experts[0]
+    if not isinstance(net, (UNet2DConditionModel, UNet2DModel)):
+        raise ConfigError(f"stage {stage} is a {st.spec.family} network ({type(net).__name__}), not a diffusers "
+                          "U-Net")
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise MissingWeightsError(f"no U-Net at {folder} (config.json missing): give a local diffusers U-Net "
+                                  "directory saved with save_pretrained")
+    check_pickles(folder)
+    from diffbench.models.pretrained import quiet_loading
+
+    quiet_loading()
+    try:
+        loaded: Any = type(net).from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
+        raise BadInputError(f"{folder}: not loadable as a diffusers {type(net).__name__} "
+                            f"({' '.join(str(e).split())[:120]})") from None
+    unet: Any = net
+    ours, theirs = dict(unet.config), dict(loaded.config)
+    differ = [k for k in sorted(set(ours) | set(theirs)) if not k.startswith("_") and
+              _plain(ours.get(k)) != _plain(theirs.get(k))]
+    if differ:
+        shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in differ[:3])
+        raise ConfigError(f"{folder}: the U-Net's config differs from stage {stage} of {pipe.spec.name} as built: "
+                          f"{shown}{' ...' if len(differ) > 3 else ''}; build the pipeline that U-Net was trained "
+                          "in (--scale, --params)")
+    load_into(unet, loaded.state_dict(), folder, f"use a U-Net saved from stage {stage} of this pipeline")
+    return pipe
+
+
+def _plain(v: Any) -> Any:
+    """Config values as JSON has them (tuples and lists alike)."""
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v

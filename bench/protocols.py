@@ -1,0 +1,236 @@
+"""Evaluation protocols as data: what a pretrained system is asked to generate and what it is scored against.
+
+A protocol names
+- its conditions: ``class`` (``samples`` images, equal per class: image k gets label k mod ``classes``, as
+  ADM/DiT's evaluation samples 50 per ImageNet class) or ``captions`` (a captions file, one per line, or a
+  JSONL with a ``caption``/``text`` field per line, COCO-30K style; the first ``samples`` are used, in order);
+- the sampler settings the paper scored with (a sweep that sets ``sample_steps``/``scheduler``/``guidance``
+  itself overrides them);
+- the reference (an image folder, an ADM ``.npz`` batch, or a statistics ``.npz``) and the detector that scores
+  against it (``inception-v3`` in any of its modes with local weights, or an embedded one);
+- for captions, the CLIP that gives the CLIP score (a Hugging Face directory, an open_clip file, or the embedded
+  shapes-CLIP).
+
+A protocol's metrics carry its name and the detector's in their qualifier (``fid[coco-30k:inception-v3/clean]``),
+so a report never puts FIDs of different protocols or detectors in one column. Files are identified by content:
+the case id holds their sha256, not their paths.
+
+The embedded protocols (``digits``, ``shapes``) are the ones systems trained by the harness are scored with
+(``bench/evaluate.py``); the protocols here score systems that arrive trained: a diffusers pipeline directory or
+a backbone checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffbench.core.errors import BadInputError, ConfigError
+
+KINDS = ("class", "captions")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    kind: str
+    samples: int
+    classes: int = 0
+    captions: str = ""
+    reference: str = ""
+    detector: str = "inception-v3"
+    mode: str = ""  # "": the detector's first mode
+    weights: str = ""  # the detector's local weights ("": its environment variable, then the caches)
+    allow_unverified: bool = False
+    clip: str = ""  # captions: "embedded", a Hugging Face CLIP directory or an open_clip checkpoint
+    clip_arch: str = "ViT-B-32"
+    sample_steps: int | None = None
+    scheduler: str | None = None
+    guidance: float | None = None
+    kid: bool = True  # also KID (needs reference images, not a statistics file)
+    save_samples: str = ""  # a folder: also write the samples there as PNGs, in a sub-folder per case id
+    source: str = ""  # where the protocol's settings come from
+    files: dict[str, str] = field(default_factory=dict, hash=False)  # role -> sha256 of each file it reads
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Protocol:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+    def identity(self) -> dict[str, Any]:
+        """What the protocol is, without where its files lie: the case id hashes this."""
+        return {k: v for k, v in self.to_json().items()
+                if k not in ("captions", "reference", "weights", "clip", "save_samples", "source")}
+
+    def qualifier(self, detector_name: str, mode: str) -> str:
+        return f"{self.name}:{detector_name}/{mode}"
+
+
+# The protocols of the papers, as data. Their files are the user's: a suite names them in [protocols.NAME].
+BUILTIN: dict[str, Protocol] = {
+    "imagenet-class": Protocol(
+        "imagenet-class", "class", samples=50_000, classes=1000, sample_steps=250, scheduler="ddpm", guidance=1.5,
+        detector="inception-v3", mode="torch-fidelity",
+        source="DiT (Peebles & Xie 2023) Sec. 5 / ADM evaluation: 50K samples, 250 DDPM steps, cfg 1.5 for "
+               "FID-50K with guidance, against VIRTUAL_imagenet256_labeled.npz"),
+    "coco-30k": Protocol(
+        "coco-30k", "captions", samples=30_000, sample_steps=50, guidance=7.5, detector="inception-v3",
+        mode="clean", clip="",
+        source="COCO-30K zero-shot FID (Imagen, LDM, SD model card): 30K captions of COCO val2014, FID against "
+               "the val2014 images, CLIP score with a ViT-L/14 or ViT-B/32 CLIP"),
+}
+
+KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "kind": (str, "class or captions"),
+    "samples": (int, "a positive integer"),
+    "classes": (int, "a positive integer"),
+    "captions": (str, "a captions file (.txt, one per line, or .jsonl)"),
+    "reference": (str, "an image folder, an .npz batch or a statistics .npz"),
+    "detector": (str, "a detector name (diffbench list detectors)"),
+    "mode": (str, "a mode of the detector"),
+    "weights": (str, "a local weights file"),
+    "allow_unverified": (bool, "true or false"),
+    "clip": (str, "embedded, a Hugging Face CLIP directory or an open_clip checkpoint"),
+    "clip_arch": (str, "an open_clip architecture name"),
+    "sample_steps": (int, "a positive integer"),
+    "scheduler": (str, "own, ddpm, ddim, dpm-solver++ or euler"),
+    "guidance": ((int, float), "a non-negative number (1 = no guidance)"),
+    "kid": (bool, "true or false"),
+    "save_samples": (str, "a folder to write the samples to (PNGs, a sub-folder per case id)"),
+}
+
+
+def _resolve(raw: str, base: Path) -> Path:
+    p = Path(raw).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _valid(key: str, value: Any) -> bool:
+    types = KEYS[key][0]
+    if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+        return False
+    number: Any = value  # an int or float here
+    if key in ("samples", "classes", "sample_steps"):
+        return bool(number >= 1)
+    return key != "guidance" or bool(0 <= number < float("inf"))
+
+
+def parse(name: str, raw: Any, file: str) -> Protocol:
+    """A suite's ``[protocols.NAME]`` table (over the built-in of that name, if any), its files checked and hashed."""
+    from diffbench.bench.suites import SUITE_NAME
+
+    where = f"{file}: protocols.{name}"
+    if not SUITE_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: a protocol name is a plain name (letters, digits, '.', '_', '-')")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    for key, value in raw.items():
+        if key not in KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(sorted(KEYS))})")
+        if not _valid(key, value):
+            raise ConfigError(f"{where}.{key}: expected {KEYS[key][1]}, got {value!r}")
+    base = BUILTIN.get(name)
+    if base is None and "kind" not in raw:
+        raise ConfigError(f"{where}: give kind = \"class\" or \"captions\" (or use a built-in protocol: "
+                          f"{', '.join(BUILTIN)})")
+    proto = dataclasses.replace(base, **raw) if base is not None else Protocol(name=name, **{"samples": 0, **raw})
+    return _checked(proto, where, Path(file).resolve().parent)
+
+
+def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
+    from diffbench.bench.suites import SCHEDULER_NAMES
+    from diffbench.metrics.detectors import DETECTORS
+
+    if p.kind not in KINDS:
+        raise ConfigError(f"{where}.kind: expected class or captions, got {p.kind!r}")
+    if p.samples < 1:
+        raise ConfigError(f"{where}.samples: give the number of images to generate")
+    if p.kind == "class" and p.classes < 1:
+        raise ConfigError(f"{where}.classes: a class protocol needs the number of classes")
+    if p.kind == "class" and p.samples % p.classes:
+        raise ConfigError(f"{where}: {p.samples} samples are not equal per class over {p.classes} classes; give a "
+                          "multiple of classes")
+    if p.scheduler is not None and p.scheduler not in SCHEDULER_NAMES:
+        raise ConfigError(f"{where}.scheduler: expected one of {', '.join(SCHEDULER_NAMES)}, got {p.scheduler!r}")
+    if p.detector not in DETECTORS:
+        raise ConfigError(f"{where}.detector: {DETECTORS.unknown_message(p.detector)}")
+    files: dict[str, str] = {}
+    changes: dict[str, Any] = {}
+    if not p.reference:
+        raise ConfigError(f"{where}.reference: give the reference images or statistics to score against (an image "
+                          "folder, an .npz batch or a statistics .npz)")
+    if p.save_samples:
+        changes["save_samples"] = str(_resolve(p.save_samples, folder))
+    for role in ("reference", "captions", "weights", "clip"):
+        raw = getattr(p, role)
+        if not raw or (role == "clip" and raw == "embedded"):
+            continue
+        path = _resolve(raw, folder)
+        if not path.exists():
+            raise BadInputError(f"{where}.{role}: no file or folder at {path}")
+        changes[role] = str(path)
+        files[role] = content_sha256(path)
+    if p.kind == "captions":
+        if not p.captions:
+            raise ConfigError(f"{where}.captions: a captions protocol needs a captions file")
+        n = len(read_captions(Path(changes["captions"])))
+        if n < p.samples:
+            raise BadInputError(f"{where}: {changes['captions']} holds {n} captions, fewer than samples = "
+                                f"{p.samples}; give more captions or fewer samples")
+        if not p.clip:
+            changes["clip"] = "embedded"
+    elif p.captions or p.clip:
+        raise ConfigError(f"{where}: captions and clip apply to a captions protocol, not a class one")
+    return dataclasses.replace(p, **changes, files=files)
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative paths and contents), remembered per size and mtime."""
+    import hashlib
+
+    from diffbench.core.files import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def read_captions(path: Path) -> list[str]:
+    """Captions, in order: one per non-empty line of a text file, or the ``caption`` (or ``text``) field of each
+    line of a ``.jsonl``. Binary or non-UTF-8 files are refused in one line."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise BadInputError(f"{path}: a binary file (it holds NUL bytes), not a text file of captions")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {e.start}); save the captions as UTF-8") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if path.suffix.lower() != ".jsonl":
+        return lines
+    out = []
+    for i, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise BadInputError(f"{path}:{i}: not a JSON object; a .jsonl holds one object per line") from None
+        caption = row.get("caption", row.get("text")) if isinstance(row, dict) else None
+        if not isinstance(caption, str) or not caption.strip():
+            raise BadInputError(f"{path}:{i}: no \"caption\" (or \"text\") string in this line")
+        out.append(caption.strip())
+    return out
+
+
+def conditions(p: Protocol) -> tuple[list[int] | None, list[str] | None]:
+    """(labels, captions) of the protocol's samples, image k's at index k."""
+    if p.kind == "class":
+        return [k % p.classes for k in range(p.samples)], None
+    return None, read_captions(Path(p.captions))[:p.samples]
