@@ -158,7 +158,8 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     s = spec.sampler
     out = {"sample_ms_per_image": Reading(sampling * 1e3 / p.samples, "ms",
                                           extra={"steps": s.sample_steps, "scheduler": s.scheduler,
-                                                 "guidance": s.guidance, "batch_size": spec.batch_size}),
+                                                 "guidance": s.guidance, "batch_size": spec.batch_size,
+                                                 **getattr(subject, "sampling", {})}),
            "phase_seconds[sample]": Reading(sampling, "s")}
     if p.save_samples:
         save_pngs(samples, Path(p.save_samples) / case_id)

@@ -50,6 +50,7 @@ class Protocol:
     sample_steps: int | None = None
     scheduler: str | None = None
     guidance: float | None = None
+    guide_channels: int | None = None  # guide only the first k channels (DiT's released sampler guides 3 of 4)
     kid: bool = True  # also KID (needs reference images, not a statistics file)
     save_samples: str = ""  # a folder: also write the samples there as PNGs, in a sub-folder per case id
     source: str = ""  # where the protocol's settings come from
@@ -75,9 +76,10 @@ class Protocol:
 BUILTIN: dict[str, Protocol] = {
     "imagenet-class": Protocol(
         "imagenet-class", "class", samples=50_000, classes=1000, sample_steps=250, scheduler="ddpm", guidance=1.5,
-        detector="inception-v3", mode="torch-fidelity",
-        source="DiT (Peebles & Xie 2023) Sec. 5 / ADM evaluation: 50K samples, 250 DDPM steps, cfg 1.5 for "
-               "FID-50K with guidance, against VIRTUAL_imagenet256_labeled.npz"),
+        guide_channels=3, detector="inception-v3", mode="torch-fidelity",
+        source="DiT (Peebles & Xie 2023) Sec. 5 / ADM evaluation: 50K samples, 250 DDPM steps with the learned "
+               "variance, cfg 1.5 on the first 3 latent channels as DiT's sample.py does, against "
+               "VIRTUAL_imagenet256_labeled.npz"),
     "coco-30k": Protocol(
         "coco-30k", "captions", samples=30_000, sample_steps=50, guidance=7.5, detector="inception-v3",
         mode="clean", clip="",
@@ -98,6 +100,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "clip": (str, "embedded, a Hugging Face CLIP directory or an open_clip checkpoint"),
     "clip_arch": (str, "an open_clip architecture name"),
     "sample_steps": (int, "a positive integer"),
+    "guide_channels": (int, "a positive integer (guide only the first k channels)"),
     "scheduler": (str, "own, ddpm, ddim, dpm-solver++ or euler"),
     "guidance": ((int, float), "a non-negative number (1 = no guidance)"),
     "kid": (bool, "true or false"),
@@ -115,7 +118,7 @@ def _valid(key: str, value: Any) -> bool:
     if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
         return False
     number: Any = value  # an int or float here
-    if key in ("samples", "classes", "sample_steps"):
+    if key in ("samples", "classes", "sample_steps", "guide_channels"):
         return bool(number >= 1)
     return key != "guidance" or bool(0 <= number < float("inf"))
 

@@ -123,6 +123,7 @@ class BackboneSubject:
         self.num_classes = 10  # the embedded datasets' classes (digits 0-9)
         self.ema: Any = None
         self._model: Any = None
+        self.sampling: dict[str, Any] = {}  # how a pretrained backbone was sampled (variance, guided channels)
 
     def counts(self) -> dict[str, Reading]:
         from diffbench.models.api import count
@@ -181,11 +182,18 @@ class BackboneSubject:
             return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
                                          self.spec.seed, batch_size=128, device=self.spec.device)))
         assert weights is not None
+        from diffbench.bench.protocols import Protocol
+
         model = PretrainedBackbone(self.family, self._weighted(), self.spec.cond, self.spec.classes)
         decode = _decoder(weights.get("autoencoder"), shape, self.spec.device)
+        guide = Protocol.from_json(self.spec.protocol).guide_channels if self.spec.protocol else None
+        # a network that learned its variance (DiT, ADM) samples with it under DDPM, as their releases sample
+        learned = bool(getattr(self.config, "learn_sigma", False)) and s.scheduler == "ddpm"
+        self.sampling = {"learned_variance": learned, "guide_channels": guide or shape[0]}
         out, bar = [], progress(n, "sampling")
         batches = sample(model, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,
-                         batch_size=self.spec.batch_size, device=self.spec.device, raw=decode is not None)
+                         batch_size=self.spec.batch_size, device=self.spec.device, raw=decode is not None,
+                         learned_variance=learned, guide_channels=guide)
         for b in batches:
             out.append(decode(b) if decode is not None else b)
             bar.update(len(b))

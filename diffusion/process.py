@@ -37,16 +37,25 @@ _register()
 PREDICTIONS = ("epsilon", "v_prediction", "sample")  # sample: the clean x0 (unCLIP's prior)
 
 
-def make_scheduler(name: str, prediction: str = "epsilon", thresholding: bool = False) -> Any:
-    """A fresh diffusers scheduler; ``thresholding`` is Imagen's dynamic thresholding of the predicted x0."""
+def make_scheduler(name: str, prediction: str = "epsilon", thresholding: bool = False,
+                   learned_variance: bool = False) -> Any:
+    """A fresh diffusers scheduler; ``thresholding`` is Imagen's dynamic thresholding of the predicted x0;
+    ``learned_variance``: DDPM reads the model's second C channels as its interpolated log-variance
+    (``learned_range``, Nichol & Dhariwal's parameterisation, which DiT and ADM sample with)."""
     if prediction not in PREDICTIONS:
         raise ConfigError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
     sched = SCHEDULERS.get(name)(prediction)
     if thresholding:
         if "thresholding" not in sched.config:
             raise ConfigError(f"dynamic thresholding needs the ddpm, ddim or dpm-solver++ scheduler, not {name}")
-        sched = type(sched).from_config({**sched.config, "thresholding": True, "dynamic_thresholding_ratio": 0.995,
-                                         "sample_max_value": 1.0})
+        # overrides as keywords: diffusers resets the keys a config lists in _use_default_values, so a value put in
+        # the dict itself is silently dropped (Imagen's thresholding was off until this was found)
+        sched = type(sched).from_config(sched.config, thresholding=True, dynamic_thresholding_ratio=0.995,
+                                        sample_max_value=1.0)
+    if learned_variance:
+        if name != "ddpm":
+            raise ConfigError(f"a learned variance is sampled with ddpm; {name} does not read it")
+        sched = type(sched).from_config(sched.config, variance_type="learned_range")
     return sched
 
 

@@ -42,11 +42,12 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def reverse_process(step: Step, shape: tuple[int, ...], gens: list[torch.Generator], scheduler: str, steps: int,
-                    prediction: str = "epsilon", thresholding: bool = False, device: str = "cpu") -> torch.Tensor:
+                    prediction: str = "epsilon", thresholding: bool = False, device: str = "cpu",
+                    learned_variance: bool = False) -> torch.Tensor:
     """The one sampling loop: per-sample noise, then ``steps`` scheduler steps of ``step(x_in, t) -> model output``
     (guidance inside ``step``). The latent and the scheduler live on ``device`` throughout (diffusers' schedulers
     take device tensors; per-step noise still comes from the CPU generators, so results do not depend on it)."""
-    sched = make_scheduler(scheduler, prediction, thresholding)
+    sched = make_scheduler(scheduler, prediction, thresholding, learned_variance)
     sched.set_timesteps(steps, device=device)
     x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device) * sched.init_noise_sigma
     for t in sched.timesteps:
@@ -57,9 +58,13 @@ def reverse_process(step: Step, shape: tuple[int, ...], gens: list[torch.Generat
 
 
 def guided(fn: Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tensor], inputs: dict[str, Any],
-           null_inputs: dict[str, Any] | None, guidance: float, channels: int | None) -> Step:
+           null_inputs: dict[str, Any] | None, guidance: float, channels: int | None,
+           guide_channels: int | None = None) -> Step:
     """``step(x, t)`` with classifier-free guidance over ``fn(x, t, conditions)``: the conditional and null
-    passes run as one doubled batch. ``channels``: keep that many of a learned-variance output (DiT, ADM)."""
+    passes run as one doubled batch. ``channels``: keep that many of a learned-variance output (DiT, ADM); None
+    keeps all (a scheduler that reads the variance). ``guide_channels``: guide only the first that many channels
+    and take the rest from the conditional pass, as DiT's released sampler does (``forward_with_cfg`` guides 3 of
+    its 4 latent channels); None guides the prediction's channels."""
     def call(x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
         out = fn(x, t, c)
         return out if channels is None else split_learned_variance(out, channels)
@@ -70,7 +75,12 @@ def guided(fn: Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], torch.Tens
 
     def step(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         cond, uncond = call(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-        return uncond + guidance * (cond - uncond)
+        k = guide_channels if guide_channels is not None else x.shape[1]
+        if k >= cond.shape[1]:
+            return uncond + guidance * (cond - uncond)
+        out = cond.clone()  # the unguided channels (and a learned variance) from the conditional pass
+        out[:, :k] = uncond[:, :k] + guidance * (cond[:, :k] - uncond[:, :k])
+        return out
     return step
 
 
@@ -82,10 +92,12 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor | None = None,
            scheduler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0, batch_size: int = 64,
-           prediction: str = "epsilon", device: str = "cpu", start: int = 0, raw: bool = False
-           ) -> Iterator[torch.Tensor]:
+           prediction: str = "epsilon", device: str = "cpu", start: int = 0, raw: bool = False,
+           learned_variance: bool = False, guide_channels: int | None = None) -> Iterator[torch.Tensor]:
     """Yield uint8 (B, C, H, W) batches of samples ``start`` .. ``start + n - 1`` of a ``Denoiser`` (``raw``: the
-    float output of the reverse process, e.g. latents for an autoencoder to decode)."""
+    float output of the reverse process, e.g. latents for an autoencoder to decode). ``learned_variance``: a model
+    emitting 2C channels samples with its own variance (DDPM's ``learned_range``, as DiT and ADM sample);
+    ``guide_channels``: see :func:`guided`."""
     check_sampling(steps, guidance, batch_size)
     model = model.to(device).eval()
 
@@ -96,6 +108,7 @@ def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor 
         idx = list(range(b0, min(b0 + batch_size, start + n)))
         c = None if conds is None else conds[[k - start for k in idx]].to(device)
         null = None if c is None else {"c": model.null(len(idx), device)}
-        step = guided(fn, {"c": c}, null, guidance, shape[0])
-        x = reverse_process(step, shape, generators(seed, idx), scheduler, steps, prediction, device=device)
+        step = guided(fn, {"c": c}, null, guidance, None if learned_variance else shape[0], guide_channels)
+        x = reverse_process(step, shape, generators(seed, idx), scheduler, steps, prediction, device=device,
+                            learned_variance=learned_variance)
         yield x if raw else to_uint8(x)

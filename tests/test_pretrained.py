@@ -248,3 +248,34 @@ def test_captions_files_are_read_as_lines_or_jsonl(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"caption": "one"}\n{"image": 4}\n')
     with pytest.raises(BadInputError, match=r"c.jsonl:2: no \"caption\""):
         read_captions(tmp_path / "c.jsonl")
+
+
+def test_dit_style_guidance_guides_the_first_channels_and_ddpm_reads_a_learned_variance():
+    from diffbench.core.errors import ConfigError
+    from diffbench.diffusion.process import make_scheduler
+    from diffbench.diffusion.sampling import guided, sample
+
+    def fn(x, t, c):  # a conditional and a null pass that differ: 8 channels, eps then the variance interpolation
+        return torch.cat([x * 0 + c["c"][:, None, None, None].float(), x * 0 - 1], dim=1)
+
+    x, t = torch.zeros(2, 4, 2, 2), torch.tensor([5.0, 5.0])
+    step = guided(fn, {"c": torch.tensor([2, 2])}, {"c": torch.tensor([0, 0])}, 1.5, None, guide_channels=3)
+    out = step(x, t)
+    assert out.shape == (2, 8, 2, 2)
+    assert torch.all(out[:, :3] == 3.0) and torch.all(out[:, 3] == 2.0) and torch.all(out[:, 4:] == -1)
+    with pytest.raises(ConfigError, match="sampled with ddpm"):
+        make_scheduler("ddim", learned_variance=True)
+    assert make_scheduler("ddpm", learned_variance=True).config.variance_type == "learned_range"
+    # overrides survive diffusers' from_config (a dict override was reset to the default: Imagen's thresholding)
+    assert make_scheduler("ddim", thresholding=True).config.thresholding is True
+
+    class Net(torch.nn.Module):  # predicts zero noise and a variance at the top of the learned range
+        def null(self, n, device="cpu"):
+            return torch.zeros(n, dtype=torch.long)
+
+        def forward(self, x, t, c=None):
+            return torch.cat([torch.zeros_like(x), torch.ones_like(x)], dim=1)
+
+    fixed = next(sample(Net(), 2, (1, 4, 4), None, "ddpm", 5, 1.0, 0, raw=True))
+    learned = next(sample(Net(), 2, (1, 4, 4), None, "ddpm", 5, 1.0, 0, raw=True, learned_variance=True))
+    assert fixed.shape == learned.shape == (2, 1, 4, 4) and not torch.allclose(fixed, learned)
