@@ -70,6 +70,14 @@ def _detectors() -> list[dict[str, Any]]:
             for n, d in DETECTORS.items()]
 
 
+def _protocols() -> list[dict[str, Any]]:
+    from diffbench.bench.protocols import BUILTIN
+
+    return [{"name": p.name, "kind": p.kind, "samples": p.samples, "sampler": f"{p.scheduler or 'own'} "
+             f"{p.sample_steps} steps, guidance {p.guidance}", "detector": f"{p.detector}/{p.mode}",
+             "source": p.source} for p in BUILTIN.values()]
+
+
 def _commands() -> list[dict[str, Any]]:
     from diffbench.bench.cli import COMMANDS
 
@@ -95,4 +103,8 @@ LISTINGS.add("suites", Listing("suites", "built-in suites for 'diffbench run' (b
                                ("name", "description"), _suites))
 LISTINGS.add("detectors", Listing("detectors", "feature networks for FID and relatives",
                                   ("name", "modes", "outputs", "description"), _detectors))
+LISTINGS.add("protocols", Listing(
+    "protocols", "evaluation protocols for pretrained systems; a suite's [protocols.NAME] names its files",
+    ("name", "kind", "samples", "sampler", "detector", "source"), _protocols,
+    note="a suite table of the same name starts from these settings; reference (and captions) are the user's files"))
 LISTINGS.add("commands", Listing("commands", "CLI commands", ("name", "description"), _commands))

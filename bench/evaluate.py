@@ -152,8 +152,11 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     p = Protocol.from_json(spec.protocol)
     labels, captions = conditions(p)
     held = Held(torch.tensor(labels) if labels is not None else None, captions)
+    from diffbench.bench import precision
+
     t0 = time.perf_counter()
-    samples = subject.sample(p.samples, held)
+    with precision.precision(spec.precision, spec.device, spec.attention):  # scored as it is timed: bf16 is bf16
+        samples = subject.sample(p.samples, held)
     sampling = time.perf_counter() - t0
     s = spec.sampler
     out = {"sample_ms_per_image": Reading(sampling * 1e3 / p.samples, "ms",

@@ -82,7 +82,7 @@ BUILTIN: dict[str, Protocol] = {
                "VIRTUAL_imagenet256_labeled.npz"),
     "coco-30k": Protocol(
         "coco-30k", "captions", samples=30_000, sample_steps=50, guidance=7.5, detector="inception-v3",
-        mode="clean", clip="",
+        mode="torch-fidelity", clip="",
         source="COCO-30K zero-shot FID (Imagen, LDM, SD model card): 30K captions of COCO val2014, FID against "
                "the val2014 images, CLIP score with a ViT-L/14 or ViT-B/32 CLIP"),
 }

@@ -73,6 +73,18 @@ def build_kit(k: Path) -> None:
     ae.mkdir()
     torch.save({"w": payload}, ae / "diffusion_pytorch_model.bin")
     (ae / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4}))
+    # a diffusers pipeline directory whose U-Net weights are the crafted pickle, and a U-Net directory alone
+    pipe = k / "pipe_dir"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline",
+                                                       "unet": ["diffusers", "UNet2DModel"],
+                                                       "scheduler": ["diffusers", "DDPMScheduler"]}))
+    (pipe / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "sample_size": 8}))
+    torch.save({"w": payload}, pipe / "unet" / "diffusion_pytorch_model.bin")
+    # a pipeline directory naming a class diffusers does not have (custom code is never run)
+    custom = k / "custom_dir"
+    custom.mkdir()
+    (custom / "model_index.json").write_text(json.dumps({"_class_name": "os.system", "unet": ["x", "y"]}))
 
     # images
     for i in range(4):
@@ -314,6 +326,11 @@ CORPUS: list[tuple[str, str, str]] = [
     ("train-autoencoder-pickle", "train ldm --steps 1 --dataset shapes --autoencoder {k}/ae_dir --out {k}/t", "ae_dir"),
     ("train-device-banana", "train dit --steps 1 --device banana --out {k}/t", "banana"),
     # sample
+    ("sample-dir-pickle", "sample {k}/pipe_dir --n 1 --steps 1 --out {k}/s", "diffusion_pytorch_model.bin"),
+    ("sample-dir-custom-class", "sample {k}/custom_dir --n 1 --out {k}/s", "custom pipeline code is not run"),
+    ("sample-stage-pickle", "sample ldm --n 1 --stage-weights unet={k}/pipe_dir/unet --out {k}/s",
+     "diffusion_pytorch_model.bin"),
+    ("sample-stage-syntax", "sample ldm --n 1 --stage-weights {k}/pipe_dir/unet --out {k}/s", "STAGE=DIR"),
     ("sample-guidance-nan", "sample dit --n 1 --guidance nan --out {k}/s", "guidance"),
     ("sample-guidance-inf", "sample dit --n 1 --guidance inf --out {k}/s", "guidance"),
     ("sample-device-banana", "sample dit --n 1 --device banana --out {k}/s", "banana"),

@@ -178,10 +178,12 @@ def _pipeline_sampler(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         tokens = first.tokenize(captions)
     if args.checkpoint:
         load_pipeline(pipe, args.checkpoint)
-    else:
-        print("diffbench: note: no --checkpoint, so the weights are random (untrained)", file=sys.stderr)
-    for stage, folder in _stage_weights(args):  # a diffusers-layout U-Net into its stage, strictly
+    stages = _stage_weights(args)
+    for stage, folder in stages:  # a diffusers-layout U-Net into its stage, strictly
         load_unet_into_stage(pipe, stage, folder)
+    if not args.checkpoint:
+        loaded = f" except stage{'s' if len(stages) > 1 else ''} {', '.join(s for s, _ in stages)}" if stages else ""
+        print(f"diffbench: note: no --checkpoint, so the weights are random (untrained){loaded}", file=sys.stderr)
     timings = Timings(args.device)
 
     def make(b0: int, b1: int) -> Any:
