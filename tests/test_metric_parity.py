@@ -58,3 +58,15 @@ def test_precision_recall_equal_torch_fidelity():
         p, r = fn(torch.from_numpy(fake), torch.from_numpy(real), neighborhood=3, batch_size=100)
         assert precision == pytest.approx(p, rel=1e-6) and recall == pytest.approx(r, rel=1e-6)
     assert 0 < precision < 1 and 0 < recall < 1  # a case where both matter, not a trivial 0 or 1
+
+
+def test_kid_from_precomputed_kernels_equals_the_per_subset_loop(monkeypatch):
+    """The same subsets, summed from the full kernels through selection rows or recomputed per subset."""
+    from diffbench.metrics import kid
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(120, 16)), rng.normal(size=(300, 16)) + 0.2
+    fast = kid.kernel_inception_distance(a, b, subsets=30, subset_size=100, seed=5)
+    monkeypatch.setattr(kid, "PRECOMPUTE_MAX", 0)
+    slow = kid.kernel_inception_distance(a, b, subsets=30, subset_size=100, seed=5)
+    assert fast == pytest.approx(slow, rel=1e-12)
