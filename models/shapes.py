@@ -96,7 +96,15 @@ UNET_RES_BLOCKS = (1, 2, 3, 4)
 
 
 def groups(width: int) -> int:
-    return math.gcd(width, 32)
+    """GroupNorm groups (and attention head width) for a U-Net level ``width`` channels wide: 32, as guided-diffusion
+    and diffusers use, where that leaves at least 4 channels a group (every paper width, 128 and up); below, the
+    most groups that divide the width and keep 4 channels each. (gcd(width, 32) alone gave a 32-wide U-Net one
+    channel a group, an instance norm that erases each channel's mean: such cases scored FIDs 3-10x worse than
+    their neighbours in size.)"""
+    g = math.gcd(width, 32)
+    while g > 1 and width // g < 4:
+        g //= 2
+    return g
 
 
 def unet_atypicality(mult_index: int, nres: int, attn_index: int) -> float:

@@ -49,8 +49,11 @@ def test_case_ids_are_stable(suite):
 
     ids = {c.name: c.case_id for c in suites.expand(suites.load(suite), "cpu")}
     assert ids == CURRENT[suite]
-    if suite == "smoke":  # cases that do not train: unchanged since before the redesign
-        assert ids == BEFORE[suite]
+    if suite == "smoke":  # cases that do not train: unchanged since before the redesign, but for the U-Nets whose
+        # config changed when narrow widths got at least 4 channels per GroupNorm group (models/shapes.groups)
+        regrouped = {"unet-adm@1M/3x32x32/b1/fp32", "unet-adm@1M/3x32x32/b2/fp32"}
+        assert {k: v for k, v in ids.items() if k not in regrouped} == \
+            {k: v for k, v in BEFORE[suite].items() if k not in regrouped}
 
 
 def test_spec_round_trips_through_json():

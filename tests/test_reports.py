@@ -215,7 +215,7 @@ classes = 10
 tolerance = 0.05
 """)
     out = tmp_path / "run"
-    proc = cli("run", str(suite), "--out", str(out), "--no-progress", timeout=600)
+    proc = cli("run", str(suite), "--out", str(out), "--no-progress", "--devices", "cpu,cpu", timeout=600)
     assert proc.returncode == 0, proc.stderr
     fids = [r for r in records.read(out / "records.jsonl").records if r.metric == "fid[digits]"]
     assert len(fids) == 3
