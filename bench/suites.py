@@ -313,6 +313,13 @@ def _pretrained(raw: dict[str, Any], settings: Settings, explicit: set[str], pro
     for key in ("sample_steps", "scheduler", "guidance"):
         if key not in explicit and protocol is not None and getattr(protocol, key) is not None:
             updates[key] = getattr(protocol, key)
+    if not directories and updates.get("scheduler", settings.scheduler) == "own":
+        raise ConfigError(f"{file}: {where}: scheduler own applies to diffusers directories; a checkpoint samples "
+                          "with ddpm, ddim, dpm-solver++ or euler (set scheduler in the sweep or the protocol)")
+    classes = raw.get("classes", Sweep.classes)
+    if protocol is not None and protocol.kind == "class" and not directories and protocol.classes > classes:
+        raise ConfigError(f"{file}: {where}: protocol {protocol.name} samples {protocol.classes} classes; the sweep's "
+                          f"backbone knows {classes} (classes = {classes})")
     return dataclasses.replace(settings, **updates), protocol
 
 

@@ -215,6 +215,21 @@ def test_a_backbone_checkpoint_is_sampled_decoded_and_scored_by_its_protocol(tmp
     assert np.abs(decode(latents).permute(0, 2, 3, 1).numpy().astype(int) - saved.astype(int)).max() <= 1
 
 
+def test_a_class_protocol_must_fit_the_backbone_it_scores(tmp_path):
+    import diffbench
+    from diffbench.core.errors import UserError
+    from tests.test_checkpoints_in_suites import saved_dit
+
+    saved_dit(tmp_path)
+    tiny_vae().save_pretrained(str(tmp_path / "vae"))
+    (tmp_path / "digits").mkdir()
+    for old, new, message in [("classes = 10", "classes = 2000", "samples 2000 classes; the sweep's backbone knows"),
+                              ('scheduler = "ddim"', 'scheduler = "own"', "scheduler own applies to diffusers")]:
+        (tmp_path / "s.toml").write_text(BACKBONE_SUITE.replace(old, new, 1).replace("samples = 10", "samples = 2000"))
+        with pytest.raises(UserError, match=message):
+            diffbench.plan(str(tmp_path / "s.toml"), "cpu")
+
+
 @pytest.mark.parametrize("old, new, message", [
     ('protocol = "tiny-captions"', 'protocol = "nope"', "no [protocols.nope] table"),
     ('reference = "ref"', "", "protocols.tiny-captions.reference: give the reference"),
