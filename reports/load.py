@@ -62,7 +62,9 @@ def _row(r: records.Record) -> dict[str, Any]:
     ok_ci = bool(ci)
     return {
         "case_id": r.case_id, "run_id": r.run_id, "suite": r.suite, "label": model.get("label", r.case_id),
-        "family": model.get("family"), "preset": model.get("preset"), "pipeline": model.get("pipeline"),
+        "family": model.get("family"), "preset": model.get("preset"),
+        # a pipeline (built in, or a diffusers directory by its label): kept out of the backbones' scaling fit
+        "pipeline": model.get("pipeline") or (model.get("label") if model.get("diffusers") else None),
         "input": "x".join(map(str, model.get("input") or [])) or None,
         "batch_size": r.config.get("batch_size"), "precision": r.config.get("precision"),
         "device": r.config.get("device"), "metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,

@@ -120,6 +120,10 @@ def test_a_diffusers_directory_is_a_system_counted_timed_and_scored_as_diffbench
     diffbench.report(root / "run")
     md = (root / "run" / "report" / "report.md").read_text()
     assert "fid (tiny-captions:inception-v3/torch-fidelity)" in md
+    # a pipeline, not a backbone: in the pipelines' table, out of the backbones' scaling fit
+    assert diffbench.load_run(root / "run").cases["pipeline"].tolist() == ["sd"]
+    pipelines = md.split("## Pipelines", 1)[1].split("\n## ", 1)[0]
+    assert "| sd |" in pipelines
 
 
 def test_diffbench_sample_takes_a_diffusers_directory_with_per_sample_seeds(world, cli, tmp_path):
