@@ -22,7 +22,7 @@ TIMING_PROMPT = "a photograph of an astronaut riding a horse"  # padded to the t
 
 class DiffusersSubject:
     def __init__(self, spec: CaseSpec) -> None:
-        from diffbench.bench.protocols import content_sha256
+        from diffbench.core.files import content_sha256
         from diffbench.models.pretrained import Instrument, inspect_dir, load_dir
 
         assert isinstance(spec.model, DiffusersRef) and spec.sampler is not None, "pipelines carry sampler settings"

@@ -47,7 +47,7 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
 
     from diffbench.metrics.detectors import build_detector, describe
     from diffbench.metrics.frechet import frechet_distance
-    from diffbench.metrics.intervals import bootstrap, fid_interval, kid_interval
+    from diffbench.metrics.intervals import fid_interval, kid_interval
     from diffbench.metrics.quality import extract
 
     det = build_detector(dataset)
@@ -69,14 +69,26 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
     if captions is not None:
         from diffbench.metrics import clip_score
 
-        clip = clip_score.load("embedded")
-        _, own = clip_score.clip_score(clip, samples, captions)
-        _, shuffled = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
-        meta = {"model": clip.name, "weights_sha256": clip.weights_sha256, "verified": clip.verified,
-                "convention": clip_score.CONVENTION}
-        for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
-            iv = bootstrap(lambda x: float(x.mean()), per, seed=seed)
-            out[name] = Reading(iv.value, "1", extra={**meta, **iv.extra()})
+        out.update(clip_readings(clip_score.load("embedded"), samples, captions, seed))
+    return out
+
+
+def clip_readings(clip: Any, samples: torch.Tensor, captions: list[str], seed: int, protocol: str = ""
+                  ) -> dict[str, Reading]:
+    """CLIP score with the samples' own captions and with captions shifted by 7 (a chance baseline), each with its
+    bootstrap interval; a protocol's are named ``clip_score[PROTOCOL:CLIP]``."""
+    from diffbench.metrics import clip_score
+    from diffbench.metrics.intervals import bootstrap
+
+    _, own = clip_score.clip_score(clip, samples, captions)
+    _, shuffled = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
+    meta = {"model": clip.name, "weights_sha256": clip.weights_sha256, "verified": clip.verified,
+            "convention": clip_score.CONVENTION, **({"protocol": protocol, "n": len(samples)} if protocol else {})}
+    out = {}
+    for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
+        iv = bootstrap(lambda x: float(x.mean()), per, seed=seed)
+        out[f"{name}[{protocol}:{clip.name}]" if protocol else name] = Reading(iv.value, "1",
+                                                                              extra={**meta, **iv.extra()})
     return out
 
 
@@ -145,6 +157,7 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     sampled with per-sample seeds, then FID (and KID where the reference has images) with the protocol's detector
     against its reference (reference features from the cache), and for captions the CLIP score with the protocol's
     CLIP, own captions and shifted by 7."""
+    from diffbench.bench import precision
     from diffbench.bench.protocols import Protocol, conditions
     from diffbench.bench.subjects import Held
 
@@ -152,8 +165,6 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     p = Protocol.from_json(spec.protocol)
     labels, captions = conditions(p)
     held = Held(torch.tensor(labels) if labels is not None else None, captions)
-    from diffbench.bench import precision
-
     t0 = time.perf_counter()
     with precision.precision(spec.precision, spec.device, spec.attention):  # scored as it is timed: bf16 is bf16
         samples = subject.sample(p.samples, held)
@@ -172,19 +183,21 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     return out
 
 
-def save_pngs(samples: torch.Tensor, folder: Path) -> None:
-    """uint8 NCHW -> folder/000000.png ... (lossless: a folder FID equals the in-memory one)."""
+def save_pngs(samples: Any, folder: Path, start: int = 0) -> None:
+    """uint8 images (NCHW tensor, or NHWC array) -> folder/{start:06d}.png ..., each written atomically (lossless:
+    a folder FID equals the in-memory one)."""
     from PIL import Image
 
     from diffbench.core.files import atomic_path, output_dir
 
     output_dir(folder)
-    for k, img in enumerate(samples.permute(0, 2, 3, 1).numpy()):
+    arrays = samples.permute(0, 2, 3, 1).numpy() if isinstance(samples, torch.Tensor) else samples
+    for k, img in enumerate(arrays, start=start):
         with atomic_path(folder / f"{k:06d}.png") as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
 
 
-BOOTSTRAP_MAX_DIM = 512  # a bootstrap interval repeats a sqrtm of the feature dimension 200 times: 2048-d is minutes
+BOOTSTRAP_MAX_DIM = 512  # a FID bootstrap repeats a sqrtm of the feature dimension: at 2048-d that takes minutes
 
 
 def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: int, device: str
@@ -193,7 +206,7 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
     ``diffbench fid SAMPLES REFERENCE`` computes them (same extraction, same formula), and the CLIP scores."""
     from diffbench.metrics.detectors import build_detector, describe
     from diffbench.metrics.frechet import frechet_distance
-    from diffbench.metrics.intervals import bootstrap, fid_interval, kid_interval
+    from diffbench.metrics.intervals import BOOTSTRAP, fid_interval, kid_interval
     from diffbench.metrics.quality import extract, load_side
     from diffbench.metrics.refcache import cached_extract
     from diffbench.metrics.stats import is_stats_file
@@ -219,7 +232,7 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
         fid_extra = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed).extra()
     else:
         fid_extra = {"ci95": None, "interval": f"not computed: a bootstrap of {gen.pool.shape[1]}-d features repeats "
-                                               "a sqrtm of that size 200 times"}
+                                               f"a sqrtm of that size {BOOTSTRAP} times"}
     out = {f"fid[{q}]": Reading(fid, "1", extra={**ident, **fid_extra})}
     if keep and ref.pool is not None:
         k = kid_interval(gen.pool, ref.pool, seed=seed)
@@ -227,12 +240,6 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
     if captions is not None:
         from diffbench.metrics import clip_score
 
-        clip = clip_score.load(p.clip, p.clip_arch, p.allow_unverified)
-        _, own = clip_score.clip_score(clip, samples, captions)
-        _, shuffled = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
-        meta = {"protocol": p.name, "model": clip.name, "weights_sha256": clip.weights_sha256,
-                "verified": clip.verified, "convention": clip_score.CONVENTION, "n": len(samples)}
-        for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
-            civ = bootstrap(lambda x: float(x.mean()), per, seed=seed)
-            out[f"{name}[{p.name}:{clip.name}]"] = Reading(civ.value, "1", extra={**meta, **civ.extra()})
+        out.update(clip_readings(clip_score.load(p.clip, p.clip_arch, p.allow_unverified), samples, captions, seed,
+                                 protocol=p.name))
     return out

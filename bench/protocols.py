@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.core.files import content_sha256
 
 KINDS = ("class", "captions")
 
@@ -190,20 +191,6 @@ def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
     elif p.captions or p.clip:
         raise ConfigError(f"{where}: captions and clip apply to a captions protocol, not a class one")
     return dataclasses.replace(p, **changes, files=files)
-
-
-def content_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative paths and contents), remembered per size and mtime."""
-    import hashlib
-
-    from diffbench.core.files import sha256_file
-
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def read_captions(path: Path) -> list[str]:

@@ -176,10 +176,6 @@ class CaseSpec:
     def is_pipeline(self) -> bool:
         return isinstance(self.model, PipelineRef)
 
-    @property
-    def is_diffusers(self) -> bool:
-        return isinstance(self.model, DiffusersRef)
-
     def measures(self, *what: str) -> bool:
         """True when the case measures any of ``what``."""
         return bool(set(what) & set(self.measure))

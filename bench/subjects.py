@@ -92,7 +92,7 @@ def subject_for(spec: CaseSpec) -> Subject:
 
 class PretrainedBackbone(torch.nn.Module):
     """A backbone with released weights, as the sampler calls a ``Denoiser``: ``forward(x, t, labels)``, and
-    ``null(n)`` the null class (index ``classes``, DiT's and U-ViT's convention); latents decoded by ``decode``."""
+    ``null(n)`` the null class (index ``classes``, DiT's and U-ViT's convention)."""
 
     def __init__(self, family: Any, net: torch.nn.Module, cond: str, classes: int) -> None:
         super().__init__()
@@ -235,19 +235,10 @@ def _decoder(path: str | None, shape: tuple[int, ...], device: str) -> Any:
         return None
     from diffusers import AutoencoderKL
 
-    from diffbench.core.errors import BadInputError
-    from diffbench.core.safeload import check_pickles
     from diffbench.diffusion.sampling import to_uint8
+    from diffbench.models.pretrained import from_local
 
-    check_pickles(path)  # diffusers is given the directory only once its pickles are known safe
-    from diffbench.models.pretrained import quiet_loading
-
-    quiet_loading()
-    try:
-        ae = AutoencoderKL.from_pretrained(path, local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
-        raise BadInputError(f"{path}: not loadable as a diffusers AutoencoderKL ({' '.join(str(e).split())[:100]})"
-                            ) from None
+    ae = from_local(AutoencoderKL, path, "a diffusers AutoencoderKL")
     if ae.config.latent_channels != shape[0]:
         raise CaseUnsupported(f"the autoencoder at {path} has {ae.config.latent_channels} latent channels; the "
                               f"backbone makes {shape[0]}")

@@ -418,7 +418,7 @@ def _weights(sweep: Sweep, cfg: Any) -> dict[str, str] | None:
     path = sweep.checkpoint
     if path is None:
         return None
-    from diffbench.bench.protocols import content_sha256
+    from diffbench.core.files import content_sha256
     from diffbench.models.api import check_fits, file_sha256
     from diffbench.models.families import family_of
 
@@ -461,7 +461,7 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
 
 def _directory_models(sweep: Sweep) -> list[DiffusersRef]:
     """Diffusers pipeline directories: read from their JSON files, identified by the sha256 of their files."""
-    from diffbench.bench.protocols import content_sha256
+    from diffbench.core.files import content_sha256
     from diffbench.models.pretrained import inspect_dir
 
     out = []

@@ -98,17 +98,8 @@ def inspect_dir(path: str | Path) -> PipelineDir:
 def load_dir(path: str | Path, scheduler: str = "own", device: str = "cpu") -> Any:
     """The pipeline from local files only; its pickles checked first (``core/safeload.py``); ``scheduler`` other
     than ``own`` swaps in that diffusers scheduler class with the pipeline's own scheduler config (its betas)."""
-
-    from diffbench.core.safeload import check_pickles
-
     info = inspect_dir(path)
-    check_pickles(path)  # diffusers is given the directory only once its pickles are known safe
-    quiet_loading()
-    try:
-        pipe = pipeline_class(info.class_name).from_pretrained(str(path), local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
-        raise BadInputError(f"{path}: not loadable as a {info.class_name} ({' '.join(str(e).split())[:160]})"
-                            ) from None
+    pipe = from_local(pipeline_class(info.class_name), path, f"a {info.class_name}")
     if scheduler != "own":
         from diffbench.diffusion.process import make_scheduler
 
@@ -117,6 +108,20 @@ def load_dir(path: str | Path, scheduler: str = "own", device: str = "cpu") -> A
         pipe.scheduler = type(make_scheduler(scheduler)).from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def from_local(cls: Any, path: str | Path, what: str, error: type[Exception] = BadInputError) -> Any:
+    """``cls.from_pretrained(path)`` from local files only, the one way diffbench hands a directory to diffusers: its
+    pickles checked first (``core/safeload.py``), no loading bars, any failure one line naming ``path`` and ``what``
+    it should have been."""
+    from diffbench.core.safeload import check_pickles
+
+    check_pickles(path)  # diffusers is given the directory only once its pickles are known safe
+    quiet_loading()
+    try:
+        return cls.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
+        raise error(f"{path}: not loadable as {what} ({' '.join(str(e).split())[:160]})") from None
 
 
 def quiet_loading() -> None:
@@ -213,6 +218,12 @@ def call_arguments(pipe: Any, info: PipelineDir, n: int, labels: list[int] | Non
     if height is not None and "height" in params:
         kw.update(height=height, width=height)
     return {k: v for k, v in kw.items() if k in params or k == "output_type"}
+
+
+def call_defaults(class_name: str) -> dict[str, Any]:
+    """The defaults a pipeline class's ``__call__`` declares (``num_inference_steps``, ``guidance_scale``, ...)."""
+    params = inspect.signature(pipeline_class(class_name).__call__).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 def to_uint8(images: Any) -> torch.Tensor:

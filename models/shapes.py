@@ -99,8 +99,8 @@ def groups(width: int) -> int:
     """GroupNorm groups (and attention head width) for a U-Net level ``width`` channels wide: 32, as guided-diffusion
     and diffusers use, where that leaves at least 4 channels a group (every paper width, 128 and up); below, the
     most groups that divide the width and keep 4 channels each. (gcd(width, 32) alone gave a 32-wide U-Net one
-    channel a group, an instance norm that erases each channel's mean: such cases scored FIDs 3-10x worse than
-    their neighbours in size.)"""
+    channel a group, an instance norm that erases each channel's mean: unet-adm@1.4M scored FID 366 on 8x8 digits
+    where its 0.7M and 2.8M neighbours scored 143 and 29, and 64 with 8 groups.)"""
     g = math.gcd(width, 32)
     while g > 1 and width // g < 4:
         g //= 2

@@ -201,7 +201,7 @@ def _directory_sampler(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     from diffbench.diffusion.sampling import check_sampling, generators
     from diffbench.metrics.device import resolve_device
-    from diffbench.models.pretrained import Instrument, call_arguments, inspect_dir, load_dir, to_uint8
+    from diffbench.models.pretrained import Instrument, call_arguments, call_defaults, inspect_dir, load_dir, to_uint8
 
     for option in ("checkpoint", "text_encoder", "autoencoder", "params"):
         if getattr(args, option):
@@ -212,9 +212,9 @@ def _directory_sampler(args: argparse.Namespace) -> tuple[Any, Any, Any]:
                           "sampled as saved")
     args.device = resolve_device(args.device)
     info = inspect_dir(args.pipeline)
-    steps = 50 if args.steps is None else args.steps
-    guidance = 1.0 if args.guidance is None and info.cond == "none" else \
-        (7.5 if info.cond == "text" else 4.0) if args.guidance is None else args.guidance
+    own = call_defaults(info.class_name)  # the pipeline class's own defaults (SD: 50 steps, guidance 7.5)
+    steps = own.get("num_inference_steps", 50) if args.steps is None else args.steps
+    guidance = own.get("guidance_scale", 1.0) if args.guidance is None else args.guidance
     check_sampling(steps, guidance, args.batch_size)
     output_dir(args.out)
     captions, labels = _conditions(_DirSpec(info), args)
@@ -278,10 +278,9 @@ def _write_samples(args: argparse.Namespace, make: Any, seconds: dict[str, float
             if args.format == "npz":
                 kept[b0] = images
             else:
-                from PIL import Image
+                from diffbench.bench.evaluate import save_pngs
 
-                for k, a in enumerate(images, start=b0):
-                    Image.fromarray(a).save(out / f"{k:06d}.png")
+                save_pngs(images, out, start=b0)
     bar.close()
     total: dict[str, float] = {}
     for part in all_gather(dict(seconds), world):  # device-seconds of every rank

@@ -10,6 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def content_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, or of a folder's files (relative paths and contents, sorted): a pipeline directory's or a
+    reference folder's identity. Each file's hash is remembered per size and mtime (``sha256_file``)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(str(f.relative_to(p)).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` whole or not at all (a kill or a full disk leaves the previous file)."""
     return write_bytes_atomic(path, text.encode())

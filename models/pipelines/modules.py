@@ -170,14 +170,9 @@ def build_autoencoder(spec: AutoencoderSpec) -> Any:
         if not (Path(spec.path) / "config.json").is_file():
             raise MissingWeightsError(f"no autoencoder at {spec.path} (config.json missing): give a local diffusers "
                                       "AutoencoderKL directory saved with save_pretrained")
-        from diffbench.core.safeload import check_pickles
+        from diffbench.models.pretrained import from_local
 
-        check_pickles(spec.path)  # diffusers is given the directory only once its pickles are known safe
-        try:
-            ae = AutoencoderKL.from_pretrained(spec.path, local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
-            raise MissingWeightsError(f"{spec.path}: not loadable as a diffusers AutoencoderKL "
-                                      f"({' '.join(str(e).split())[:100]})") from None
+        ae = from_local(AutoencoderKL, spec.path, "a diffusers AutoencoderKL", MissingWeightsError)
         factor = 2 ** (len(ae.config.block_out_channels) - 1)
         if ae.config.latent_channels != spec.latent_channels or factor != spec.factor:
             raise ConfigError(f"the autoencoder at {spec.path} has {ae.config.latent_channels} latent channels and "
@@ -235,8 +230,7 @@ def load_unet_into_stage(pipe: Pipeline, stage: str, folder: str | Path) -> Pipe
     reads the directory."""
     from diffusers import UNet2DConditionModel, UNet2DModel
 
-    from diffbench.core.errors import BadInputError, MissingWeightsError
-    from diffbench.core.safeload import check_pickles
+    from diffbench.core.errors import MissingWeightsError
     from diffbench.models.api import load_into
 
     if stage not in pipe.stages:
@@ -254,15 +248,9 @@ def load_unet_into_stage(pipe: Pipeline, stage: str, folder: str | Path) -> Pipe
     if not (folder / "config.json").is_file():
         raise MissingWeightsError(f"no U-Net at {folder} (config.json missing): give a local diffusers U-Net "
                                   "directory saved with save_pretrained")
-    check_pickles(folder)
-    from diffbench.models.pretrained import quiet_loading
+    from diffbench.models.pretrained import from_local
 
-    quiet_loading()
-    try:
-        loaded: Any = type(net).from_pretrained(str(folder), local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - any loading problem is the same user fix
-        raise BadInputError(f"{folder}: not loadable as a diffusers {type(net).__name__} "
-                            f"({' '.join(str(e).split())[:120]})") from None
+    loaded: Any = from_local(type(net), folder, f"a diffusers {type(net).__name__}")
     unet: Any = net
     ours, theirs = dict(unet.config), dict(loaded.config)
     differ = [k for k in sorted(set(ours) | set(theirs)) if not k.startswith("_") and
