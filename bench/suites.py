@@ -86,6 +86,7 @@ class Sweep:
     classes: int = 1000
     patch: int = 0  # 0: the family's default
     tolerance: float = 0.02  # largest relative error of a sized model
+    scaling: str = "free"  # free: each target sized alone; width: a family's targets share structure and depth
     checkpoint: str | None = None  # backbone weights (official layout), resolved against the suite's folder
     autoencoder: str | None = None  # a checkpoint's latents: a local diffusers AutoencoderKL directory decodes them
     protocol: Any = None  # bench/protocols.Protocol: how pretrained systems (directories, checkpoints) are scored
@@ -188,6 +189,7 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "classes": (_pos_int, "a positive integer"),
     "patch": (_pos_int, "a positive integer"),
     "tolerance": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "scaling": (_choices(("free", "width")), "free or width"),
     "checkpoint": (lambda v: isinstance(v, str) and bool(v.strip()), "a path to a .pt, .pth or .safetensors file"),
     "autoencoder": (lambda v: isinstance(v, str) and bool(v.strip()), "a diffusers AutoencoderKL directory"),
     "protocol": (lambda v: isinstance(v, str) and bool(v.strip()), "the name of a protocol ([protocols.NAME])"),
@@ -350,6 +352,8 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
         for n in names:
             if n not in registry:
                 raise UnknownNameError(f"{file}: {where}.{key}: {registry.unknown_message(n)}")
+    if raw.get("scaling") == "width" and not fams:
+        raise ConfigError(f"{file}: {where}.scaling: applies to families sized to params or gmacs targets; remove it")
     if fams and bool(raw.get("params")) == bool(raw.get("gmacs")):
         raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
@@ -452,7 +456,8 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     wanted = [(fam, parse_input_shape(shape_text), t, parse_target(t, by, f"{file}: {by} target"))
               for fam in sweep.families for shape_text in sweep.inputs for t in sweep.params or sweep.gmacs]
     found = match_many([(fam, {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
-                               "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted])
+                               "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted],
+                       series=sweep.scaling == "width")
     for (fam, shape, t, value), r in zip(wanted, found, strict=True):
         out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape,
                                checkpoint=_weights(sweep, r.config)))

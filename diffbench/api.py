@@ -266,18 +266,21 @@ def match(family: str, params: float | str | None = None, gmacs: float | str | N
 
 def match_many(families: list[str], targets: list[float], by: str = "params",
                input_shape: str | tuple[int, int, int] = "4x32x32", cond: str = "class", num_classes: int = 1000,
-               patch: int | None = None, tolerance: float = 0.02) -> list[MatchResult]:
-    """:func:`match` for every family x target (in that order), the families searched in parallel."""
+               patch: int | None = None, tolerance: float = 0.02, scaling: str = "free") -> list[MatchResult]:
+    """:func:`match` for every family x target (in that order), the families searched in parallel; ``scaling``
+    ``"width"``: each family's targets share one structure and depth and differ in width alone."""
     from diffbench.core.errors import ConfigError
-    from diffbench.models.sizing import Conditioning, parse_input_shape
+    from diffbench.models.sizing import SCALINGS, Conditioning, parse_input_shape
     from diffbench.models.sizing import match_many as _many
 
     if by not in ("params", "gmacs"):
         raise ConfigError(f"by must be params or gmacs, got {by!r}")
+    if scaling not in SCALINGS:
+        raise ConfigError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
     c = Conditioning(kind=cond, num_classes=num_classes)
     return _many([(f, {"input_shape": shape, "cond": c, "patch": patch, "tolerance": tolerance, by: float(t)})
-                  for f in families for t in targets])
+                  for f in families for t in targets], series=scaling == "width")
 
 
 def compare(base: str | Path, new: str | Path, policy: str | Path | None = None, allow_change: tuple[str, ...] = (),

@@ -142,16 +142,13 @@ class MatchResult:
 
 
 PREFERENCE_SLACK = 0.008
+# how a family's targets are sized: each on its own, or as one series that grows in width alone
+SCALINGS = ("free", "width")
 
 
-def match(family: str, params: float | None = None, gmacs: float | None = None,
-          input_shape: Sequence[int] = (4, 32, 32), cond: Conditioning | None = None,
-          patch: int | None = None, tolerance: float = 0.02) -> MatchResult:
-    """The config of ``family`` closest to a target parameter count or GMACs for ``input_shape``.
-
-    Raises ``ConfigError`` when no config of the family's rules lands within ``tolerance``.
-    """
-    from diffbench.models.api import count
+def _checked(family: str, params: float | None, gmacs: float | None, input_shape: Sequence[int],
+             patch: int | None, tolerance: float) -> tuple[str, float, InputShape, Any]:
+    """(by, target, shape, the family's shape rules) after every argument check ``match`` makes."""
     from diffbench.models.families import FAMILIES
 
     FAMILIES.get(family)  # did-you-mean for unknown families
@@ -172,18 +169,59 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
         ruled = ", ".join(n for n, f in FAMILIES.items() if f.sizing is not None)
         raise ConfigError(f"the {family} family has no sizing rules of its own; size the pipelines that use it "
                           f"with 'diffbench count PIPELINE --params N' (families with rules: {ruled})")
-    s, w, d, lo, hi = _search(rules(shape, cond or Conditioning(), patch), by, target)
-    config = s.make(w, d)
+    return by, target, shape, rules  # type: ignore[return-value]
+
+
+def _result(family: str, by: str, target: float, shape: InputShape, config: Any, tolerance: float,
+            lo: float, hi: float, what: str = "config") -> MatchResult:
+    """The exact count of ``config``; a ``ConfigError`` naming the closest when it misses ``tolerance``."""
+    from diffbench.models.api import count
+
     exact = count(config)
     achieved = exact.params if by == "params" else exact.gmacs
     rel = achieved / target - 1
     if abs(rel) > tolerance:
         unit = "params" if by == "params" else "GMACs"
         raise ConfigError(
-            f"no {family} config within {tolerance:.0%} of {format_quantity(target)} {unit} for input "
+            f"no {family} {what} within {tolerance:.0%} of {format_quantity(target)} {unit} for input "
             f"{'x'.join(map(str, shape))}: the closest has {format_quantity(achieved)} ({rel:+.1%}); "
             f"the family's shape rules reach {format_quantity(lo)} to {format_quantity(hi)} {unit}")
     return MatchResult(family, by, target, shape, config, exact.params, exact.params_trainable, exact.gmacs, rel)
+
+
+def match(family: str, params: float | None = None, gmacs: float | None = None,
+          input_shape: Sequence[int] = (4, 32, 32), cond: Conditioning | None = None,
+          patch: int | None = None, tolerance: float = 0.02) -> MatchResult:
+    """The config of ``family`` closest to a target parameter count or GMACs for ``input_shape``.
+
+    Raises ``ConfigError`` when no config of the family's rules lands within ``tolerance``.
+    """
+    by, target, shape, rules = _checked(family, params, gmacs, input_shape, patch, tolerance)
+    s, w, d, lo, hi = _search(rules(shape, cond or Conditioning(), patch), by, target)
+    return _result(family, by, target, shape, s.make(w, d), tolerance, lo, hi)
+
+
+def match_series(family: str, targets: Sequence[float], by: str = "params", input_shape: Sequence[int] = (4, 32, 32),
+                 cond: Conditioning | None = None, patch: int | None = None,
+                 tolerance: float = 0.02) -> list[MatchResult]:
+    """One config of ``family`` per target that differ in width alone: one structure (U-Net channel multipliers,
+    res blocks, attention levels; patch size) and one depth for the whole series, as a scaling study that grows a
+    model wider at fixed depth. Sized independently (``match``), neighbouring targets can land on very different
+    shapes (on 3x8x8, ViT at depth 4, 12 and 4 for 0.7M, 1.4M and 2.8M), and the curve then mixes depth and width.
+
+    The series is the (structure, depth) whose widths miss their targets by the least (the largest relative
+    error over the series); near-ties (within 0.8%) go to the shape closest to the paper's own proportions on
+    average over the series. Distinct targets get distinct widths. Raises ``ConfigError`` when a target misses
+    ``tolerance``."""
+    if not targets:
+        raise ConfigError("a series needs at least one target")
+    checked = [_checked(family, *((t, None) if by == "params" else (None, t)), input_shape, patch, tolerance)
+               for t in targets]
+    _, _, shape, rules = checked[0]
+    values = [c[1] for c in checked]
+    s, d, ws, lo, hi = _search_series(rules(shape, cond or Conditioning(), patch), by, values)
+    return [_result(family, by, t, shape, s.make(w, d), tolerance, lo, hi, "series")
+            for t, w in zip(values, ws, strict=True)]
 
 
 def _search(structures: list[Structure], by: str, target: float) -> tuple[Structure, int, int, float, float]:
@@ -212,8 +250,42 @@ def _search(structures: list[Structure], by: str, target: float) -> tuple[Struct
     return s, w, d, lo, hi
 
 
-def match_many(requests: Sequence[tuple[str, dict[str, Any]]]) -> list[MatchResult]:
-    """``[match(family, **kwargs) for family, kwargs in requests]``, with the families searched in parallel.
+def _search_series(structures: list[Structure], by: str, targets: list[float]
+                   ) -> tuple[Structure, int, list[int], float, float]:
+    """(structure, depth, a width per target) for ``match_series``, and the range the structures reach. Every tier
+    is searched: a series' error is its worst target's, which no single tier bounds."""
+    scale = 1.0 if by == "params" else 2e9
+    scored: list[tuple[float, float, Structure, int, list[int]]] = []  # (worst error, atypicality, s, d, widths)
+    lo, hi = math.inf, 0.0
+    distinct = len(set(targets))
+    for s in structures:
+        model = fit_counts(s, by)
+        by_depth: dict[int, list[int]] = {}
+        for w in s.widths:
+            for d in s.depths(w):
+                by_depth.setdefault(d, []).append(w)
+                est = model(w, d) / scale
+                lo, hi = min(lo, est), max(hi, est)
+        for d, ws in by_depth.items():
+            picks = [min(ws, key=lambda w: abs(model(w, d) / scale / t - 1)) for t in targets]
+            if len(set(picks)) < distinct:  # two targets on one width: not a series
+                continue
+            worst = max(abs(model(w, d) / scale / t - 1) for w, t in zip(picks, targets, strict=True))
+            typical = sum(s.atypicality(w, d) for w in picks) / len(picks)
+            scored.append((worst, typical, s, d, picks))
+    if not scored:
+        raise ConfigError("the family's shape rules have no structure with a distinct width for every target; "
+                          "give targets further apart")
+    best = min(c[0] for c in scored)
+    pool = [c for c in scored if c[0] <= max(best, PREFERENCE_SLACK)]
+    _, _, s, d, ws = min(pool, key=lambda c: (c[1], c[0]))
+    return s, d, ws, lo, hi
+
+
+def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = False) -> list[MatchResult]:
+    """``[match(family, **kwargs) for family, kwargs in requests]``, with the families searched in parallel;
+    ``series``: each family's targets that share input, conditioning, patch and tolerance are sized as one
+    width-only series (``match_series``).
 
     Each family's probes are cached within one worker, so a family stays in one process; workers are
     forked after the imports (a spawned one would spend seconds importing torch and diffusers again),
@@ -221,17 +293,19 @@ def match_many(requests: Sequence[tuple[str, dict[str, Any]]]) -> list[MatchResu
     or with ``DIFFBENCH_SIZING_WORKERS=1``. The first failing request's error is raised, as in a loop.
     """
     families = list(dict.fromkeys(f for f, _ in requests))
-    workers = _workers(len(families))
-    if workers <= 1:
-        return [match(f, **kw) for f, kw in requests]
-    import multiprocessing as mp
-
-    groups = [(f, [(i, kw) for i, (g, kw) in enumerate(requests) if g == f])
+    groups = [(f, [(i, kw) for i, (g, kw) in enumerate(requests) if g == f], series)
               for f in sorted(families, key=lambda f: not f.startswith("unet"))]
+    workers = _workers(len(families))
     out: dict[int, MatchResult | BaseException] = {}
-    with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-        for done in pool.imap_unordered(_match_group, groups):
-            out.update(done)
+    if workers <= 1:
+        for g in groups:
+            out.update(_match_group(g))
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            for done in pool.imap_unordered(_match_group, groups):
+                out.update(done)
     for i in range(len(requests)):
         if isinstance(out[i], BaseException):
             raise out[i]  # type: ignore[misc]
@@ -257,14 +331,29 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # probes build modules; no worker needs the parent's thread pool
 
 
-def _match_group(group: tuple[str, list[tuple[int, dict[str, Any]]]]) -> dict[int, MatchResult | BaseException]:
-    family, items = group
+def _match_group(group: tuple[str, list[tuple[int, dict[str, Any]]], bool]
+                 ) -> dict[int, MatchResult | BaseException]:
+    family, items, series = group
     out: dict[int, MatchResult | BaseException] = {}
+    if not series:
+        for i, kw in items:
+            try:
+                out[i] = match(family, **kw)
+            except Exception as e:  # noqa: BLE001 - returned to the parent, which raises it in request order
+                out[i] = e
+        return out
+    runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # one series per input, conditioning, patch, tolerance
     for i, kw in items:
+        runs.setdefault(repr(sorted((k, v) for k, v in kw.items() if k not in ("params", "gmacs"))), []).append((i, kw))
+    for run in runs.values():
+        kw = run[0][1]
+        by = "params" if kw.get("params") is not None else "gmacs"
+        rest = {k: v for k, v in kw.items() if k not in ("params", "gmacs")}
         try:
-            out[i] = match(family, **kw)
-        except Exception as e:  # noqa: BLE001 - returned to the parent, which raises it in request order
-            out[i] = e
+            found: list[MatchResult | BaseException] = list(match_series(family, [k[by] for _, k in run], by, **rest))
+        except Exception as e:  # noqa: BLE001 - as above
+            found = [e] * len(run)
+        out.update({i: r for (i, _), r in zip(run, found, strict=True)})
     return out
 
 

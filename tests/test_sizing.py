@@ -147,3 +147,51 @@ def test_unet_norm_groups_keep_at_least_four_channels_and_the_papers_32():
         assert w % g == 0 and 32 % g == 0 and w // g >= 4, w
     assert [groups(w) for w in (128, 192, 256, 320, 384)] == [32] * 5  # guided-diffusion's GroupNorm32 at paper widths
     assert groups(32) == 8 and groups(20) == 4
+
+
+SHAPE_KEYS = {"dit": ("depth", "patch_size"), "vit": ("depth", "patch_size"),
+              "unet-adm": ("channel_mult", "num_res_blocks", "attention_resolutions")}
+WIDTH = {"dit": "hidden_size", "vit": "hidden_size", "unet-adm": "model_channels"}
+
+
+@pytest.mark.parametrize("family", sorted(SHAPE_KEYS))
+def test_width_series_share_structure_and_depth_and_grow_in_width(family):
+    """Sized one by one, ViT on 3x8x8 lands at depth 4, 12 and 4 for 0.7M, 1.4M and 2.8M; as a series every size
+    keeps one structure and depth, widths grow with the target, and each count is exact and within tolerance."""
+    from diffbench.models.api import config_dict, count
+    from diffbench.models.sizing import match_series
+
+    targets = [0.7e6, 1.4e6, 2.8e6]
+    found = match_series(family, targets, "params", (3, 8, 8), Conditioning("class", 10), tolerance=0.1)
+    configs = [config_dict(r.config) for r in found]
+    for key in SHAPE_KEYS[family]:
+        assert len({json.dumps(c[key]) for c in configs}) == 1, key
+    widths = [c[WIDTH[family]] for c in configs]
+    assert widths == sorted(widths) and len(set(widths)) == 3
+    for r, t in zip(found, targets, strict=True):
+        assert r.target == t and abs(r.rel_error) <= 0.1
+        assert r.params == count(r.config).params and r.rel_error == pytest.approx(r.params / t - 1)
+
+
+def test_width_series_misses_are_refused_and_suites_take_the_key(tmp_path, cli):
+    from diffbench.bench import suites
+    from diffbench.models.sizing import match_series
+
+    with pytest.raises(ConfigError, match="no dit series within 1%"):
+        match_series("dit", [0.7e6, 1.4e6], "params", (3, 8, 8), Conditioning("class", 10), tolerance=0.01)
+    with pytest.raises(ConfigError, match="no structure with a distinct width for every target"):
+        match_series("dit", [1.00e6, 1.01e6], "params", (3, 8, 8), Conditioning("class", 10), tolerance=0.5)
+    body = ('[[sweeps]]\nfamilies = ["vit"]\nparams = ["0.7M", "1.4M", "2.8M"]\ninputs = ["3x8x8"]\nclasses = 10\n'
+            'tolerance = 0.1\nmeasure = ["counts"]\n')
+    (tmp_path / "w.toml").write_text(body + 'scaling = "width"\n')
+    (tmp_path / "f.toml").write_text(body)
+    depths = {name: {c.spec.model.config["depth"] for c in suites.expand(suites.load(str(tmp_path / name)), "cpu")}
+              for name in ("w.toml", "f.toml")}
+    assert len(depths["w.toml"]) == 1 and len(depths["f.toml"]) > 1
+    (tmp_path / "p.toml").write_text('[[sweeps]]\npresets = ["DiT-S/2"]\nscaling = "width"\n')
+    proc = cli("run", str(tmp_path / "p.toml"), "--dry-run")
+    assert proc.returncode == 2 and "scaling: applies to families" in proc.stderr
+    proc = cli("match", "--families", "vit", "--params", "0.7M,1.4M,2.8M", "--input", "3x8x8", "--classes", "10",
+               "--tolerance", "0.1", "--scaling", "width", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert len({r["config"]["depth"] for r in json.loads(proc.stdout)}) == 1

@@ -24,6 +24,7 @@ def shape_summary(config: dict) -> str:
         "diffbench match --families dit,uvit,vit,unet-adm,unet-ldm --params 33M,130M,458M,675M",
         "diffbench match --families dit,unet-adm --params 1M,4M --input 3x32x32 --classes 10",
         "diffbench match --families dit,uvit --by gmacs --gmacs 6G,23G --format json",
+        "diffbench match --families dit,vit --params 0.7M,1.4M,2.8M --input 3x8x8 --scaling width --tolerance 0.1",
     ],
     args=[
         arg("--families", required=True, type=names, help="comma-separated families (see 'diffbench list families')"),
@@ -36,6 +37,9 @@ def shape_summary(config: dict) -> str:
         arg("--patch", type=positive_int, help="patch size for the transformer families (default: 2)"),
         arg("--tolerance", type=number(float, above=0, below=1), default=0.02,
             help="largest relative error accepted (default: 0.02)"),
+        arg("--scaling", choices=("free", "width"), default="free",
+            help="free: each target sized on its own (default); width: one structure and depth for a family's "
+                 "targets, only the width grows (a cleaner scaling series)"),
         arg("--format", choices=FORMATS, default="table", help="output format (default: table)"),
     ],
 )
@@ -59,7 +63,7 @@ def run_match(args: argparse.Namespace) -> int:
         FAMILIES.get(f)
     shape = parse_input_shape(args.input)
     rows = [r.as_dict() for r in diffbench.match_many(families, targets, by, shape, args.cond, args.classes,
-                                                        args.patch, args.tolerance)]
+                                                        args.patch, args.tolerance, args.scaling)]
     if args.format == "table":
         for d in rows:
             d["shape"] = shape_summary(d["config"])
