@@ -131,6 +131,7 @@ class Training:
     ema_decay: float = 0.9999
     lr_warmup: int = 0
     eval_every: int = 0  # > 0: quality also every that many steps during training (DiT's Figure 9 curves)
+    prediction: str = "epsilon"  # backbones: epsilon or v_prediction (trained, then sampled, so)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ class CaseSpec:
         for part in (self.training, self.sampler):
             if part is not None:
                 out.update(dataclasses.asdict(part))
+        if out.get("prediction") == "epsilon":  # the default: ids of cases from before the setting stay the same
+            del out["prediction"]
         if self.oom_retry_from is not None:
             out["oom_retry_from"] = self.oom_retry_from
         if self.repetitions != 1:  # only then: the ids of cases without repetitions stay what they were

@@ -75,7 +75,8 @@ def train_config(spec: CaseSpec) -> Any:
     assert t is not None, "a case that trains carries training settings"
     return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed,
                        checkpoint_every=t.eval_every,  # a checkpoint at each evaluation, where training resumes
-                       ema=t.ema, ema_std=t.ema_std, ema_decay=t.ema_decay, lr_warmup=t.lr_warmup)
+                       ema=t.ema, ema_std=t.ema_std, ema_decay=t.ema_decay, lr_warmup=t.lr_warmup,
+                       prediction=t.prediction)
 
 
 def subject_for(spec: CaseSpec) -> Subject:
@@ -143,10 +144,14 @@ class BackboneSubject:
         from diffbench.diffusion import datasets
         from diffbench.metrics.captions import tokenize
 
-        res = self.family.input_shape(self.config)[1]
-        if self.dataset == "digits":
+        channels, res, _ = self.family.input_shape(self.config)
+        if self.dataset == "digits":  # grey: one channel where the input has one, else the grey repeated
+            if channels not in (1, 3):
+                raise CaseUnsupported(f"the digits are grey: give the input 1 or 3 channels, not {channels}")
             d = datasets.digits(res)
-            return d.images, d.labels
+            return (d.images[:, :1].contiguous() if channels == 1 else d.images), d.labels
+        if channels != 3:
+            raise CaseUnsupported(f"the shapes dataset is in colour: give the input 3 channels, not {channels}")
         d = datasets.shapes(3000, res, seed=self.spec.seed + 1)
         return d.images, tokenize(d.captions or [])
 
@@ -179,8 +184,9 @@ class BackboneSubject:
         assert s is not None and (self.ema is not None or weights), "sampling follows training or a checkpoint"
         shape = self.family.input_shape(self.config)
         if self.ema is not None:
+            pred = self.spec.training.prediction if self.spec.training else "epsilon"
             return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
-                                         self.spec.seed, batch_size=128, device=self.spec.device)))
+                                         self.spec.seed, batch_size=128, device=self.spec.device, prediction=pred)))
         assert weights is not None
         from diffbench.bench.protocols import Protocol
 

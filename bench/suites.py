@@ -69,6 +69,7 @@ class Settings:
     ema_std: float = 0.10
     ema_decay: float = 0.9999
     lr_warmup: int = 0  # steps of linear learning-rate warm-up
+    prediction: str = "epsilon"  # backbones: what the network is trained to predict (epsilon or v_prediction)
     eval_every: int = 0  # backbones: also score every that many steps (quality against training compute)
 
 
@@ -174,6 +175,7 @@ SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ema_std": (lambda v: _number(v) and 0 < v < 0.28, "a number between 0 and 0.28"),
     "ema_decay": (lambda v: _number(v) and v < 1, "a number in [0, 1)"),
     "lr_warmup": (_nonneg_int, "a non-negative integer"),
+    "prediction": (_choices(("epsilon", "v_prediction")), "epsilon or v_prediction"),
     "eval_every": (_nonneg_int, "a non-negative integer (0: score at the end only)"),
 }
 SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -344,6 +346,9 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
         raise ConfigError(f"{file}: {where}: give exactly one of families, presets or pipelines")
     if pipes and raw.get("gmacs"):
         raise ConfigError(f"{file}: {where}: pipelines take a params budget, not gmacs targets")
+    if pipes and (raw.get("prediction") or defaults.prediction) not in (None, "epsilon"):
+        raise ConfigError(f"{file}: {where}: prediction applies to backbone sweeps (a pipeline trains each part with "
+                          "its paper's prediction); set prediction = \"epsilon\" in this sweep")
     if pipes and (raw.get("eval_every") or defaults.eval_every):
         raise ConfigError(f"{file}: {where}: eval_every applies to backbone sweeps (a pipeline trains several parts "
                           "in turn); set eval_every = 0 in this sweep")
@@ -522,7 +527,7 @@ def _training(s: Settings) -> Training | None:
     if not {"train", "quality"} & set(s.measure):
         return None
     return Training(s.dataset, s.train_steps, s.train_batch, s.lr, s.samples, s.autoencoder_steps, s.ema, s.ema_std,
-                    s.ema_decay, s.lr_warmup, s.eval_every)
+                    s.ema_decay, s.lr_warmup, s.eval_every, s.prediction)
 
 
 def _sampler(s: Settings, model: ModelRef) -> Sampler | None:

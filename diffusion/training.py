@@ -167,8 +167,10 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
     total = cfg.total_steps(flops_per_image)
     model = model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # foreach: one multi-tensor update, not a Python loop over the tensors (CUDA's default; on CPU it halved the
+    # optimiser's share of a 353-tensor U-Net's step, 28 -> 14 ms, measured)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+                            weight_decay=cfg.weight_decay, foreach=True)
     meta = {"model_config": json.dumps(model_config or {}, sort_keys=True),
             "train_config": json.dumps(asdict(cfg), sort_keys=True)}
     step, losses = 0, list[float]()

@@ -91,8 +91,11 @@ class ShapesCLIP(nn.Module):
 
 
 def preprocess(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW at any size -> float in [-1, 1] at 32x32 (bilinear, no antialias)."""
+    """uint8 NCHW at any size -> float in [-1, 1] at 32x32 (bilinear, no antialias); a grey image (one channel)
+    is repeated to three, as the datasets store grey (digits)."""
     x = images.float() / 127.5 - 1
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     if x.shape[-1] != RESOLUTION or x.shape[-2] != RESOLUTION:
         x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
     return x
