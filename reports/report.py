@@ -152,12 +152,24 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
                  ", over the points' uncertainty).")
     if se_col not in df:
         text += " The records carry no intervals for this metric: each point is given a 5% uncertainty."
-    floor_col = quality.replace("fid[", "fid_real[", 1) if quality.startswith("fid[") else None
-    if floor_col and floor_col in wide and wide[floor_col].notna().any():
-        best_v, floor = float(df[quality].min()), float(wide[floor_col].median())
-        text += (f" Best {quality}: {best_v:.4g}; real images against the reference at the same sample count score "
-                 f"{floor:.4g} (the floor of FID's small-sample bias), {best_v / floor:.1f}x that floor.")
+    text += _best_against_floor(wide, quality)
     return Section("Scaling by family", text, pd.DataFrame(rows))
+
+
+def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:
+    """The best backbone's FID beside the floor at its own sample count (real images against the reference), the
+    FID of the fitted metric's detector, whether the fit is on FID or on KID."""
+    det = quality[quality.index("["):] if quality.startswith(("fid[", "kid[")) else None
+    if det is None or f"fid{det}" not in wide or f"fid_real{det}" not in wide:
+        return ""
+    rows = _backbones(wide).dropna(subset=[f"fid{det}", f"fid_real{det}"])
+    if rows.empty:
+        return ""
+    best = rows.loc[rows[f"fid{det}"].idxmin()]
+    value, floor = float(best[f"fid{det}"]), float(best[f"fid_real{det}"])
+    return (f" Best fid{det}: {value:.4g} ({best['label']}); as many real images against the reference score "
+            f"{floor:.4g} (the floor of FID's small-sample bias at that sample count), "
+            f"{value / floor:.1f}x that floor.")
 
 
 def sections(run: RunData, out: Path) -> list[Section]:

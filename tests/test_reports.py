@@ -231,3 +231,13 @@ tolerance = 0.05
     assert (out / "report" / "plots" / "quality_vs_training_compute.png").is_file()
     md = (out / "report" / "report.md").read_text()
     assert "Scaling by family" in md and "95% interval" in md
+    # the best FID beside the floor at its own sample count, whichever metric (FID or KID) the fit chose
+    import re
+
+    value, label, floor = re.search(r"Best fid\[digits\]: ([0-9.e+]+) \(([^)]+)\); as many real images against the "
+                                    r"reference score ([0-9.e+]+)", md).groups()
+    recs = records.read(out / "records.jsonl").records
+    best = min(fids, key=lambda r: r.value)
+    assert float(value) == pytest.approx(best.value, rel=1e-3) and label.startswith("dit@")
+    assert float(floor) == pytest.approx(next(r.value for r in recs if r.case_id == best.case_id and
+                                              r.metric == "fid_real[digits]"), rel=1e-3)
