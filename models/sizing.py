@@ -215,8 +215,10 @@ def match_series(family: str, targets: Sequence[float], by: str = "params", inpu
     ``tolerance``."""
     if not targets:
         raise ConfigError("a series needs at least one target")
-    checked = [_checked(family, *((t, None) if by == "params" else (None, t)), input_shape, patch, tolerance)
-               for t in targets]
+    if by not in ("params", "gmacs"):
+        raise ConfigError(f"by must be params or gmacs, got {by!r}")
+    checked = [_checked(family, t if by == "params" else None, t if by != "params" else None, input_shape, patch,
+                        tolerance) for t in targets]
     _, _, shape, rules = checked[0]
     values = [c[1] for c in checked]
     s, d, ws, lo, hi = _search_series(rules(shape, cond or Conditioning(), patch), by, values)

@@ -165,7 +165,7 @@ def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:
     rows = _backbones(wide).dropna(subset=[f"fid{det}", f"fid_real{det}"])
     if rows.empty:
         return ""
-    best = rows.loc[rows[f"fid{det}"].idxmin()]
+    best = rows.sort_values(f"fid{det}", kind="stable").iloc[0]
     value, floor = float(best[f"fid{det}"]), float(best[f"fid_real{det}"])
     return (f" Best fid{det}: {value:.4g} ({best['label']}); as many real images against the reference score "
             f"{floor:.4g} (the floor of FID's small-sample bias at that sample count), "
