@@ -13,12 +13,20 @@ import pytest
 from diffbench.core.distributed import World, shard
 from tests.conftest import ROOT
 
+# A rank can abort in gloo's C++ teardown ("terminate called without an active exception", SIGABRT) after its
+# work: seen once in a full test run on a loaded 2-core machine, not on a rerun. Such a launch is tried once more;
+# any other failure is reported as it is.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
 
 def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(nproc), "-m", "diffbench", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=timeout)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m",
+           "diffbench", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    if proc.returncode != 0 and GLOO_TEARDOWN_ABORT in proc.stderr:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    return proc
 
 
 def single(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
