@@ -172,6 +172,13 @@ def test_family_fit_uses_the_points_uncertainty():
     assert noisy.monotone and not noisy.supports and noisy.b_ci[0] < 0 < noisy.b_ci[1]
     bumpy = fit_family("uvit", x, [300.0, 310.0, 200.0], [5.0, 5.0, 5.0])
     assert not bumpy.monotone and "not at every step" in bumpy.sentence("fid", "lower")
+    # scatter about the line beyond the points' noise widens the interval (Birge ratio): the quick suite's U-ViT
+    # (KID 174.7, 138.7, 162.3, about 4% each) passed as scaling on the points' noise alone
+    uvit = fit_family("uvit", x, [174.7, 138.7, 162.3], [7.0, 5.5, 6.5])
+    assert uvit.widened > 3 and not uvit.supports and uvit.b_ci[0] < 0 < uvit.b_ci[1]
+    assert "widened" in uvit.sentence("kid", "lower")
+    assert clear.widened == pytest.approx(1.0) and "own uncertainty" in clear.sentence("fid", "lower")
+    assert fit_family("two", [1.0, 2.0], [300.0, 250.0], [5.0, 5.0]).widened == 1.0  # no degree of freedom left
     # one shared exponent with an offset per family: recovers -0.3 where pooling without offsets would not
     xs = np.array([1, 2, 4, 1, 2, 4], float)
     ys = np.concatenate([100 * xs[:3] ** -0.3, 400 * xs[3:] ** -0.3])
