@@ -22,6 +22,7 @@ from diffbench.bench.accuracy import bands, check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
 from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, Sampler, Training
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
+from diffbench.models.sizing import SCALINGS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -191,7 +192,7 @@ SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "classes": (_pos_int, "a positive integer"),
     "patch": (_pos_int, "a positive integer"),
     "tolerance": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
-    "scaling": (_choices(("free", "width")), "free or width"),
+    "scaling": (_choices(SCALINGS), " or ".join(SCALINGS)),
     "checkpoint": (lambda v: isinstance(v, str) and bool(v.strip()), "a path to a .pt, .pth or .safetensors file"),
     "autoencoder": (lambda v: isinstance(v, str) and bool(v.strip()), "a diffusers AutoencoderKL directory"),
     "protocol": (lambda v: isinstance(v, str) and bool(v.strip()), "the name of a protocol ([protocols.NAME])"),

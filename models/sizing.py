@@ -344,9 +344,12 @@ def _match_group(group: tuple[str, list[tuple[int, dict[str, Any]]], bool]
             except Exception as e:  # noqa: BLE001 - returned to the parent, which raises it in request order
                 out[i] = e
         return out
-    runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # one series per input, conditioning, patch, tolerance
+    # one series per quantity (params or gmacs), input, conditioning, patch and tolerance
+    runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for i, kw in items:
-        runs.setdefault(repr(sorted((k, v) for k, v in kw.items() if k not in ("params", "gmacs"))), []).append((i, kw))
+        by = "params" if kw.get("params") is not None else "gmacs"
+        key = sorted((k, v) for k, v in kw.items() if k not in ("params", "gmacs"))
+        runs.setdefault(repr((by, key)), []).append((i, kw))
     for run in runs.values():
         kw = run[0][1]
         by = "params" if kw.get("params") is not None else "gmacs"

@@ -7,6 +7,7 @@ import argparse
 from diffbench.bench.cli import arg, command, names, number, positive_int
 from diffbench.bench.formatting import FORMATS, render
 from diffbench.core.errors import ConfigError
+from diffbench.models.sizing import SCALINGS
 
 COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
 
@@ -37,7 +38,7 @@ def shape_summary(config: dict) -> str:
         arg("--patch", type=positive_int, help="patch size for the transformer families (default: 2)"),
         arg("--tolerance", type=number(float, above=0, below=1), default=0.02,
             help="largest relative error accepted (default: 0.02)"),
-        arg("--scaling", choices=("free", "width"), default="free",
+        arg("--scaling", choices=SCALINGS, default="free",
             help="free: each target sized on its own (default); width: one structure and depth for a family's "
                  "targets, only the width grows (a cleaner scaling series)"),
         arg("--format", choices=FORMATS, default="table", help="output format (default: table)"),
