@@ -37,6 +37,21 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
     return out
 
 
+def condition_reading(subject: Subject, spec: CaseSpec) -> Reading | None:
+    """The trained backbone's condition gain (``diffusion/conditioning.py``): how much its scored weights use the
+    label or caption; None for an unconditional model and for a pipeline (its stages have their own conditions)."""
+    from diffbench.bench.subjects import BackboneSubject
+
+    if not isinstance(subject, BackboneSubject) or subject.cond == "none" or subject.ema is None:
+        return None
+    from diffbench.diffusion.conditioning import condition_gain
+
+    images, conds = subject.training_data()
+    g = condition_gain(subject.ema, images, conds, spec.training.prediction if spec.training else "epsilon",
+                       seed=spec.seed, device=spec.device)
+    return Reading(g.gain, "1", extra=g.extra())
+
+
 def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int = 0,
           kid: bool = True, ref: Any = None) -> dict[str, Reading]:
     """Quality of uint8 samples with the dataset's embedded detector, each number with its 95% interval over the
@@ -125,6 +140,9 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
         if earlier:
             results[""].seconds += earlier  # the training time of every segment, not only the last
         out = training_readings(results, t.train_steps)
+        gain = condition_reading(subject, spec)
+        if gain is not None:
+            out["cond_gain"] = gain
     out["phase_seconds[train]"] = Reading(time.perf_counter() - t0 - evaluating, "s")
     if evaluating:
         out["phase_seconds[evaluate]"] = Reading(evaluating, "s", extra={"evaluations": len(curve)})

@@ -158,6 +158,10 @@ class BackboneSubject:
     def reference_images(self) -> torch.Tensor:
         return self._dataset[0]
 
+    def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and conditions (labels or caption ids) the backbone trains on."""
+        return self._dataset
+
     def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]:
         from diffbench.diffusion.training import train
         from diffbench.metrics.captions import VOCAB

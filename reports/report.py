@@ -124,7 +124,7 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
 
     better = "lower" if quality == "paper_fid" else (spec_of(quality).better or "lower")
     se_col = f"{quality} se"
-    cols = ["family", "label", "gmacs", quality] + ([se_col] if se_col in wide else [])
+    cols = ["family", "label", "gmacs", quality] + [c for c in (se_col, "cond_gain") if c in wide]
     df = _backbones(wide)[cols].dropna(subset=["gmacs", quality])
     df = df[(df["gmacs"] > 0) & (df[quality] > 0)]
     rows, sentences, fams = [], [], []
@@ -139,10 +139,13 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
                      "exponent 95% CI": f"[{f.b_ci[0]:+.3f}, {f.b_ci[1]:+.3f}]",
                      "improves at every step": "yes" if f.monotone else "no",
                      "supports scaling": "yes" if f.supports else "no"})
+        if "cond_gain" in g and g["cond_gain"].notna().any():
+            rows[-1]["condition gain (small -> large)"] = " -> ".join(
+                "n/a" if pd.isna(v) else f"{100 * v:.1f}%" for v in g["cond_gain"])
         sentences.append(f.sentence(quality, better))
     if not fams:
         return None
-    text = " ".join(sentences)
+    text = " ".join(sentences) + _unlearned_conditions(df, fams)
     n_ok = sum(f.supports for f in fams)
     text += f" {n_ok} of {len(fams)} families show {quality} improving with compute beyond their measurements' noise."
     if len(fams) > 1 and len(df) > len(fams) + 1:
@@ -154,6 +157,30 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
         text += " The records carry no intervals for this metric: each point is given a 5% uncertainty."
     text += _best_against_floor(wide, quality)
     return Section("Scaling by family", text, pd.DataFrame(rows))
+
+
+UNLEARNED = 0.25  # a family whose condition gain stays under this fraction of the best family's at every size
+
+
+def _unlearned_conditions(df: pd.DataFrame, fams: list[Any]) -> str:
+    """A sentence for each family that does not show scaling and has barely learned to use its condition (its gain
+    under a quarter of the best family's at every size): its sizes differ in how far training got, not in
+    capacity, and a longer budget is what would show its scaling."""
+    if "cond_gain" not in df or df["cond_gain"].notna().sum() == 0:
+        return ""
+    best = df.groupby("family")["cond_gain"].max()
+    top_family, top = str(best.idxmax()), float(best.max())
+    if not top > 0:
+        return ""
+    out = ""
+    for f in fams:
+        gain = float(best.get(f.family, np.nan))
+        if f.supports or not np.isfinite(gain) or gain >= UNLEARNED * top:
+            continue
+        out += (f" {f.family} has barely learned to use its condition: it lowers the denoising loss by at most "
+                f"{100 * gain:.1f}%, against {100 * top:.1f}% for {top_family}; its sizes differ in how far training "
+                "got rather than in capacity, and a longer training budget is what would show its scaling.")
+    return out
 
 
 def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:

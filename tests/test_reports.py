@@ -238,6 +238,9 @@ tolerance = 0.05
     assert (out / "report" / "plots" / "quality_vs_training_compute.png").is_file()
     md = (out / "report" / "report.md").read_text()
     assert "Scaling by family" in md and "95% interval" in md
+    assert "condition gain (small -> large)" in md  # class-conditional backbones record how they use their labels
+    gains = [r for r in records.read(out / "records.jsonl").records if r.metric == "cond_gain"]
+    assert len(gains) == 3 and all(g.extra["ci95"][0] <= g.value <= g.extra["ci95"][1] for g in gains)
     # the best FID beside the floor at its own sample count, whichever metric (FID or KID) the fit chose
     import re
 
@@ -248,3 +251,21 @@ tolerance = 0.05
     assert float(value) == pytest.approx(best.value, rel=1e-3) and label.startswith("dit@")
     assert float(floor) == pytest.approx(next(r.value for r in recs if r.case_id == best.case_id and
                                               r.metric == "fid_real[digits]"), rel=1e-3)
+
+
+def test_a_family_that_has_not_learned_its_condition_is_named():
+    """A family without scaling whose condition gain stays under a quarter of the best family's is said to differ
+    in how far training got; one that scales, or uses its condition, is not."""
+    import pandas as pd
+
+    from diffbench.reports.fits import FamilyFit
+    from diffbench.reports.report import _unlearned_conditions
+
+    df = pd.DataFrame({"family": ["dit"] * 3 + ["vit"] * 3 + ["uvit"] * 3,
+                       "cond_gain": [0.20, 0.23, 0.24, 0.010, 0.012, 0.011, 0.15, 0.18, 0.02]})
+    fams = [FamilyFit("dit", -0.2, (-0.3, -0.1), 3, True, True), FamilyFit("vit", 0.0, (-0.1, 0.1), 3, False, False),
+            FamilyFit("uvit", 0.0, (-0.3, 0.2), 3, False, False)]
+    text = _unlearned_conditions(df, fams)
+    assert "vit has barely learned to use its condition" in text and "1.2%, against 24.0% for dit" in text
+    assert "uvit has" not in text and "dit has" not in text.replace("vit has", "")
+    assert _unlearned_conditions(df.drop(columns="cond_gain"), fams) == ""

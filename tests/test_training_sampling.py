@@ -195,6 +195,12 @@ def test_v_prediction_on_grey_digits_learns_and_a_suite_case_trains_so(tmp_path)
     ema, _ = train(model(), grey, d.labels, TrainConfig(steps=200, batch_size=32, lr=2e-3, checkpoint_every=0,
                                                         prediction="v_prediction"), tmp_path / "v")
     assert fid(ema) < 0.8 * fid(model().eval())
+    # the trained model uses its labels; DiT at initialisation (adaLN-Zero) cannot
+    from diffbench.diffusion.conditioning import condition_gain
+
+    trained, init = (condition_gain(m, grey, d.labels, "v_prediction") for m in (ema, model()))
+    assert trained.lo > 0.005 and trained.loss_condition < trained.loss_null and trained.n == 512
+    assert init.gain == 0.0 and init.lo == init.hi == 0.0
 
     suite = tmp_path / "grey.toml"
     suite.write_text('[defaults]\nmeasure = ["train", "quality"]\ntrain_steps = 20\nsamples = 32\nsample_steps = 3\n'
@@ -205,6 +211,7 @@ def test_v_prediction_on_grey_digits_learns_and_a_suite_case_trains_so(tmp_path)
     run = diffbench.run(suite, out=tmp_path / "run", device="cpu")
     row = run.cases.iloc[0]
     assert row["status"] == "ok" and row["fid[digits]"] > 0 and row["kid[digits]"] is not None
+    assert -1 < row["cond_gain"] < 1
     pipes = tmp_path / "pipes.toml"
     pipes.write_text('[defaults]\nprediction = "v_prediction"\n[[sweeps]]\npipelines = ["ldm"]\nparams = ["1.5M"]\n')
     with pytest.raises(ConfigError, match="prediction applies to backbone sweeps"):
