@@ -123,8 +123,8 @@ _add("train_loss_first", "1", "training", "lower", "mean loss of the first steps
 _add("train_loss_last", "1", "training", "lower", "mean loss of the last steps", column="final train loss",
      qualifier="part")
 _add("cond_gain", "1", "training", "higher", "1 - denoising loss with the condition / with the null condition, on "
-     "held training images (diffusion/conditioning.py): how much the trained model uses its label or caption; "
-     "its 95% interval in extra.ci95", column="condition gain (%)", scale=100.0)
+     "a fixed sample of training images (diffusion/conditioning.py): how much the trained model uses its label or "
+     "caption; its 95% interval in extra.ci95", column="condition gain (%)", scale=100.0)
 # a failed case
 _add("case", "", "status", "", "the one record of a case that did not finish: its status and error")
 
