@@ -124,8 +124,11 @@ def quality_vs_training_compute(curves: list[tuple[str, str, float, list[tuple[f
         ax.errorbar(x, y, yerr=np.vstack([(y - lo).clip(0), (hi - y).clip(0)]), color=colours[fam],
                     linestyle=styles[sizes.index(size) % len(styles)] if len(sizes) <= 4 else "-",
                     marker="o", ms=3, lw=1, capsize=2, label=label)
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap when the range is under a decade
     ax.set_xlabel("training compute (FLOPs: 3 x forward x images seen)")
     ax.set_ylabel(quality)
     ax.set_title(f"{quality} vs training compute (one line per model)")
