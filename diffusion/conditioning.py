@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from diffbench.diffusion.process import TRAIN_STEPS, split_learned_variance, training_scheduler, training_target
+from diffbench.diffusion.training import model_range
+from diffbench.metrics.intervals import bootstrap
 
 SAMPLE = 512  # training images (with their conditions) the gain is measured on
 CONVENTION = ("1 - loss(condition) / loss(null condition): the denoising loss summed over a fixed sample of "
@@ -52,7 +54,7 @@ def condition_gain(model: Any, images: torch.Tensor, conds: torch.Tensor, predic
     uint8 (or latent) ``images`` with their ``conds``, drawn with ``seed``."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + 424_242)
     idx = torch.randperm(len(images), generator=g)[:n]
-    x0 = images[idx].float().div(127.5).sub(1) if images.dtype == torch.uint8 else images[idx].float()
+    x0 = model_range(images[idx])
     cond = conds[idx]
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, TRAIN_STEPS, (len(x0),), generator=g)
@@ -70,11 +72,5 @@ def condition_gain(model: Any, images: torch.Tensor, conds: torch.Tensor, predic
     model.train(was_training)
     pair = np.stack([torch.cat(per["condition"]).numpy(), torch.cat(per["null"]).numpy()], axis=1).astype(np.float64)
 
-    def gain(p: np.ndarray) -> float:
-        return float(1.0 - p[:, 0].sum() / p[:, 1].sum())
-
-    rng = np.random.default_rng(seed)
-    boots = np.array([gain(pair[rng.integers(0, len(pair), len(pair))]) for _ in range(resamples)])
-    value, se = gain(pair), float(boots.std(ddof=1))
-    return ConditionGain(value, value - 1.96 * se, value + 1.96 * se, float(pair[:, 0].mean()),
-                         float(pair[:, 1].mean()), len(pair))
+    iv = bootstrap(lambda p: float(1.0 - p[:, 0].sum() / p[:, 1].sum()), pair, resamples, seed)  # rows: images
+    return ConditionGain(iv.value, iv.lo, iv.hi, float(pair[:, 0].mean()), float(pair[:, 1].mean()), len(pair))

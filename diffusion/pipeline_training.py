@@ -25,7 +25,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.diffusion.process import TRAIN_STEPS, noise_augment
-from diffbench.diffusion.training import TrainConfig, TrainResult, train
+from diffbench.diffusion.training import TrainConfig, TrainResult, model_range, train
 from diffbench.models.api import read_safetensors, write_safetensors
 from diffbench.models.pipelines import Pipeline, count_pipeline, fingerprint
 from diffbench.models.pipelines.modules import encode_text, null_image_embed, stage_inputs
@@ -46,7 +46,7 @@ class PipelineData:
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 or float images -> float in [-1, 1] at ``size`` (antialiased when shrinking)."""
-    x = images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()
+    x = model_range(images)
     if x.shape[-1] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])

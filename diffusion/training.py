@@ -87,6 +87,11 @@ def _autocast(device: str, bf16: bool) -> Any:
     return contextlib.nullcontext()
 
 
+def model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], the range every denoiser trains in; float inputs (latents) as given."""
+    return images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()
+
+
 def _batch_rng(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -179,7 +184,7 @@ def train(model: Any, images: torch.Tensor, conds: torch.Tensor | None, cfg: Tra
     if ckpt.exists():
         step, losses = _load(ckpt, model, ema, opt, meta)
     resumed = step
-    x_all = images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()  # latents as given
+    x_all = model_range(images)
     sched = training_scheduler(cfg.prediction)
     channels = x_all.shape[1]
     averaging = cfg.averaging()
