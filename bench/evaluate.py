@@ -52,7 +52,7 @@ def condition_reading(subject: Subject, spec: CaseSpec) -> Reading | None:
     return Reading(g.gain, "1", extra=g.extra())
 
 
-def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int = 0,
+def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int,
           kid: bool = True, ref: Any = None) -> dict[str, Reading]:
     """Quality of uint8 samples with the dataset's embedded detector, each number with its 95% interval over the
     generated samples (``metrics/intervals.py``): FID (bootstrap), KID (unbiased at small N; half-samples),
@@ -176,11 +176,11 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     against its reference (reference features from the cache), and for captions the CLIP score with the protocol's
     CLIP, own captions and shifted by 7."""
     from diffbench.bench import precision
-    from diffbench.bench.protocols import Protocol, conditions
+    from diffbench.bench.protocols import conditions
     from diffbench.bench.subjects import Held
 
     assert spec.protocol is not None and spec.sampler is not None, "a pretrained system is scored by a protocol"
-    p = Protocol.from_json(spec.protocol)
+    p = spec.protocol
     labels, captions = conditions(p)
     held = Held(torch.tensor(labels) if labels is not None else None, captions)
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ ATTENTION_BACKENDS = {
 
 
 @contextlib.contextmanager
-def precision(mode: str, device: str, attention: str = "auto") -> Iterator[None]:
+def precision(mode: str, device: str, attention: str) -> Iterator[None]:
     """fp32 (tf32 explicitly off), tf32 (CUDA only), or bf16 / fp16 autocast; plus an SDPA backend."""
     if mode not in PRECISIONS:
         raise ValueError(f"unknown precision {mode!r}")

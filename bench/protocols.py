@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.settings import SCHEDULER_NAMES, SUITE_NAME
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import content_sha256
 
@@ -126,8 +127,6 @@ def _valid(key: str, value: Any) -> bool:
 
 def parse(name: str, raw: Any, file: str) -> Protocol:
     """A suite's ``[protocols.NAME]`` table (over the built-in of that name, if any), its files checked and hashed."""
-    from diffbench.bench.suites import SUITE_NAME
-
     where = f"{file}: protocols.{name}"
     if not SUITE_NAME.fullmatch(name):
         raise ConfigError(f"{where}: a protocol name is a plain name (letters, digits, '.', '_', '-')")
@@ -147,7 +146,6 @@ def parse(name: str, raw: Any, file: str) -> Protocol:
 
 
 def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
-    from diffbench.bench.suites import SCHEDULER_NAMES
     from diffbench.metrics.detectors import DETECTORS
 
     if p.kind not in KINDS:

@@ -2,8 +2,9 @@
 
 A suite expands into ``CaseSpec`` values; the runner sends ``spec.to_json()`` to the case's
 process, which rebuilds it with ``CaseSpec.from_json``; records store the same JSON as their
-``config``; the case id hashes it. Each default lives in one place: ``suites.Settings`` (what a
-suite may set) — a spec has none of its own.
+``config``; the case id hashes it. Each default lives in one place, ``bench/settings.py``: a spec's
+training and sampler parts are those settings' dataclasses, and :func:`case_spec` (the one factory,
+for suites and ``benchmark_module``) takes every other value from :class:`Settings`.
 
 The JSON layout is the one records have always carried (flat settings; the training and sampler
 settings present only when the case uses them), so case ids of unchanged configs are unchanged.
@@ -18,6 +19,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from diffbench.bench.accuracy import bands
+from diffbench.bench.protocols import Protocol
+from diffbench.bench.settings import DEFAULTS, SamplingSettings, Settings, TrainingSettings
 from diffbench.core.errors import ConfigError
 
 
@@ -116,35 +120,10 @@ class DiffusersRef:
 ModelRef = Union[BackboneRef, PipelineRef, DiffusersRef]  # noqa: UP007 - a runtime alias, Python 3.10 too
 
 
-@dataclass(frozen=True)
-class Training:
-    """How a case trains and scores (measure ``train`` / ``quality``), on an embedded dataset."""
-
-    dataset: str
-    train_steps: int
-    train_batch: int
-    lr: float
-    samples: int  # generated images scored by the embedded detector
-    autoencoder_steps: int  # pipelines with an autoencoder: its steps, before the stages
-    ema: str = "power"  # the scored weights' average (diffusion/ema.py)
-    ema_std: float = 0.10
-    ema_decay: float = 0.9999
-    lr_warmup: int = 0
-    eval_every: int = 0  # > 0: quality also every that many steps during training (DiT's Figure 9 curves)
-    prediction: str = "epsilon"  # backbones: epsilon or v_prediction (trained, then sampled, so)
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """How samples are drawn (scored samples, and a pipeline's end-to-end timing)."""
-
-    sample_steps: int
-    scheduler: str
-    guidance: float
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CaseSpec:
+    """One case: the model, and the values of its settings (one batch size and precision of the suite's lists)."""
+
     model: ModelRef
     batch_size: int
     precision: str
@@ -162,13 +141,16 @@ class CaseSpec:
     cond: str
     classes: int
     timeout_s: float  # not part of the identity: a longer timeout measures the same thing
-    training: Training | None = None
-    sampler: Sampler | None = None
+    training: TrainingSettings | None = None
+    sampler: SamplingSettings | None = None
     oom_retry_from: int | None = None  # set by the runner when it halved the batch after an OOM
-    repetitions: int = 1  # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
-    devices_per_case: int = 1  # devices the runner reserves for the case (all visible to its process)
-    accept: tuple[tuple[str, float, float], ...] = ()  # accuracy bands (bench/accuracy.py); not part of the identity
-    protocol: dict[str, Any] | None = field(default=None, hash=False)  # scoring a pretrained system (bench/protocols)
+    # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
+    repetitions: int = DEFAULTS.measurement.repetitions
+    # devices the runner reserves for the case (all visible to its process)
+    devices_per_case: int = DEFAULTS.placement.devices_per_case
+    # accuracy bands (bench/accuracy.py); not part of the identity
+    accept: tuple[tuple[str, float, float], ...] = bands(DEFAULTS.measurement.accept)
+    protocol: Protocol | None = field(default=None, hash=False)  # scoring a pretrained system (bench/protocols)
 
     FLAT = ("batch_size", "precision", "device", "compile", "channels_last", "attention", "warmup", "repeats",
             "min_time_s", "seed", "oom_retry", "nvml_interval_s", "cond", "classes", "timeout_s")
@@ -187,18 +169,20 @@ class CaseSpec:
         for part in (self.training, self.sampler):
             if part is not None:
                 out.update(dataclasses.asdict(part))
-        if out.get("prediction") == "epsilon":  # the default: ids of cases from before the setting stay the same
+        # the default: only other predictions are written, so ids of cases from before the setting stay the same
+        if out.get("prediction") == DEFAULTS.training.prediction:
             del out["prediction"]
         if self.oom_retry_from is not None:
             out["oom_retry_from"] = self.oom_retry_from
-        if self.repetitions != 1:  # only then: the ids of cases without repetitions stay what they were
+        # only then: the ids of cases without repetitions (or placement) stay what they were
+        if self.repetitions != DEFAULTS.measurement.repetitions:
             out["repetitions"] = self.repetitions
-        if self.devices_per_case != 1:
+        if self.devices_per_case != DEFAULTS.placement.devices_per_case:
             out["devices_per_case"] = self.devices_per_case
         if self.accept:
             out["accept"] = {name: [low, high] for name, low, high in self.accept}
         if self.protocol is not None:
-            out["protocol"] = dict(self.protocol)
+            out["protocol"] = self.protocol.to_json()
         return out
 
     @classmethod
@@ -208,15 +192,14 @@ class CaseSpec:
             model: ModelRef = PipelineRef.from_json(m) if "pipeline" in m else \
                 DiffusersRef.from_json(m) if "diffusers" in m else BackboneRef.from_json(m)
             # fields added later have defaults: a spec written before them still reads (to its old meaning)
-            training = Training(**{f.name: d[f.name] for f in dataclasses.fields(Training) if f.name in d}) \
-                if "train_steps" in d else None
-            sampler = Sampler(**{f.name: d[f.name] for f in dataclasses.fields(Sampler) if f.name in d}) \
-                if "sample_steps" in d else None
+            training = _part(TrainingSettings, d) if "train_steps" in d else None
+            sampler = _part(SamplingSettings, d) if "sample_steps" in d else None
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
-                       sampler=sampler, oom_retry_from=d.get("oom_retry_from"), repetitions=d.get("repetitions", 1),
-                       devices_per_case=d.get("devices_per_case", 1),
-                       accept=tuple(sorted((str(k), float(v[0]), float(v[1])) for k, v in d.get("accept", {}).items())),
-                       protocol=d.get("protocol"))
+                       sampler=sampler, oom_retry_from=d.get("oom_retry_from"),
+                       repetitions=d.get("repetitions", DEFAULTS.measurement.repetitions),
+                       devices_per_case=d.get("devices_per_case", DEFAULTS.placement.devices_per_case),
+                       accept=bands(d.get("accept")),
+                       protocol=Protocol.from_json(d["protocol"]) if d.get("protocol") is not None else None)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 
@@ -231,9 +214,7 @@ class CaseSpec:
         if "diffusers" in identity["model"]:  # a pipeline directory: its files' content, not its path
             identity["model"] = {k: v for k, v in identity["model"].items() if k != "diffusers"}
         if self.protocol is not None:  # the protocol's files by content (bench/protocols.py)
-            from diffbench.bench.protocols import Protocol
-
-            identity["protocol"] = Protocol.from_json(self.protocol).identity()
+            identity["protocol"] = self.protocol.identity()
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -241,3 +222,31 @@ class CaseSpec:
         """The same case at another batch size (the runner's OOM retry); the id stays the original's."""
         return dataclasses.replace(self, batch_size=batch_size,
                                    oom_retry_from=self.oom_retry_from or self.batch_size)
+
+
+def _part(cls: type, d: dict[str, Any]) -> Any:
+    """A spec's training or sampler part from its flat JSON keys (fields added later take their defaults: a spec
+    written before them still reads, to its old meaning)."""
+    return cls(**{f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]
+                  for f in dataclasses.fields(cls) if f.name in d})
+
+
+def case_spec(model: ModelRef, settings: Settings, *, batch_size: int, precision: str, device: str, cond: str,
+              classes: int, protocol: Protocol | None = None, pretrained: bool = False,
+              oom_retry: bool | None = None) -> CaseSpec:
+    """The one way a case spec is made (suites and ``benchmark_module``): every value from ``settings``. The training
+    settings only for cases that train (not pretrained systems), the sampler's for the cases that sample (those that
+    train and score, and every pipeline, timed end to end), the protocol only for cases that score: each changes an
+    id only where it changes what is measured."""
+    m = settings.measurement
+    trains = bool({"train", "quality"} & set(m.measure))
+    samples = trains or isinstance(model, (PipelineRef, DiffusersRef))
+    return CaseSpec(model=model, batch_size=batch_size, precision=precision, device=device, compile=m.compile,
+                    channels_last=m.channels_last, attention=m.attention, warmup=m.warmup, repeats=m.repeats,
+                    min_time_s=m.min_time_s, seed=m.seed, measure=tuple(m.measure),
+                    oom_retry=m.oom_retry if oom_retry is None else oom_retry, nvml_interval_s=m.nvml_interval_s,
+                    cond=cond, classes=classes, timeout_s=m.timeout_s,
+                    training=settings.training if trains and not pretrained else None,
+                    sampler=settings.sampling if samples else None, repetitions=m.repetitions,
+                    devices_per_case=settings.placement.devices_per_case, accept=bands(m.accept),
+                    protocol=protocol if protocol is not None and "quality" in m.measure else None)

@@ -19,6 +19,7 @@ import torch
 
 from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, PipelineRef
 from diffbench.core.errors import CaseUnsupported
+from diffbench.diffusion.training import TrainConfig
 from diffbench.metrics.reading import Reading
 
 
@@ -68,15 +69,9 @@ def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 1
     return Held(None)
 
 
-def train_config(spec: CaseSpec) -> Any:
-    from diffbench.diffusion.training import TrainConfig
-
-    t = spec.training
-    assert t is not None, "a case that trains carries training settings"
-    return TrainConfig(steps=t.train_steps, batch_size=t.train_batch, lr=t.lr, seed=spec.seed,
-                       checkpoint_every=t.eval_every,  # a checkpoint at each evaluation, where training resumes
-                       ema=t.ema, ema_std=t.ema_std, ema_decay=t.ema_decay, lr_warmup=t.lr_warmup,
-                       prediction=t.prediction)
+def train_config(spec: CaseSpec) -> TrainConfig:
+    assert spec.training is not None, "a case that trains carries training settings"
+    return spec.training.train_config(spec.seed)
 
 
 def subject_for(spec: CaseSpec) -> Subject:
@@ -192,11 +187,10 @@ class BackboneSubject:
             return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
                                          self.spec.seed, batch_size=128, device=self.spec.device, prediction=pred)))
         assert weights is not None
-        from diffbench.bench.protocols import Protocol
 
         model = PretrainedBackbone(self.family, self._weighted(), self.spec.cond, self.spec.classes)
         decode = _decoder(weights.get("autoencoder"), shape, self.spec.device)
-        guide = Protocol.from_json(self.spec.protocol).guide_channels if self.spec.protocol else None
+        guide = self.spec.protocol.guide_channels if self.spec.protocol else None
         # a network that learned its variance (DiT, ADM) samples with it under DDPM, as their releases sample
         learned = bool(getattr(self.config, "learn_sigma", False)) and s.scheduler == "ddpm"
         self.sampling = {"learned_variance": learned, "guide_channels": guide or shape[0]}

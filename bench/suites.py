@@ -8,19 +8,15 @@ defaults. Every mistake names the file and the key (or the TOML line) and what w
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import math
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffbench.bench.accuracy import bands, check_bands
-from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
-from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, Sampler, Training
+from diffbench.bench.settings import SETTING_KEYS, SUITE_NAME, Check, Settings, choices, number, pos_int
+from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, case_spec
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
 from diffbench.models.sizing import SCALINGS
 
@@ -30,50 +26,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
-MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
-SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler")  # own: a diffusers directory's own scheduler
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Per-case settings: in ``[defaults]`` and overridable in each sweep."""
-
-    batch_sizes: tuple[int, ...] = (1,)
-    precisions: tuple[str, ...] = ("fp32",)
-    warmup: int = 2
-    repeats: int = 10
-    repetitions: int = 1  # each case run this many times, each in its own process (the regression gate's unit)
-    devices_per_case: int = 1  # devices a case holds under --devices (visible to its process; it starts when free)
-    accept: dict[str, list[float]] | None = None  # accuracy bands: metric -> [low, high] (bench/accuracy.py)
-    min_time_s: float = 0.0
-    timeout_s: float = 600.0
-    seed: int = 0
-    compile: bool = False
-    channels_last: bool = False
-    attention: str = "auto"
-    measure: tuple[str, ...] = MEASURES
-    oom_retry: bool = True  # on GPU, retry an out-of-memory case at half the batch size
-    nvml_interval_s: float = 0.01  # how often the background thread samples NVML memory
-    # training and quality (measure "train" / "quality"), on an embedded dataset
-    dataset: str = "digits"  # digits (class labels) or shapes (captions)
-    train_steps: int = 200
-    train_batch: int = 32
-    lr: float = 1e-3
-    samples: int = 256  # generated images scored by the embedded detector
-    sample_steps: int = 20
-    scheduler: str = "ddim"
-    guidance: float = 1.0
-    autoencoder_steps: int = 200  # pipelines with an autoencoder: its training steps, before the stages
-    # the weights that are scored: EDM2's power-function EMA (width ema_std of the training length; nothing of
-    # the initialisation is left), or "constant" with ema_decay (paper-faithful long runs: DiT's 0.9999)
-    ema: str = "power"
-    ema_std: float = 0.10
-    ema_decay: float = 0.9999
-    lr_warmup: int = 0  # steps of linear learning-rate warm-up
-    prediction: str = "epsilon"  # backbones: what the network is trained to predict (epsilon or v_prediction)
-    eval_every: int = 0  # backbones: also score every that many steps (quality against training compute)
-
-
 @dataclass(frozen=True)
 class Sweep:
     settings: Settings
@@ -121,89 +73,33 @@ class Case:
 
 # --- validation -----------------------------------------------------------------------------------
 
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _nonneg_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _number(v: Any) -> bool:
-    """A finite non-negative number (TOML has ``nan`` and ``inf``, and ``nan >= 0`` is False but ``inf`` passes)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-
 def _strs(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
-def _choices(options: tuple[str, ...] | list[str]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, str) and v in options
-
-
-def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, list) and all(check(x) for x in v)
-
-
-SETTING_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "batch_sizes": (_list_of(_pos_int), "a non-empty list of positive integers"),
-    "precisions": (_list_of(_choices(PRECISIONS)), f"a non-empty list of {', '.join(PRECISIONS)}"),
-    "warmup": (_nonneg_int, "a non-negative integer"),
-    "repeats": (_pos_int, "a positive integer"),
-    "repetitions": (lambda v: _pos_int(v) and v <= 100, "a positive integer (at most 100)"),
-    "devices_per_case": (lambda v: _pos_int(v) and v <= 64, "a positive integer (at most 64)"),
-    "accept": (lambda v: check_bands(v) is None, "a table of metric = [low, high] (finite, low <= high)"),
-    "min_time_s": (_number, "a non-negative number"),
-    "timeout_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
-    "seed": (lambda v: _nonneg_int(v) and v < 2 ** 32, "a non-negative integer below 2**32"),
-    "compile": (lambda v: isinstance(v, bool), "true or false"),
-    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
-    "attention": (_choices(tuple(ATTENTION_BACKENDS)), f"one of {', '.join(ATTENTION_BACKENDS)}"),
-    "measure": (_list_of(_choices(MEASURES)), f"a non-empty list of {', '.join(MEASURES)}"),
-    "oom_retry": (lambda v: isinstance(v, bool), "true or false"),
-    "nvml_interval_s": (lambda v: _number(v) and v > 0, "a positive number of seconds"),
-    "dataset": (_choices(("digits", "shapes")), "digits or shapes"),
-    "train_steps": (_pos_int, "a positive integer"),
-    "train_batch": (_pos_int, "a positive integer"),
-    "lr": (lambda v: _number(v) and v > 0, "a positive number"),
-    "samples": (lambda v: _pos_int(v) and v >= 2, "an integer of at least 2"),
-    "sample_steps": (_pos_int, "a positive integer"),
-    "scheduler": (_choices(SCHEDULER_NAMES), "own (a diffusers directory's), ddpm, ddim, dpm-solver++ or euler"),
-    "guidance": (_number, "a non-negative number (1 = no guidance)"),
-    "autoencoder_steps": (_pos_int, "a positive integer"),
-    "ema": (_choices(("power", "constant")), "power or constant"),
-    "ema_std": (lambda v: _number(v) and 0 < v < 0.28, "a number between 0 and 0.28"),
-    "ema_decay": (lambda v: _number(v) and v < 1, "a number in [0, 1)"),
-    "lr_warmup": (_nonneg_int, "a non-negative integer"),
-    "prediction": (_choices(("epsilon", "v_prediction")), "epsilon or v_prediction"),
-    "eval_every": (_nonneg_int, "a non-negative integer (0: score at the end only)"),
-}
-SWEEP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+SWEEP_KEYS: dict[str, tuple[Check, str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
     "families": (_strs, "a non-empty list of family names"),
     "presets": (_strs, "a non-empty list of preset names"),
     "pipelines": (_strs, "a non-empty list of pipeline names or diffusers pipeline directories"),
-    "scale": (_choices(("paper", "tiny")), "paper or tiny"),
+    "scale": (choices(("paper", "tiny")), "paper or tiny"),
     "params": (_strs, "a non-empty list of targets such as \"33M\""),
     "gmacs": (_strs, "a non-empty list of targets such as \"6G\""),
     "inputs": (_strs, "a non-empty list of input shapes such as \"4x32x32\""),
-    "cond": (_choices(("class", "text", "none")), "one of class, text, none"),
-    "classes": (_pos_int, "a positive integer"),
-    "patch": (_pos_int, "a positive integer"),
-    "tolerance": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
-    "scaling": (_choices(SCALINGS), " or ".join(SCALINGS)),
+    "cond": (choices(("class", "text", "none")), "one of class, text, none"),
+    "classes": (pos_int, "a positive integer"),
+    "patch": (pos_int, "a positive integer"),
+    "tolerance": (lambda v: number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "scaling": (choices(SCALINGS), " or ".join(SCALINGS)),
     "checkpoint": (lambda v: isinstance(v, str) and bool(v.strip()), "a path to a .pt, .pth or .safetensors file"),
     "autoencoder": (lambda v: isinstance(v, str) and bool(v.strip()), "a diffusers AutoencoderKL directory"),
     "protocol": (lambda v: isinstance(v, str) and bool(v.strip()), "the name of a protocol ([protocols.NAME])"),
     **SETTING_KEYS,
 }
 TOP_KEYS = {"name", "description", "defaults", "sweeps", "protocols"}
-# a suite's name names its run directory (runs/NAME-TIMESTAMP): a plain file name, never a path
-SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def _check_table(table: Any, allowed: dict[str, tuple[Callable[[Any], bool], str]], where: str, file: str) -> None:
+def _check_table(table: Any, allowed: dict[str, tuple[Check, str]], where: str, file: str) -> None:
     if not isinstance(table, dict):
         raise ConfigError(f"{file}: {where}: expected a table")
     for key, value in table.items():
@@ -214,11 +110,6 @@ def _check_table(table: Any, allowed: dict[str, tuple[Callable[[Any], bool], str
             raise ConfigError(f"{file}: {where}.{key}: empty list; expected {expected}")
         if not check(value):
             raise ConfigError(f"{file}: {where}.{key}: expected {expected}, got {value!r}")
-
-
-def _settings(raw: dict[str, Any], base: Settings) -> Settings:
-    updates: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in SETTING_KEYS}
-    return dataclasses.replace(base, **updates)
 
 
 def parse(text: str, file: str, name: str) -> Suite:
@@ -237,7 +128,7 @@ def parse(text: str, file: str, name: str) -> Suite:
     if not isinstance(data.get("description", ""), str):
         raise ConfigError(f"{file}: description: expected a string, got {data['description']!r}")
     _check_table(data.get("defaults", {}), SETTING_KEYS, "defaults", file)
-    defaults = _settings(data.get("defaults", {}), Settings())
+    defaults = Settings().updated(data.get("defaults", {}))
     protocols = _protocols(data.get("protocols", {}), file)
     raw_sweeps = data.get("sweeps")
     if not isinstance(raw_sweeps, list) or not raw_sweeps:
@@ -293,11 +184,11 @@ def _pretrained(raw: dict[str, Any], settings: Settings, explicit: set[str], pro
         if name:
             raise ConfigError(f"{file}: {where}.protocol: applies to pretrained systems (diffusers directories, or "
                               "a sweep with a checkpoint); systems trained here are scored on their dataset")
-        if settings.scheduler == "own":
+        if settings.sampling.scheduler == "own":
             raise ConfigError(f"{file}: {where}.scheduler: own applies to diffusers directories; give ddpm, ddim, "
                               "dpm-solver++ or euler")
         return settings, None
-    measure = settings.measure
+    measure = settings.measurement.measure
     if "measure" not in explicit:  # the default measure of a pretrained system: everything but training
         measure = tuple(m for m in measure if m != "train" and (m != "quality" or name))
     elif "train" in measure:
@@ -312,20 +203,20 @@ def _pretrained(raw: dict[str, Any], settings: Settings, explicit: set[str], pro
             known = ", ".join(sorted(protocols)) or "none"
             raise ConfigError(f"{file}: {where}.protocol: no [protocols.{name}] table in this suite (it has {known})")
         protocol = protocols[name]
-    updates: dict[str, Any] = {"measure": measure}
+    updates: dict[str, Any] = {"measure": measure}  # flat setting keys
     if directories and "scheduler" not in explicit:  # a diffusers directory samples with its own scheduler
         updates["scheduler"] = "own"
     for key in ("sample_steps", "scheduler", "guidance"):
         if key not in explicit and protocol is not None and getattr(protocol, key) is not None:
             updates[key] = getattr(protocol, key)
-    if not directories and updates.get("scheduler", settings.scheduler) == "own":
+    if not directories and updates.get("scheduler", settings.sampling.scheduler) == "own":
         raise ConfigError(f"{file}: {where}: scheduler own applies to diffusers directories; a checkpoint samples "
                           "with ddpm, ddim, dpm-solver++ or euler (set scheduler in the sweep or the protocol)")
     classes = raw.get("classes", Sweep.classes)
     if protocol is not None and protocol.kind == "class" and not directories and protocol.classes > classes:
         raise ConfigError(f"{file}: {where}: protocol {protocol.name} samples {protocol.classes} classes; the sweep's "
                           f"backbone knows {classes} (classes = {classes})")
-    return dataclasses.replace(settings, **updates), protocol
+    return settings.updated(updates), protocol
 
 
 def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, protocols: dict[str, Any] | None = None,
@@ -347,10 +238,10 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
         raise ConfigError(f"{file}: {where}: give exactly one of families, presets or pipelines")
     if pipes and raw.get("gmacs"):
         raise ConfigError(f"{file}: {where}: pipelines take a params budget, not gmacs targets")
-    if pipes and (raw.get("prediction") or defaults.prediction) not in (None, "epsilon"):
+    if pipes and (raw.get("prediction") or defaults.training.prediction) not in (None, "epsilon"):
         raise ConfigError(f"{file}: {where}: prediction applies to backbone sweeps (a pipeline trains each part with "
                           "its paper's prediction); set prediction = \"epsilon\" in this sweep")
-    if pipes and (raw.get("eval_every") or defaults.eval_every):
+    if pipes and (raw.get("eval_every") or defaults.training.eval_every):
         raise ConfigError(f"{file}: {where}: eval_every applies to backbone sweeps (a pipeline trains several parts "
                           "in turn); set eval_every = 0 in this sweep")
     for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets"),
@@ -364,7 +255,7 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
         raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
                           if k in SWEEP_KEYS and k not in SETTING_KEYS and k not in ("name", "protocol")}
-    settings = _settings(raw, defaults)
+    settings = defaults.updated(raw)
     if dirs:
         kw["pipelines"], kw["directories"] = (), tuple(dirs)
     if "checkpoint" in kw:
@@ -435,7 +326,8 @@ def _weights(sweep: Sweep, cfg: Any) -> dict[str, str] | None:
     check_fits(cfg, path)
     out = {"path": path, "sha256": file_sha256(path)}
     channels = family_of(cfg).input_shape(cfg)[0]
-    if sweep.protocol is not None and "quality" in sweep.settings.measure and channels != 3 and not sweep.autoencoder:
+    scored = sweep.protocol is not None and "quality" in sweep.settings.measurement.measure
+    if scored and channels != 3 and not sweep.autoencoder:
         raise ConfigError(f"{path}: the backbone makes {channels}-channel latents; give autoencoder = \"DIR\" (a local "
                           "diffusers AutoencoderKL, e.g. sd-vae-ft-ema for DiT) to decode them for scoring")
     if sweep.autoencoder:
@@ -479,7 +371,7 @@ def _directory_models(sweep: Sweep) -> list[DiffusersRef]:
     for path in sweep.directories:
         info = inspect_dir(path)
         p = sweep.protocol
-        if p is not None and "quality" in sweep.settings.measure:
+        if p is not None and "quality" in sweep.settings.measurement.measure:
             if p.kind == "captions" and info.cond != "text":
                 raise ConfigError(f"{path}: a {info.class_name} takes no captions; protocol {p.name} is captions")
             if p.kind == "class" and info.cond != "class":
@@ -513,8 +405,8 @@ def _pipeline_models(sweep: Sweep, file: str) -> list[PipelineRef]:
 def _conditioning(sweep: Sweep) -> Any:
     from diffbench.models.sizing import Conditioning
 
-    training = {"train", "quality"} & set(sweep.settings.measure)
-    if sweep.cond == "text" and sweep.settings.dataset == "shapes" and training:
+    training = {"train", "quality"} & set(sweep.settings.measurement.measure)
+    if sweep.cond == "text" and sweep.settings.training.dataset == "shapes" and training:
         # size with the text encoder the training will use: the procedural captions' tokens
         from diffbench.metrics.captions import MAX_WORDS
         from diffbench.models.denoiser import TEXT_DIM
@@ -523,38 +415,17 @@ def _conditioning(sweep: Sweep) -> Any:
     return Conditioning(sweep.cond, sweep.classes)
 
 
-def _training(s: Settings) -> Training | None:
-    """The training settings, only for cases that train: they change an id only where they change what is measured."""
-    if not {"train", "quality"} & set(s.measure):
-        return None
-    return Training(s.dataset, s.train_steps, s.train_batch, s.lr, s.samples, s.autoencoder_steps, s.ema, s.ema_std,
-                    s.ema_decay, s.lr_warmup, s.eval_every, s.prediction)
-
-
-def _sampler(s: Settings, model: ModelRef) -> Sampler | None:
-    """The sampler settings, for the cases that sample: those that train and score, and every pipeline (timed
-    end to end)."""
-    if not ({"train", "quality"} & set(s.measure) or isinstance(model, (PipelineRef, DiffusersRef))):
-        return None
-    return Sampler(s.sample_steps, s.scheduler, s.guidance)
-
-
 def expand(suite: Suite, device: str) -> list[Case]:
     cases: list[Case] = []
     seen: set[str] = set()
     for sweep in suite.sweeps:
-        s = sweep.settings
+        m = sweep.settings.measurement
         for model in _models(sweep, suite.source):
-            for prec in s.precisions:
-                for batch in s.batch_sizes:
-                    spec = CaseSpec(model, batch, prec, device, s.compile, s.channels_last, s.attention, s.warmup,
-                                    s.repeats, s.min_time_s, s.seed, tuple(s.measure), s.oom_retry,
-                                    s.nvml_interval_s, sweep.cond, sweep.classes, s.timeout_s,
-                                    None if sweep.directories or sweep.checkpoint else _training(s),
-                                    _sampler(s, model), repetitions=s.repetitions,
-                                    devices_per_case=s.devices_per_case, accept=bands(s.accept),
-                                    protocol=sweep.protocol.to_json() if sweep.protocol is not None and
-                                    "quality" in s.measure else None)
+            for prec in m.precisions:
+                for batch in m.batch_sizes:
+                    spec = case_spec(model, sweep.settings, batch_size=batch, precision=prec, device=device,
+                                     cond=sweep.cond, classes=sweep.classes, protocol=sweep.protocol,
+                                     pretrained=bool(sweep.directories or sweep.checkpoint))
                     if spec.case_id in seen:
                         continue
                     seen.add(spec.case_id)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffbench.bench.settings import DEFAULTS, MEASURES, SUITE_NAME
+
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
@@ -122,10 +124,15 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     return result
 
 
+MODULE_MEASURES = ("counts", "speed", "memory")  # what a module is measured for unless told
+
+
 def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = None, out: str | Path | None = None,
-                     batch_sizes: tuple[int, ...] = (1,), precision: str = "fp32", device: str = "auto",
-                     warmup: int = 2, repeats: int = 10, min_time_s: float = 0.0,
-                     measure: tuple[str, ...] = ("counts", "speed", "memory")) -> Run:
+                     batch_sizes: tuple[int, ...] = DEFAULTS.measurement.batch_sizes,
+                     precision: str = DEFAULTS.measurement.precisions[0], device: str = "auto",
+                     warmup: int = DEFAULTS.measurement.warmup, repeats: int = DEFAULTS.measurement.repeats,
+                     min_time_s: float = DEFAULTS.measurement.min_time_s,
+                     measure: tuple[str, ...] = MODULE_MEASURES) -> Run:
     """Benchmark your own ``nn.Module`` (the protocol: ``diffbench.bench.module_subject``): called as
     ``model(**inputs(batch_size, device, dtype))``, or with the module's ``diffbench_inputs`` method. One case
     per batch size, recorded in ``out`` (default ``runs/module-NAME-TIMESTAMP``) like a suite's cases, so
@@ -137,8 +144,7 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
     from diffbench.bench.cases import records as case_records
     from diffbench.bench.measure import measure as measure_subject
     from diffbench.bench.module_subject import ModuleSubject, inputs_of
-    from diffbench.bench.spec import BackboneRef, CaseSpec
-    from diffbench.bench.suites import MEASURES, SUITE_NAME
+    from diffbench.bench.spec import BackboneRef, case_spec
     from diffbench.core import records
     from diffbench.core.errors import ConfigError
     from diffbench.core.files import output_dir
@@ -161,10 +167,13 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
     if (run_dir / "records.jsonl").exists():
         raise ConfigError(f"{run_dir} already holds records; choose another out")
     run_id = uuid.uuid4().hex[:12]
+    settings = DEFAULTS.updated({"warmup": warmup, "repeats": repeats, "min_time_s": min_time_s,
+                                 "measure": tuple(measure)})
     ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
     for batch in batch_sizes:
-        spec = CaseSpec(ref, batch, precision, device, False, False, "auto", warmup, repeats, min_time_s, 0,
-                        tuple(measure), False, 0.01, "none", 0, 0.0)
+        # in this process: no out-of-memory retry in a fresh process
+        spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none", classes=0,
+                         oom_retry=False)
         started = records.utc_now()
         subject = ModuleSubject(model, call, spec)
         t0 = time.perf_counter()

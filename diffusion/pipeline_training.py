@@ -31,6 +31,8 @@ from diffbench.models.pipelines import Pipeline, count_pipeline, fingerprint
 from diffbench.models.pipelines.modules import encode_text, null_image_embed, stage_inputs
 from diffbench.models.text_encoders import attention_mask
 
+AUTOENCODER_STEPS = 200  # a latent pipeline's autoencoder: its training steps, before the stages
+
 AUG_MAX = 0.5  # training draws the augmentation timestep uniformly from [0, AUG_MAX * 1000)
 
 
@@ -157,7 +159,7 @@ def _autoencoder_part(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out:
 
 
 def train_pipeline(pipe: Pipeline, data: PipelineData, cfg: TrainConfig, out_dir: str | Path, device: str = "cpu",
-                   autoencoder_steps: int = 300, stop_after: int | None = None) -> dict[str, TrainResult]:
+                   autoencoder_steps: int = AUTOENCODER_STEPS, stop_after: int | None = None) -> dict[str, TrainResult]:
     """Train every trainable part of ``pipe`` in order; returns one result per part (EMA weights loaded)."""
     out = Path(out_dir)
     spec = pipe.spec

@@ -31,7 +31,7 @@ CHECKPOINT = "checkpoint.safetensors"
 class TrainConfig:
     steps: int = 0  # > 0: a fixed number of steps
     train_flops: float = 0.0  # > 0: a compute budget instead (3 x forward FLOPs per image x images)
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
     ema: str = "power"  # the scored weights' average (diffusion/ema.py): "power" (EDM2) or "constant"

@@ -19,6 +19,7 @@ from diffbench.bench.cli import (
     seed_int,
 )
 from diffbench.bench.formatting import render
+from diffbench.bench.settings import DEFAULTS, train_default
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import atomic_path, output_dir, write_text_atomic
 
@@ -28,7 +29,7 @@ PIPELINE_ARGS = [
     arg("--scale", choices=("paper", "tiny"), default="tiny", help="paper or tiny scale (default: tiny)"),
     arg("--params", metavar="N", help="reshape the denoisers to total N params (as 'diffbench count --params')"),
     arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
-    arg("--seed", type=seed_int, default=0, help="seed (default: 0)"),
+    arg("--seed", type=seed_int, default=DEFAULTS.measurement.seed, help="seed (default: %(default)s)"),
     arg("--text-encoder", metavar="DIR", help="load the (first) text encoder from a local Hugging Face directory "
                                               "(model and tokenizer; frozen)"),
     arg("--autoencoder", metavar="DIR", help="load the autoencoder from a local diffusers AutoencoderKL directory"),
@@ -70,16 +71,20 @@ def _spec(args: argparse.Namespace) -> Any:
               "diffbench train glide --dataset shapes --steps 400 --out runs/glide-tiny",
               "diffbench train ldm --dataset shapes --train-flops 5e12 --params 2M --out runs/ldm-2m"],
     args=[*PIPELINE_ARGS,
-          arg("--dataset", default="digits", help="digits, shapes (captions), a folder of images (class sub-folders) "
-                                                  "or an ADM-style .npz (default: digits)"),
-          arg("--steps", type=non_negative_int, default=0, help="training steps per part"),
-          arg("--train-flops", type=non_negative_float, default=0.0,
+          arg("--dataset", default=DEFAULTS.training.dataset,
+              help="digits, shapes (captions), a folder of images (class sub-folders) or an ADM-style .npz "
+                   "(default: %(default)s)"),
+          arg("--steps", type=non_negative_int, default=train_default("steps"), help="training steps per part"),
+          arg("--train-flops", type=non_negative_float, default=train_default("train_flops"),
               help="instead of --steps: training compute per part (3 x forward FLOPs x images seen)"),
-          arg("--batch-size", type=positive_int, default=32, help="images per step (default: 32)"),
-          arg("--lr", type=positive_float, default=2e-3, help="AdamW learning rate (default: 0.002)"),
-          arg("--checkpoint-every", type=positive_int, default=100, help="steps between checkpoints (default: 100)"),
-          arg("--autoencoder-steps", type=non_negative_int, default=200,
-              help="steps for the autoencoder of a latent pipeline (default: 200)"),
+          arg("--batch-size", type=positive_int, default=train_default("batch_size"),
+              help="images per step (default: %(default)s)"),
+          arg("--lr", type=positive_float, default=train_default("lr"),
+              help="AdamW learning rate (default: %(default)s)"),
+          arg("--checkpoint-every", type=positive_int, default=train_default("checkpoint_every"),
+              help="steps between checkpoints (default: %(default)s)"),
+          arg("--autoencoder-steps", type=non_negative_int, default=DEFAULTS.training.autoencoder_steps,
+              help="steps for the autoencoder of a latent pipeline (default: %(default)s)"),
           arg("--out", required=True, help="output directory: checkpoints, pipeline.safetensors, train.json")],
 )
 def run_train(args: argparse.Namespace) -> int:
