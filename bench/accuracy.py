@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from diffbench.core.records import Record
+from diffbench.metrics.specs import base_name
 
 Band = tuple[str, float, float]
 
@@ -45,7 +46,7 @@ def gate(accept: tuple[Band, ...], recs: list[Record]) -> list[Record]:
     marked = list(recs)
     for name, low, high in accept:
         exact = [i for i, r in enumerate(marked) if r.metric == name]
-        family = [i for i, r in enumerate(marked) if r.metric.split("[", 1)[0] == name]
+        family = [i for i, r in enumerate(marked) if base_name(r.metric) == name]
         found = exact or family  # "fid" gates fid[digits] when that is the one FID the case measured
         usable = [i for i in found if marked[i].status == "ok" and marked[i].value is not None]
         if len(usable) > 1:

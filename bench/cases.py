@@ -16,7 +16,7 @@ from diffbench.bench.provenance import collect
 from diffbench.bench.spec import CaseSpec
 from diffbench.core.records import Record, stamp, utc_now
 from diffbench.metrics.reading import Reading
-from diffbench.metrics.specs import check
+from diffbench.metrics.specs import check, metric_name
 
 
 def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) -> list[Record]:
@@ -41,16 +41,16 @@ def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) ->
     counts = subject.counts() if spec.measures("counts") else {}
     readings.update(counts)
     if counts and phases:
-        readings["phase_seconds[counts]"] = Reading(time.perf_counter() - t0, "s")
+        readings[metric_name("phase_seconds", "counts")] = Reading(time.perf_counter() - t0, "s")
     if spec.measures("speed", "memory", "energy"):
         from diffbench.bench.measure import measure
 
         t0 = time.perf_counter()
         readings.update(measure(subject, spec, counts))
         if phases:
-            readings["phase_seconds[measure]"] = Reading(time.perf_counter() - t0, "s")
+            readings[metric_name("phase_seconds", "measure")] = Reading(time.perf_counter() - t0, "s")
     if phases:
-        readings["phase_seconds[total]"] = Reading(time.perf_counter() - t_start, "s")
+        readings[metric_name("phase_seconds", "total")] = Reading(time.perf_counter() - t_start, "s")
     return records(spec, run_id, suite, case_id, started, readings)
 
 

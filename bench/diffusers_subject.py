@@ -16,6 +16,7 @@ from diffbench.bench.spec import CaseSpec, DiffusersRef
 from diffbench.bench.subjects import Evaluation, Held
 from diffbench.core.errors import CaseUnsupported
 from diffbench.metrics.reading import Reading
+from diffbench.metrics.specs import metric_name
 
 TIMING_PROMPT = "a photograph of an astronaut riding a horse"  # padded to the text encoder's length like any prompt
 
@@ -168,5 +169,5 @@ class DiffusersSubject:
         s = self.sampler
         extra = {"steps": s.sample_steps, "guidance": s.guidance, "scheduler": s.scheduler}
         images = calls * self.spec.batch_size
-        return {f"component_ms_per_image[{k}]": Reading(v * 1e3 / images, "ms", extra=extra)
+        return {metric_name("component_ms_per_image", k): Reading(v * 1e3 / images, "ms", extra=extra)
                 for k, v in self.instrument.seconds.items()}

@@ -14,6 +14,7 @@ import torch
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.subjects import Subject, held_out
 from diffbench.metrics.reading import Reading
+from diffbench.metrics.specs import MetricKey, metric_name
 
 
 def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]:
@@ -22,9 +23,8 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
     out: dict[str, Reading] = {}
     for part, r in results.items():
         k = max(1, min(10, len(r.losses) // 5))
-        q = f"[{part}]" if part else ""
-        out[f"train_loss_first{q}"] = Reading(sum(r.losses[:k]) / k, "1", samples=r.losses)
-        out[f"train_loss_last{q}"] = Reading(sum(r.losses[-k:]) / k, "1")
+        out[metric_name("train_loss_first", part)] = Reading(sum(r.losses[:k]) / k, "1", samples=r.losses)
+        out[metric_name("train_loss_last", part)] = Reading(sum(r.losses[-k:]) / k, "1")
     parts = [p for p in results if p]
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}  # which weights are scored, per part
     out["train_steps"] = Reading(steps, "steps",
@@ -72,15 +72,15 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
     assert gen.pool is not None and ref.pool is not None
     ident = {**describe(det), "n_generated": len(samples), "n_reference": len(reference)}
     fid = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed)
-    out = {f"fid[{det.name}]": Reading(fid.value, "1", extra={**ident, **fid.extra()})}
+    out = {metric_name("fid", det.name): Reading(fid.value, "1", extra={**ident, **fid.extra()})}
     if not kid:  # an evaluation along training: FID only
         return out
     k = kid_interval(gen.pool, ref.pool, seed=seed)
     rng = np.random.default_rng(seed)
     real = ref.pool[rng.choice(len(ref.pool), min(len(samples), len(ref.pool)), replace=False)]
     floor = frechet_distance(real.mean(0), np.cov(real, rowvar=False), ref.stats.mu, ref.stats.sigma)
-    out[f"kid[{det.name}]"] = Reading(k.value, "1", extra={**ident, **k.extra()})
-    out[f"fid_real[{det.name}]"] = Reading(floor, "1", extra={**ident, "n_real": len(real)})
+    out[metric_name("kid", det.name)] = Reading(k.value, "1", extra={**ident, **k.extra()})
+    out[metric_name("fid_real", det.name)] = Reading(floor, "1", extra={**ident, "n_real": len(real)})
     if captions is not None:
         from diffbench.metrics import clip_score
 
@@ -102,7 +102,7 @@ def clip_readings(clip: Any, samples: torch.Tensor, captions: list[str], seed: i
     out = {}
     for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
         iv = bootstrap(lambda x: float(x.mean()), per, seed=seed)
-        out[f"{name}[{protocol}:{clip.name}]" if protocol else name] = Reading(iv.value, "1",
+        out[metric_name(name, f"{protocol}:{clip.name}") if protocol else name] = Reading(iv.value, "1",
                                                                               extra={**meta, **iv.extra()})
     return out
 
@@ -133,7 +133,7 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
                 e0 = time.perf_counter()
                 point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False, ref=ref)
                 evaluating += time.perf_counter() - e0
-                fid = next(r for k, r in point.items() if k.startswith("fid["))
+                fid = next(r for k, r in point.items() if MetricKey.parse(k).base == "fid")
                 curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
                               "ci95": fid.extra.get("ci95")})
         results = subject.train(tmp)
@@ -143,9 +143,9 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
         gain = condition_reading(subject, spec)
         if gain is not None:
             out["cond_gain"] = gain
-    out["phase_seconds[train]"] = Reading(time.perf_counter() - t0 - evaluating, "s")
+    out[metric_name("phase_seconds", "train")] = Reading(time.perf_counter() - t0 - evaluating, "s")
     if evaluating:
-        out["phase_seconds[evaluate]"] = Reading(evaluating, "s", extra={"evaluations": len(curve)})
+        out[metric_name("phase_seconds", "evaluate")] = Reading(evaluating, "s", extra={"evaluations": len(curve)})
     if not spec.measures("quality"):
         return out
     t0 = time.perf_counter()
@@ -154,19 +154,20 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     sampling = time.perf_counter() - t0
     out["sample_ms_per_image"] = Reading(sampling * 1e3 / n, "ms",
                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler})
-    out["phase_seconds[sample]"] = Reading(sampling, "s")
+    out[metric_name("phase_seconds", "sample")] = Reading(sampling, "s")
     t0 = time.perf_counter()
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
     for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed, ref=ref).items():
         reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
-        if cache is not None and "[" in name:  # detector metrics: whether the reference came from the cache
+        key = MetricKey.parse(name)
+        if cache is not None and key.qualifier:  # detector metrics: whether the reference came from the cache
             reading.extra["reference_cache"] = cache
-        if curve and name.startswith("fid["):
+        if curve and key.base == "fid":
             final = results[""]
             reading.extra["curve"] = [*curve, {"step": final.steps, "train_flops": final.train_flops,
                                                "value": reading.value, "ci95": reading.extra.get("ci95")}]
         out[name] = reading
-    out["phase_seconds[score]"] = Reading(time.perf_counter() - t0, "s")
+    out[metric_name("phase_seconds", "score")] = Reading(time.perf_counter() - t0, "s")
     return out
 
 
@@ -192,12 +193,12 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
                                           extra={"steps": s.sample_steps, "scheduler": s.scheduler,
                                                  "guidance": s.guidance, "batch_size": spec.batch_size,
                                                  **getattr(subject, "sampling", {})}),
-           "phase_seconds[sample]": Reading(sampling, "s")}
+           metric_name("phase_seconds", "sample"): Reading(sampling, "s")}
     if p.save_samples:
         save_pngs(samples, Path(p.save_samples) / case_id)
     t0 = time.perf_counter()
     out.update(score_with(samples, p, captions, spec.seed, spec.device))
-    out["phase_seconds[score]"] = Reading(time.perf_counter() - t0, "s")
+    out[metric_name("phase_seconds", "score")] = Reading(time.perf_counter() - t0, "s")
     return out
 
 
@@ -251,10 +252,10 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
     else:
         fid_extra = {"ci95": None, "interval": f"not computed: a bootstrap of {gen.pool.shape[1]}-d features repeats "
                                                f"a sqrtm of that size {BOOTSTRAP} times"}
-    out = {f"fid[{q}]": Reading(fid, "1", extra={**ident, **fid_extra})}
+    out = {metric_name("fid", q): Reading(fid, "1", extra={**ident, **fid_extra})}
     if keep and ref.pool is not None:
         k = kid_interval(gen.pool, ref.pool, seed=seed)
-        out[f"kid[{q}]"] = Reading(k.value, "1", extra={**ident, **k.extra()})
+        out[metric_name("kid", q)] = Reading(k.value, "1", extra={**ident, **k.extra()})
     if captions is not None:
         from diffbench.metrics import clip_score
 

@@ -11,6 +11,7 @@ from diffbench.bench.spec import CaseSpec, PipelineRef
 from diffbench.bench.subjects import Evaluation, Held, train_config
 from diffbench.core.errors import CaseUnsupported
 from diffbench.metrics.reading import Reading
+from diffbench.metrics.specs import metric_name
 
 
 class PipelineSubject:
@@ -119,6 +120,6 @@ class PipelineSubject:
         """Time per image in each component over the ``calls`` timed guided calls."""
         s = self.sampler
         extra = {"steps": s.sample_steps, "guidance": s.guidance, "scheduler": s.scheduler}
-        return {f"component_ms_per_image[{comp}]": Reading(secs * 1e3 / (calls * self.spec.batch_size), "ms",
+        return {metric_name("component_ms_per_image", comp): Reading(secs * 1e3 / (calls * self.spec.batch_size), "ms",
                                                            extra=extra)
                 for comp, secs in self._timings.seconds.items()}

@@ -129,9 +129,54 @@ _add("cond_gain", "1", "training", "higher", "1 - denoising loss with the condit
 _add("case", "", "status", "", "the one record of a case that did not finish: its status and error")
 
 
+@dataclass(frozen=True, order=True)
+class MetricKey:
+    """A record's metric name, typed: the registry's ``base`` and, for metrics that take one, a ``qualifier`` (the
+    detector, the trained part, the pipeline component, the phase). Written ``base[qualifier]``; built and read here
+    only (:func:`metric_name`, :meth:`parse`), never with string operations elsewhere (tests/test_metric_keys.py)."""
+
+    base: str
+    qualifier: str = ""
+
+    @classmethod
+    def parse(cls, name: str) -> MetricKey:
+        """``fid[digits]`` -> MetricKey("fid", "digits"). A malformed name parses to a key whose ``str`` differs from
+        it (``fid[x`` -> ``fid[x]``): :func:`check` refuses those."""
+        base, _, rest = name.partition("[")
+        return cls(base, rest[:-1] if rest.endswith("]") else rest)
+
+    def __str__(self) -> str:
+        return f"{self.base}[{self.qualifier}]" if self.qualifier else self.base
+
+    @property
+    def known(self) -> bool:
+        return self.base in METRICS
+
+    @property
+    def spec(self) -> MetricSpec:
+        return METRICS.get(self.base)
+
+    def with_base(self, base: str) -> MetricKey:
+        """The metric ``base`` with this qualifier: the floor of ``fid[digits]`` is ``fid_real[digits]``."""
+        return MetricKey(base, self.qualifier)
+
+    def header(self) -> str:
+        """As a table header: ``fid (digits)``."""
+        return f"{self.base} ({self.qualifier})" if self.qualifier else self.base
+
+    def slug(self) -> str:
+        """As part of a file name: ``fid_digits``."""
+        return f"{self.base}_{self.qualifier}" if self.qualifier else self.base
+
+
+def metric_name(base: str, qualifier: str = "") -> str:
+    """The name a record carries: ``metric_name("fid", "digits")`` is ``fid[digits]``."""
+    return str(MetricKey(base, qualifier))
+
+
 def base_name(metric: str) -> str:
     """``fid[digits]`` -> ``fid``."""
-    return metric.split("[", 1)[0]
+    return MetricKey.parse(metric).base
 
 
 def spec_of(metric: str) -> MetricSpec:
@@ -140,11 +185,27 @@ def spec_of(metric: str) -> MetricSpec:
 
 def check(metric: str, unit: str) -> None:
     """Refuse a metric the registry does not hold, a qualifier where none belongs, or a unit other than its own."""
-    spec = spec_of(metric)
-    if ("[" in metric) and not spec.qualifier:
+    key = MetricKey.parse(metric)
+    spec = key.spec
+    if key.qualifier and not spec.qualifier:
         raise ValueError(f"metric {metric!r}: {spec.name} takes no [qualifier]")
+    if str(key) != metric:
+        raise ValueError(f"metric {metric!r}: not a name nor name[qualifier]")
     if unit != spec.unit:
         raise ValueError(f"metric {metric!r} is in {spec.unit!r}, not {unit!r}")
+
+
+def qualified(kind: str = "", qualifier: str = "", better: str = "") -> tuple[str, ...]:
+    """Names of the metrics of a ``kind`` that take a ``qualifier`` (``"detector"``) and have a direction."""
+    return tuple(n for n, m in METRICS.items() if (not kind or m.kind == kind)
+                 and (not qualifier or m.qualifier == qualifier) and (not better or m.better == better))
+
+
+def is_detector_quality(name: str, better: str = "lower") -> bool:
+    """True for a quality metric qualified by its detector that is better ``lower`` (``fid[digits]``, ``kid[..]``):
+    those the report fits and plots."""
+    key = MetricKey.parse(name)
+    return bool(key.qualifier) and key.base in qualified("quality", "detector", better)
 
 
 def columns(attribute: str = "column") -> list[tuple[str, str, float]]:

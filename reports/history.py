@@ -17,7 +17,7 @@ from typing import Any
 
 from diffbench.core.errors import BadInputError
 from diffbench.core.files import atomic_path, write_text_atomic
-from diffbench.metrics.specs import METRICS, base_name
+from diffbench.metrics.specs import METRICS, MetricKey, base_name
 from diffbench.reports.baseline import Side, load_side
 
 THRESHOLD, ALPHA = 0.05, 0.05
@@ -141,7 +141,7 @@ def plot(all_series: list[Series], out: Path) -> list[Path]:
         ax.set_title(f"{metric} ({spec.unit}; {spec.better or 'no direction'} is better)", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = out / f"history_{metric.replace('[', '_').replace(']', '')}.png"
+        path = out / f"history_{MetricKey.parse(metric).slug()}.png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=100, format=path.suffix[1:])
         plt.close(fig)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from diffbench.core import records
 from diffbench.core.errors import BadInputError
-from diffbench.metrics.specs import METRICS
+from diffbench.metrics.specs import METRICS, metric_name
 
 UNCERTAINTY = ("se", "ci_lo", "ci_hi")  # a metric's interval, from its record's extra (se, ci95)
 IDENTITY = ["case_id", "label", "family", "preset", "pipeline", "input", "batch_size", "precision", "device"]
@@ -145,7 +145,7 @@ def load_run(run_dir: str | Path) -> RunData:
     # a detector-qualified metric is written with its detector (fid[digits]); older records named it in extra only
     by_detector = {n for n, m in METRICS.items() if m.qualifier == "detector"}
     long["metric_key"] = [
-        f"{m}[{det}]" if isinstance(det, str) and m in by_detector else m
+        metric_name(m, det) if isinstance(det, str) and m in by_detector else m
         for m, det in zip(long["metric"], long["detector"], strict=True)
     ]
     device = _device_facts(d / "device.json", got.problems)

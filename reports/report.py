@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from diffbench.core.files import output_dir, write_text_atomic
+from diffbench.metrics.specs import MetricKey, is_detector_quality, spec_of
 from diffbench.reports import plots, tables
 from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_power_law
 from diffbench.reports.load import RunData, load_run, unavailable_reasons
@@ -33,9 +33,6 @@ class Section:
     images: list[Path] = field(default_factory=list)
 
 
-QUALITY = re.compile(r"(fid|kid)\[[^\]]+\]")
-
-
 def _relative_uncertainty(wide: pd.DataFrame, col: str) -> float:
     """The median of se / value over the cases: which quality metric tells sizes apart best."""
     if f"{col} se" not in wide:
@@ -46,7 +43,7 @@ def _relative_uncertainty(wide: pd.DataFrame, col: str) -> float:
 
 def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
     wide = _backbones(wide)
-    measured = [c for c in wide.columns if isinstance(c, str) and QUALITY.fullmatch(c) and wide[c].notna().sum() >= 3]
+    measured = [c for c in wide.columns if isinstance(c, str) and is_detector_quality(c) and wide[c].notna().sum() >= 3]
     if measured:  # the one whose relative uncertainty is lowest (KID is unbiased at small N; FID is not)
         rel = {c: _relative_uncertainty(wide, c) for c in measured}
         best = min(measured, key=lambda c: (rel[c], not c.startswith("fid")))
@@ -119,7 +116,6 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
     """DiT's view within each family: does the quality metric improve with compute, beyond the noise of its own
     measurements? One exponent per family (its interval from the points' own uncertainty), monotonicity shown
     explicitly, and one exponent shared by all families with a fixed offset each."""
-    from diffbench.metrics.specs import spec_of
     from diffbench.reports.fits import fit_family, fixed_effects_slope
 
     better = "lower" if quality == "paper_fid" else (spec_of(quality).better or "lower")
@@ -186,17 +182,20 @@ def _unlearned_conditions(df: pd.DataFrame, fams: list[Any]) -> str:
 def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:
     """The best backbone's FID beside the floor at its own sample count (real images against the reference), the
     FID of the fitted metric's detector, whether the fit is on FID or on KID."""
-    det = quality[quality.index("["):] if quality.startswith(("fid[", "kid[")) else None
-    if det is None or f"fid{det}" not in wide or f"fid_real{det}" not in wide:
+    key = MetricKey.parse(quality)
+    if not is_detector_quality(quality):
         return ""
-    rows = _backbones(wide).dropna(subset=[f"fid{det}", f"fid_real{det}"])
+    fid, floor = str(key.with_base("fid")), str(key.with_base("fid_real"))
+    if fid not in wide or floor not in wide:
+        return ""
+    rows = _backbones(wide).dropna(subset=[fid, floor])
     if rows.empty:
         return ""
-    best = rows.sort_values(f"fid{det}", kind="stable").iloc[0]
-    value, floor = float(best[f"fid{det}"]), float(best[f"fid_real{det}"])
-    return (f" Best fid{det}: {value:.4g} ({best['label']}); as many real images against the reference score "
-            f"{floor:.4g} (the floor of FID's small-sample bias at that sample count), "
-            f"{value / floor:.1f}x that floor.")
+    best = rows.sort_values(fid, kind="stable").iloc[0]
+    value, floor_value = float(best[fid]), float(best[floor])
+    return (f" Best {fid}: {value:.4g} ({best['label']}); as many real images against the reference score "
+            f"{floor_value:.4g} (the floor of FID's small-sample bias at that sample count), "
+            f"{value / floor_value:.1f}x that floor.")
 
 
 def sections(run: RunData, out: Path) -> list[Section]:
@@ -245,8 +244,8 @@ def sections(run: RunData, out: Path) -> list[Section]:
             images += plots.pareto(backbones, quality, imgs_dir)
     else:
         secs.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
-    fids = [c for c in backbones.columns if isinstance(c, str) and c.startswith("fid[") and QUALITY.fullmatch(c)
-            and backbones[c].notna().any()]
+    fids = [c for c in backbones.columns if isinstance(c, str) and is_detector_quality(c)
+            and MetricKey.parse(c).base == "fid" and backbones[c].notna().any()]
     if fids:  # DiT's Figure 9 (FID along training, or each model's final point at its training compute)
         images += plots.quality_vs_training_compute(_curves(run, fids[0]), fids[0], imgs_dir)
     if not backbones.empty:

@@ -27,9 +27,12 @@ def _comparison_columns() -> list[tuple[str, str, float | None]]:
     return out + FINAL
 
 
-def _quality_prefixes() -> tuple[str, ...]:
+def _by_detector(column: object) -> bool:
     """One column per detector for the metrics qualified by their detector (``fid[digits]``)."""
-    return tuple(f"{n}[" for n, m in specs.METRICS.items() if m.qualifier == "detector")
+    if not isinstance(column, str):
+        return False
+    key = specs.MetricKey.parse(column)
+    return bool(key.qualifier) and key.base in specs.qualified(qualifier="detector")
 
 
 def comparison(wide: pd.DataFrame, reasons: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -38,13 +41,12 @@ def comparison(wide: pd.DataFrame, reasons: dict[str, str]) -> tuple[pd.DataFram
     cols = [(c, h, s) for c, h, s in _comparison_columns() if c in measured]
     wide = wide.assign(**{c: np.nan for c, _, _ in cols if c not in wide.columns})
     # one column per detector: FIDs from different detectors never share a column
-    qualified = [c for c in sorted(wide.columns)
-                 if isinstance(c, str) and c.startswith(_quality_prefixes()) and c.endswith("]")]
-    cols += [(c, c.replace("[", " (").replace("]", ")"), 1.0) for c in qualified]
+    qualified = [c for c in sorted(wide.columns) if _by_detector(c)]
+    cols += [(c, specs.MetricKey.parse(c).header(), 1.0) for c in qualified]
     out = pd.DataFrame({h: wide[c] * s if s not in (None, 1.0) else wide[c] for c, h, s in cols})
     for c in qualified + ["clip_score"]:  # a quality number's 95% interval, where its record has one
         if f"{c} ci_lo" in wide:
-            head = c.replace("[", " (").replace("]", ")") if c != "clip_score" else "CLIP score"
+            head = specs.MetricKey.parse(c).header() if c != "clip_score" else "CLIP score"
             out[f"{head} 95% CI"] = [f"[{lo:.4g}, {hi:.4g}]" if pd.notna(lo) else None
                                      for lo, hi in zip(wide[f"{c} ci_lo"], wide[f"{c} ci_hi"], strict=True)]
     out = out[wide["status"] == "ok"].reset_index(drop=True)
@@ -77,9 +79,6 @@ def dit_grid(wide: pd.DataFrame, value: str) -> pd.DataFrame | None:
                         index=pd.Index([f"DiT-{s}" for s in sizes], name="model"), columns=patches)
 
 
-COMPONENT_PREFIX = "component_ms_per_image["
-
-
 def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
     """One row per pipeline case: its counts, time per image with and without guidance, and by component."""
     rows = wide[wide["pipeline"].notna() & (wide["status"] == "ok")]
@@ -87,8 +86,9 @@ def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
         return None
     cols = [(c, h, s) for c, h, s in [("label", "pipeline", None), *specs.columns("pipeline_column")]
             if c in rows.columns]
-    cols += [(c, "ms/image " + c[len(COMPONENT_PREFIX):-1], 1.0) for c in rows.columns
-             if isinstance(c, str) and c.startswith(COMPONENT_PREFIX)]
+    components = [specs.MetricKey.parse(c) for c in rows.columns if isinstance(c, str)]
+    cols += [(str(k), "ms/image " + k.qualifier, 1.0) for k in components
+             if k.base == "component_ms_per_image" and k.qualifier]
     out = pd.DataFrame({h: rows[c] * s if s not in (None, 1.0) else rows[c] for c, h, s in cols})
     return out.dropna(axis=1, how="all").reset_index(drop=True)
 
