@@ -78,12 +78,6 @@ def _protocols() -> list[dict[str, Any]]:
              "source": p.source} for p in BUILTIN.values()]
 
 
-def _commands() -> list[dict[str, Any]]:
-    from diffbench.bench.cli import COMMANDS
-
-    return [{"name": n, "description": c.help} for n, c in COMMANDS.items()]
-
-
 LISTINGS: Registry[Listing] = Registry("kind", "what 'diffbench list' can show")
 LISTINGS.add("families", Listing("families", "backbone families that sizing can scale",
                                  ("name", "title", "description"), _families))
@@ -107,4 +101,3 @@ LISTINGS.add("protocols", Listing(
     "protocols", "evaluation protocols for pretrained systems; a suite's [protocols.NAME] names its files",
     ("name", "kind", "samples", "sampler", "detector", "source"), _protocols,
     note="a suite table of the same name starts from these settings; reference (and captions) are the user's files"))
-LISTINGS.add("commands", Listing("commands", "CLI commands", ("name", "description"), _commands))

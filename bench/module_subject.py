@@ -11,15 +11,26 @@ one, so there is no timeout and an abort ends the caller (suites' cases are isol
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from diffbench.bench.spec import CaseSpec
+from diffbench.bench import precision as prec
+from diffbench.bench.cases import records as case_records
+from diffbench.bench.measure import measure as measure_subject
+from diffbench.bench.settings import DEFAULTS, MEASURES, SUITE_NAME
+from diffbench.bench.spec import BackboneRef, CaseSpec, case_spec
 from diffbench.bench.subjects import Evaluation, Held
+from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
+from diffbench.core.files import output_dir
+from diffbench.metrics.device import resolve_device
 from diffbench.metrics.reading import Reading
 
 Inputs = Callable[[int, torch.device, torch.dtype], dict[str, torch.Tensor]]
@@ -88,3 +99,46 @@ class ModuleSubject:
 
     def sample(self, n: int, held: Held) -> torch.Tensor:
         raise CaseUnsupported("a user's module is not sampled here")
+
+
+MODULE_MEASURES = ("counts", "speed", "memory")  # what a module is measured for unless told
+
+
+def benchmark(model: nn.Module, inputs: Inputs | None, name: str | None, out: str | Path | None,
+              batch_sizes: tuple[int, ...], precision: str, device: str, warmup: int, repeats: int,
+              min_time_s: float, measure: tuple[str, ...]) -> Path:
+    """``diffbench.benchmark_module``: one case per batch size, in this process, recorded in a run directory (its
+    path returned) like a suite's cases."""
+    label = name or type(model).__name__
+    if not SUITE_NAME.fullmatch(label):
+        raise ConfigError(f"name {label!r}: a plain name (letters, digits, . _ -), it names the run")
+    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise ConfigError(f"batch_sizes {batch_sizes!r}: positive integers")
+    if precision not in prec.PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: one of {', '.join(prec.PRECISIONS)}")
+    bad = [m for m in measure if m not in MEASURES or m in ("train", "quality")]
+    if bad:
+        raise ConfigError(f"measure {bad[0]!r}: a module is measured for counts, speed, memory or energy")
+    call = inputs_of(model, inputs)
+    device = resolve_device(device)
+    run_dir = output_dir(out if out is not None else f"runs/module-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    if (run_dir / "records.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds records; choose another out")
+    run_id = uuid.uuid4().hex[:12]
+    settings = DEFAULTS.updated({"warmup": warmup, "repeats": repeats, "min_time_s": min_time_s,
+                                 "measure": tuple(measure)})
+    ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
+    for batch in batch_sizes:
+        # in this process: no out-of-memory retry in a fresh process
+        spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none", classes=0,
+                         oom_retry=False)
+        started = records.utc_now()
+        subject = ModuleSubject(model, call, spec)
+        t0 = time.perf_counter()
+        readings = subject.counts() if "counts" in measure else {}
+        if {"speed", "memory", "energy"} & set(measure):
+            readings.update(measure_subject(subject, spec, readings))
+        readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
+        records.append(run_dir / "records.jsonl",
+                       case_records(spec, run_id, "module", spec.case_id, started, readings))
+    return run_dir

@@ -21,8 +21,9 @@ from typing import Any
 
 from diffbench.core.errors import UserError
 
-__all__ = ["Run", "UserError", "baseline", "benchmark_module", "build", "compare", "count", "count_pipeline", "fid",
-           "load_run", "match", "match_many", "plan", "report", "run", "__version__"]
+__all__ = ["Run", "UserError", "baseline", "benchmark_module", "build", "cache_entries", "clear_cache", "clip_score",
+           "compare", "count", "count_pipeline", "fid", "listings", "load_run", "match", "match_many", "plan", "report",
+           "run", "sample", "stats", "train", "__version__"]
 
 _API = set(__all__) - {"UserError", "__version__"}
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from diffbench.bench.cli import main
+from diffbench.cli import main
 
 sys.exit(main())

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffbench.bench.settings import DEFAULTS, MEASURES, SUITE_NAME
+from diffbench.bench import module_subject
+from diffbench.bench.module_subject import MODULE_MEASURES
+from diffbench.bench.settings import DEFAULTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,9 +126,6 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     return result
 
 
-MODULE_MEASURES = ("counts", "speed", "memory")  # what a module is measured for unless told
-
-
 def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = None, out: str | Path | None = None,
                      batch_sizes: tuple[int, ...] = DEFAULTS.measurement.batch_sizes,
                      precision: str = DEFAULTS.measurement.precisions[0], device: str = "auto",
@@ -137,53 +136,8 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
     ``model(**inputs(batch_size, device, dtype))``, or with the module's ``diffbench_inputs`` method. One case
     per batch size, recorded in ``out`` (default ``runs/module-NAME-TIMESTAMP``) like a suite's cases, so
     ``report``, ``compare`` and ``load_run`` read it. Runs in this process (no isolation, no timeout)."""
-    import time
-    import uuid
-
-    from diffbench.bench import precision as prec
-    from diffbench.bench.cases import records as case_records
-    from diffbench.bench.measure import measure as measure_subject
-    from diffbench.bench.module_subject import ModuleSubject, inputs_of
-    from diffbench.bench.spec import BackboneRef, case_spec
-    from diffbench.core import records
-    from diffbench.core.errors import ConfigError
-    from diffbench.core.files import output_dir
-    from diffbench.metrics.device import resolve_device
-    from diffbench.metrics.reading import Reading
-
-    label = name or type(model).__name__
-    if not SUITE_NAME.fullmatch(label):
-        raise ConfigError(f"name {label!r}: a plain name (letters, digits, . _ -), it names the run")
-    if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
-        raise ConfigError(f"batch_sizes {batch_sizes!r}: positive integers")
-    if precision not in prec.PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: one of {', '.join(prec.PRECISIONS)}")
-    bad = [m for m in measure if m not in MEASURES or m in ("train", "quality")]
-    if bad:
-        raise ConfigError(f"measure {bad[0]!r}: a module is measured for counts, speed, memory or energy")
-    call = inputs_of(model, inputs)
-    device = resolve_device(device)
-    run_dir = output_dir(out if out is not None else f"runs/module-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    if (run_dir / "records.jsonl").exists():
-        raise ConfigError(f"{run_dir} already holds records; choose another out")
-    run_id = uuid.uuid4().hex[:12]
-    settings = DEFAULTS.updated({"warmup": warmup, "repeats": repeats, "min_time_s": min_time_s,
-                                 "measure": tuple(measure)})
-    ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
-    for batch in batch_sizes:
-        # in this process: no out-of-memory retry in a fresh process
-        spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none", classes=0,
-                         oom_retry=False)
-        started = records.utc_now()
-        subject = ModuleSubject(model, call, spec)
-        t0 = time.perf_counter()
-        readings = subject.counts() if "counts" in measure else {}
-        if {"speed", "memory", "energy"} & set(measure):
-            readings.update(measure_subject(subject, spec, readings))
-        readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
-        records.append(run_dir / "records.jsonl",
-                       case_records(spec, run_id, "module", spec.case_id, started, readings))
-    return load_run(run_dir)
+    return load_run(module_subject.benchmark(model, inputs, name, out, batch_sizes, precision, device, warmup,
+                                             repeats, min_time_s, measure))
 
 
 def report(run: Run | str | Path, out: str | Path | None = None,
@@ -328,3 +282,97 @@ def build(spec: Any, device: str | None = None, **overrides: Any) -> nn.Module:
     from diffbench.models.api import build as _build
 
     return _build(spec, device, **overrides)
+
+
+def train(pipeline: str, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Train a pipeline part by part to a fixed budget (``steps`` or ``train_flops`` per part; the options are
+    :class:`diffbench.bench.pipeline_jobs.TrainJob`'s fields), resuming from its checkpoints in ``out``; writes
+    ``pipeline.safetensors`` and ``train.json``. Returns the parts' steps, losses and times."""
+    from diffbench.bench import pipeline_jobs
+
+    return pipeline_jobs.train(pipeline_jobs.TrainJob(pipeline, str(out), **options))
+
+
+def sample(pipeline: str, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Sample a pipeline preset or a diffusers pipeline directory into PNGs or one ``.npz`` in ``out`` (image k seeded
+    by (seed, k); the options are :class:`diffbench.bench.pipeline_jobs.SampleJob`'s fields). Returns the time per
+    image of each component."""
+    from diffbench.bench import pipeline_jobs
+
+    return pipeline_jobs.sample(pipeline_jobs.SampleJob(pipeline, str(out), **options))
+
+
+def stats(source: str | Path, out: str | Path, detector: str = "inception-v3", mode: str | None = None,
+          weights: str | None = None, allow_unverified_weights: bool = False, batch_size: int = 64,
+          device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """A detector's feature statistics of images (a folder or an ``.npz`` batch) saved to ``out`` (.npz), through the
+    reference cache (which it fills); under torchrun every rank extracts its share and rank 0 writes."""
+    from diffbench.core.distributed import current
+    from diffbench.core.errors import BadInputError
+    from diffbench.core.files import output_file
+    from diffbench.metrics.detectors import build_detector, describe
+    from diffbench.metrics.device import resolve_device
+    from diffbench.metrics.refcache import cached_extract
+
+    if not Path(source).exists():
+        raise BadInputError(f"{source}: no such file or folder")
+    path = output_file(out, ".npz", "-o")  # np.savez would add .npz to any other name
+    det = build_detector(detector, mode, weights, allow_unverified_weights, resolve_device(device))
+    side = cached_extract(source, det, keep_features=False, batch_size=batch_size, progress=progress).side
+    meta = {k: str(v) for k, v in describe(det).items()}
+    if current().is_writer:
+        side.stats.save(path, **meta, count=str(side.stats.count))
+    return {"images": side.stats.count, "out": str(path), **describe(det)}
+
+
+def clip_score(images: str | Path, captions: str | Path, model: str = "embedded", arch: str = "ViT-B-32",
+               allow_unverified_weights: bool = False) -> dict[str, Any]:
+    """CLIP score (100 x max(cos, 0), averaged) of images (a folder or an ``.npz`` batch) against a captions file
+    (one per line, or JSONL), image k with caption k; ``model``: a Hugging Face CLIP directory, an open_clip
+    checkpoint, or ``embedded`` (the shapes-CLIP)."""
+    import torch
+
+    from diffbench.bench.protocols import read_captions
+    from diffbench.core.errors import BadInputError
+    from diffbench.metrics import clip_score as clip
+    from diffbench.metrics import inputs
+
+    cap_path = Path(captions)
+    if not cap_path.is_file():
+        raise BadInputError(f"{cap_path}: no such captions file")
+    texts = read_captions(cap_path)
+    if not Path(images).exists():
+        raise BadInputError(f"{images}: no such file or folder")
+    pixels = torch.cat(list(inputs.batches(images, 256)))
+    if len(texts) != len(pixels):
+        raise BadInputError(f"{len(pixels)} images but {len(texts)} captions in {cap_path}; "
+                            "give exactly one caption per image")
+    loaded = clip.load(model, arch, allow_unverified_weights)
+    score, _ = clip.clip_score(loaded, pixels, texts)
+    return {"clip_score": score, "n": len(pixels), "model": loaded.name, "weights_sha256": loaded.weights_sha256,
+            "verified": loaded.verified, "convention": clip.CONVENTION}
+
+
+def cache_entries() -> tuple[Path | None, list[dict[str, Any]]]:
+    """(the reference cache's folder, or None when DIFFBENCH_CACHE=off; one row per entry)."""
+    from diffbench.metrics import refcache
+
+    where = refcache.cache_dir()
+    return where, refcache.entries() if where is not None else []
+
+
+def clear_cache() -> tuple[Path | None, int]:
+    """Remove the reference cache's entries: (its folder, or None when off; how many were removed)."""
+    from diffbench.metrics import refcache
+
+    where = refcache.cache_dir()
+    return where, refcache.clear() if where is not None else 0
+
+
+def listings(kind: str | None = None) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """What diffbench knows, by kind (families, presets, pipelines, metrics, suites, detectors, protocols, and the
+    CLI's commands when it is loaded): (listing, rows) for ``kind``, or for every kind."""
+    from diffbench.bench.catalog import LISTINGS
+
+    chosen = [LISTINGS.get(kind)] if kind else [LISTINGS.get(k) for k in LISTINGS.names()]  # validated first
+    return [(listing, listing.rows()) for listing in chosen]

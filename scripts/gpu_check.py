@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: error: no CUDA device is visible; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
-    from diffbench.bench.cli import main as cli_main
     from diffbench.bench.formatting import render
+    from diffbench.cli.app import main as cli_main
     from diffbench.core import records
 
     out = Path(args.out or f"runs/gpu-check-{dt.datetime.now():%Y%m%d-%H%M%S}")

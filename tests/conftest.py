@@ -22,7 +22,7 @@ def call_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     """``diffbench ARGS`` through the CLI's own entry point (``main``), in this process: the same parsing, exit
     status and output as a new process, without the 3-5 s a new Python spends importing torch. An exception
     that ``main`` lets through reaches the test as the traceback a user would have seen."""
-    from diffbench.bench.cli import main
+    from diffbench.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()

@@ -1,7 +1,7 @@
 """A corpus of bad inputs across every command: each ends with exit status 2 and one line on stderr.
 
 Every entry is a command line (``{k}`` is the kit folder of crafted files built once below) run
-in-process through ``diffbench.bench.cli.main``: an exception escaping ``main`` is a traceback a
+in-process through ``diffbench.cli.app.main``: an exception escaping ``main`` is a traceback a
 user would see, so it fails the test with that traceback. A crafted pickle whose payload would
 create ``{k}/PWNED`` is offered through every path that brings a file to a loader; the marker
 must never appear.
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffbench.bench.cli import main
+from diffbench.cli import main
 
 
 class _Payload:

@@ -1,6 +1,6 @@
 import pytest
 
-from diffbench.bench.cli import COMMANDS, build_parser
+from diffbench.cli import COMMANDS, build_parser
 
 
 def assert_one_line_error(proc, *fragments: str) -> None:
@@ -59,7 +59,7 @@ def test_list_presets_json(cli):
 
 
 def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
-    from diffbench.bench import cli as cli_mod
+    from diffbench.cli import app as cli_mod
 
     def boom(args):
         raise RuntimeError("a bug")

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffbench.bench.cli import main
 from diffbench.bench.runner import RECORDS, RETRIED
+from diffbench.cli import main
 from diffbench.core import records
 from diffbench.core.errors import UserError
 from tests.conftest import ROOT

@@ -77,9 +77,9 @@ def test_mfu_value_and_unknowns():
 
 
 def test_precision_settings():
-    with pytest.raises(CaseUnsupported, match="tf32"), precision("tf32", "cpu"):
+    with pytest.raises(CaseUnsupported, match="tf32"), precision("tf32", "cpu", "auto"):
         pass
-    with precision("bf16", "cpu"):
+    with precision("bf16", "cpu", "auto"):
         assert torch.is_autocast_enabled("cpu")
         assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
     with precision("fp32", "cpu", attention="math"):

@@ -28,9 +28,9 @@ NOT_THE_SETTING = {
     ("models/pipelines/spec.py", "guidance"): "a pipeline preset's own guidance scale, from its paper",
     ("models/pipelines/spec.py", "steps"): "a pipeline preset's own sampling steps, from its paper",
     ("models/pipelines/spec.py", "prediction"): "what a pipeline stage predicts, from its paper",
-    ("bench/commands/quality.py", "seed"): "the seed of KID's random subsets",
-    ("bench/commands/quality.py", "batch_size"): "images per detector batch",
-    ("bench/commands/pipelines.py", "batch_size"): "images per sampling batch of 'diffbench sample'",
+    ("diffbench/cli/commands/quality.py", "seed"): "the seed of KID's random subsets",
+    ("diffbench/cli/commands/quality.py", "batch_size"): "images per detector batch",
+    ("bench/pipeline_jobs.py", "batch_size"): "SampleJob: images per sampling batch of 'diffbench sample'",
     ("diffbench/api.py", "seed"): "fid(): the seed of KID's random subsets",
     ("diffbench/api.py", "batch_size"): "fid(): images per detector batch",
 }

@@ -16,8 +16,6 @@ from typing import Any
 
 from diffbench.core.errors import ConfigError
 
-DISTRIBUTED_COMMANDS = ("sample", "fid", "stats")
-
 
 @dataclass(frozen=True)
 class World:
@@ -60,15 +58,13 @@ def current() -> World:
     return World()
 
 
-def init(command: str, device: str) -> tuple[World, str]:
+def init(device: str) -> tuple[World, str]:
     """Join the process group torchrun set up (gloo on CPU, NCCL on CUDA); returns the world and this rank's
-    device (``cuda:LOCAL_RANK`` on GPUs). A world of one needs nothing."""
+    device (``cuda:LOCAL_RANK`` on GPUs). A world of one needs nothing. (Which work may run under torchrun is
+    its caller's to say: the CLI marks its commands.)"""
     world = from_env()
     if not world.is_distributed:
         return world, device
-    if command not in DISTRIBUTED_COMMANDS:
-        raise ConfigError(f"'diffbench {command}' does not run under torchrun; only {', '.join(DISTRIBUTED_COMMANDS)} "
-                          "do (a suite spreads over devices with 'diffbench run --devices' or --launcher)")
     import torch
     import torch.distributed as dist
 

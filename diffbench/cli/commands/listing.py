@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from diffbench.bench.cli import arg, command
+import diffbench
 from diffbench.bench.formatting import FORMATS, render
+from diffbench.cli.app import arg, command
 
 
 @command(
@@ -16,14 +17,10 @@ from diffbench.bench.formatting import FORMATS, render
           arg("--format", choices=FORMATS, default="table", help="output format (default: table)")],
 )
 def run_list(args: argparse.Namespace) -> int:
-    from diffbench.bench.catalog import LISTINGS
-
-    kinds = [args.kind] if args.kind else LISTINGS.names()
-    listings = [LISTINGS.get(k) for k in kinds]  # validates before printing anything
-    for i, listing in enumerate(listings):
-        rows = listing.rows()
+    found = diffbench.listings(args.kind)
+    for i, (listing, rows) in enumerate(found):
         if args.format == "table":
-            if len(listings) > 1:
+            if len(found) > 1:
                 print(("\n" if i else "") + f"# {listing.kind}: {listing.description}")
             print(render(rows, listing.columns, "table"))
             if listing.note:

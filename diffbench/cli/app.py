@@ -1,6 +1,6 @@
 """The ``diffbench`` command line: a thin shell over library functions.
 
-Each command lives in ``bench/commands/`` and registers itself with :func:`command`; this
+Each command lives in ``diffbench/cli/commands/`` and registers itself with :func:`command`; this
 module only parses, dispatches and turns user errors into one line and exit status 2.
 """
 
@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffbench.core.errors import UnknownNameError, UserError
+from diffbench.bench.catalog import LISTINGS, Listing
+from diffbench.core.errors import ConfigError, UnknownNameError, UserError
 from diffbench.core.registry import Registry
 
 PROG = "diffbench"
-COMMAND_MODULES = tuple(f"diffbench.bench.commands.{m}" for m in (
+COMMAND_MODULES = tuple(f"diffbench.cli.commands.{m}" for m in (
     "listing", "counting", "matching", "running", "quality", "reporting", "pipelines", "comparing", "caching"))
 
 
@@ -83,16 +84,22 @@ class Command:
     examples: tuple[str, ...]
     args: tuple[Arg, ...]
     run: Callable[[argparse.Namespace], int | None]
+    distributed: bool = False  # runs under torchrun: its work is split over the ranks, rank 0 writes
 
 
 COMMANDS: Registry[Command] = Registry("command", "CLI commands")
+# the CLI adds its own commands to what 'diffbench list' shows (the catalog below it knows no command)
+LISTINGS.add("commands", Listing("commands", "CLI commands", ("name", "description"),
+                                 lambda: [{"name": n, "description": c.help} for n, c in COMMANDS.items()]))
 
 
-def command(name: str, help: str, examples: Sequence[str], args: Sequence[Arg] = ()) -> Callable[..., Any]:
-    """Register ``run(args) -> exit status`` as a subcommand; ``examples`` end its ``--help``."""
+def command(name: str, help: str, examples: Sequence[str], args: Sequence[Arg] = (),
+            distributed: bool = False) -> Callable[..., Any]:
+    """Register ``run(args) -> exit status`` as a subcommand; ``examples`` end its ``--help``; ``distributed``:
+    it runs under torchrun."""
 
     def deco(run: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int | None]:
-        COMMANDS.add(name, Command(name, help, tuple(examples), tuple(args), run))
+        COMMANDS.add(name, Command(name, help, tuple(examples), tuple(args), run, distributed))
         return run
 
     return deco
@@ -144,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from diffbench.core import distributed
 
-        world, device = distributed.init(args.command, getattr(args, "device", "cpu"))
+        if distributed.from_env().is_distributed and not COMMANDS.get(args.command).distributed:
+            allowed = ", ".join(n for n, c in COMMANDS.items() if c.distributed)
+            raise ConfigError(f"'diffbench {args.command}' does not run under torchrun; only {allowed} do (a suite "
+                              "spreads over devices with 'diffbench run --devices' or --launcher)")
+        world, device = distributed.init(getattr(args, "device", "cpu"))
         if world.is_distributed:  # under torchrun: this rank's device; only rank 0 prints and writes
             args.device = device
             distributed.quiet_unless_writer(world)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from diffbench.bench.cli import arg, command, names, number, positive_int
 from diffbench.bench.formatting import FORMATS, render
+from diffbench.cli.app import arg, command, names, number, positive_int
 from diffbench.core.errors import ConfigError
 from diffbench.models.sizing import SCALINGS
 

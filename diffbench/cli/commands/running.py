@@ -6,8 +6,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from diffbench.bench.cli import arg, command, non_negative_int, positive_float, positive_int
 from diffbench.bench.formatting import render
+from diffbench.cli.app import arg, command, non_negative_int, positive_float, positive_int
 from diffbench.core.errors import ConfigError
 
 

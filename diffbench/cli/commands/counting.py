@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from diffbench.bench.cli import arg, command
 from diffbench.bench.formatting import FORMATS, render
+from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
 
 COLUMNS = ("name", "family", "params", "params_trainable", "gmacs", "flops")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffbench.bench.cli import arg, command
+from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from diffbench.bench.cli import arg, command
+import diffbench
 from diffbench.bench.formatting import render
+from diffbench.cli.app import arg, command
 
 
 @command(
@@ -17,23 +19,18 @@ from diffbench.bench.formatting import render
           arg("--format", choices=("table", "json"), default="table")],
 )
 def run_cache(args: argparse.Namespace) -> int:
-    import json
-
-    from diffbench.metrics.refcache import cache_dir, clear, entries
-
-    where = cache_dir()
+    if args.action == "clear":
+        where, n = diffbench.clear_cache()
+        if where is not None:
+            print(f"removed {n} entr{'y' if n == 1 else 'ies'} from {where}")
+    else:
+        where, rows = diffbench.cache_entries()
+        if where is not None and args.format == "json":
+            print(json.dumps(rows, indent=1))
+        elif where is not None:
+            if rows:
+                print(render(rows, ("key", "source", "detector", "mode", "images", "features", "MiB", "written")))
+            print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'} in {where}")
     if where is None:
         print("the reference cache is off (DIFFBENCH_CACHE=off)")
-        return 0
-    if args.action == "clear":
-        n = clear()
-        print(f"removed {n} entr{'y' if n == 1 else 'ies'} from {where}")
-        return 0
-    rows = entries()
-    if args.format == "json":
-        print(json.dumps(rows, indent=1))
-        return 0
-    if rows:
-        print(render(rows, ("key", "source", "detector", "mode", "images", "features", "MiB", "written")))
-    print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'} in {where}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from diffbench.bench.cli import arg, command
+from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
 
 

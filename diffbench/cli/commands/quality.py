@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from diffbench.bench.cli import arg, command, positive_int, seed_int
+import diffbench
 from diffbench.bench.formatting import render
-from diffbench.core.errors import BadInputError
-from diffbench.core.files import output_file
+from diffbench.cli.app import arg, command, positive_int, seed_int
 
 DETECTOR_ARGS = [
     arg("--detector", default="inception-v3", help="detector (see 'diffbench list detectors'; default inception-v3)"),
@@ -21,15 +19,6 @@ DETECTOR_ARGS = [
     arg("--batch-size", type=positive_int, default=64, help="images per detector batch (default: 64)"),
     arg("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)"),
 ]
-
-
-def _detector(args: argparse.Namespace):
-    from diffbench.metrics.detectors import build_detector
-    from diffbench.metrics.device import resolve_device
-
-    args.device = resolve_device(args.device)
-    mode = args.mode if args.mode != "embedded" else None
-    return build_detector(args.detector, mode, args.weights, args.allow_unverified_weights, args.device)
 
 
 @command(
@@ -48,10 +37,9 @@ def _detector(args: argparse.Namespace):
           arg("--prc", action="store_true", help="also precision and recall (k = 3)"),
           arg("--seed", type=seed_int, default=0, help="seed for KID's subsets (default: 0)"),
           arg("--format", choices=("table", "json"), default="table")],
+    distributed=True,
 )
 def run_fid(args: argparse.Namespace) -> int:
-    import diffbench
-
     mode = args.mode if args.mode != "embedded" else None
     result = diffbench.fid(args.a, args.b, args.detector, mode, args.weights, args.allow_unverified_weights,
                            args.kid, args.isc, args.sfid, args.prc, args.seed, args.batch_size, args.device,
@@ -76,23 +64,14 @@ def run_fid(args: argparse.Namespace) -> int:
     examples=["diffbench stats ref_images/ -o ref.npz", "diffbench stats ref.npz -o ref_stats.npz --detector digits"],
     args=[arg("source", metavar="A", help="folder of images or .npz batch (arr_0)"),
           arg("-o", "--out", required=True, help="output .npz"), *DETECTOR_ARGS],
+    distributed=True,
 )
 def run_stats(args: argparse.Namespace) -> int:
-    from diffbench.core.distributed import current
-    from diffbench.metrics.detectors import describe
-    from diffbench.metrics.refcache import cached_extract
-
-    if not Path(args.source).exists():
-        raise BadInputError(f"{args.source}: no such file or folder")
-    out = output_file(args.out, ".npz", "-o")  # np.savez would add .npz to any other name
-    det = _detector(args)
-    # under torchrun: every rank's share; otherwise through the reference cache (metrics/refcache.py), which it fills
-    side = cached_extract(args.source, det, keep_features=False, batch_size=args.batch_size, progress=True).side
-    meta = {k: str(v) for k, v in describe(det).items()}
-    if current().is_writer:
-        side.stats.save(out, **meta, count=str(side.stats.count))
-    print(f"{side.stats.count} images -> {out} ({det.name}, {det.mode}, weights {det.weights_sha256[:12]}"
-          f"{'' if det.verified else ', UNVERIFIED'})")
+    mode = args.mode if args.mode != "embedded" else None
+    r = diffbench.stats(args.source, args.out, args.detector, mode, args.weights, args.allow_unverified_weights,
+                        args.batch_size, args.device, progress=True)
+    print(f"{r['images']} images -> {r['out']} ({r['detector']}, {r['mode']}, weights {r['weights_sha256'][:12]}"
+          f"{'' if r['verified'] else ', UNVERIFIED'})")
     return 0
 
 
@@ -112,26 +91,7 @@ def run_stats(args: argparse.Namespace) -> int:
           arg("--format", choices=("table", "json"), default="table")],
 )
 def run_clip_score(args: argparse.Namespace) -> int:
-    import torch
-
-    from diffbench.metrics import clip_score, inputs
-
-    cap_path = Path(args.captions)
-    if not cap_path.is_file():
-        raise BadInputError(f"{cap_path}: no such captions file")
-    from diffbench.bench.protocols import read_captions
-
-    captions = read_captions(cap_path)
-    if not Path(args.images).exists():
-        raise BadInputError(f"{args.images}: no such file or folder")
-    images = torch.cat(list(inputs.batches(args.images, 256)))
-    if len(captions) != len(images):
-        raise BadInputError(f"{len(images)} images but {len(captions)} captions in {cap_path}; "
-                            "give exactly one caption per image")
-    model = clip_score.load(args.model, args.arch, args.allow_unverified_weights)
-    score, _ = clip_score.clip_score(model, images, captions)
-    result = {"clip_score": score, "n": len(images), "model": model.name, "weights_sha256": model.weights_sha256,
-              "verified": model.verified, "convention": clip_score.CONVENTION}
+    result = diffbench.clip_score(args.images, args.captions, args.model, args.arch, args.allow_unverified_weights)
     print(json.dumps(result, indent=2) if args.format == "json" else
           render([{"metric": k, "value": v} for k, v in result.items()], ("metric", "value")))
     return 0
