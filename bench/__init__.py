@@ -1,1 +1,5 @@
-"""diffbench's harness: CLI, registries, records, suites, runner. Kept import-light on purpose."""
+"""diffbench's harness: settings, suites, cases and their subjects, the runner, launchers and the API's jobs."""
+
+from diffbench.core.guard import only_as_diffbench
+
+only_as_diffbench(__name__, "bench")

@@ -12,28 +12,40 @@ import time
 import torch
 
 from diffbench.bench import faults, precision
+from diffbench.bench.backbone_subject import BackboneSubject
+from diffbench.bench.diffusers_subject import DiffusersSubject
+from diffbench.bench.evaluate import score_pretrained, train_and_score
+from diffbench.bench.measure import measure
+from diffbench.bench.pipeline_subject import PipelineSubject
 from diffbench.bench.provenance import collect
-from diffbench.bench.spec import CaseSpec
+from diffbench.bench.spec import CaseSpec, DiffusersRef, PipelineRef
+from diffbench.bench.subjects import Subject
 from diffbench.core.records import Record, stamp, utc_now
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.specs import check, metric_name
 
 
+def subject_for(spec: CaseSpec) -> Subject:
+    """The subject that measures a case: a pipeline, a diffusers directory or a backbone."""
+    if isinstance(spec.model, PipelineRef):
+        return PipelineSubject(spec)
+    if isinstance(spec.model, DiffusersRef):
+        return DiffusersSubject(spec)
+    return BackboneSubject(spec)
+
+
+
 def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) -> list[Record]:
     """Measure one case; exceptions propagate to the caller, which turns them into a status row."""
-    from diffbench.bench.subjects import subject_for
-
     started, t_start = utc_now(), time.perf_counter()
     faults.maybe_inject(name)
     torch.manual_seed(spec.seed)
     subject = subject_for(spec)
     readings: dict[str, Reading] = {}
     if spec.protocol is not None:  # a system that arrives trained, scored by the suite's protocol
-        from diffbench.bench.evaluate import score_pretrained
 
         readings.update(score_pretrained(subject, spec, case_id))
     elif spec.measures("train", "quality"):  # trained here to its budget (and scored on its dataset)
-        from diffbench.bench.evaluate import train_and_score
 
         readings.update(train_and_score(subject, spec))
     phases = spec.measures("train", "quality")  # where a training or scoring case's time went
@@ -43,8 +55,6 @@ def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) ->
     if counts and phases:
         readings[metric_name("phase_seconds", "counts")] = Reading(time.perf_counter() - t0, "s")
     if spec.measures("speed", "memory", "energy"):
-        from diffbench.bench.measure import measure
-
         t0 = time.perf_counter()
         readings.update(measure(subject, spec, counts))
         if phases:

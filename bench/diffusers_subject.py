@@ -7,6 +7,7 @@ suite's protocol (``bench/protocols.py``), not by the embedded datasets.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,26 @@ import torch
 from diffbench.bench.spec import CaseSpec, DiffusersRef
 from diffbench.bench.subjects import Evaluation, Held
 from diffbench.core.errors import CaseUnsupported
+from diffbench.core.files import content_sha256
+from diffbench.core.progress import progress
+from diffbench.diffusion.sampling import generators
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.specs import metric_name
+from diffbench.models.pretrained import (
+    Instrument,
+    call_arguments,
+    component_kind,
+    inspect_dir,
+    load_dir,
+    modules,
+    to_uint8,
+)
 
 TIMING_PROMPT = "a photograph of an astronaut riding a horse"  # padded to the text encoder's length like any prompt
 
 
 class DiffusersSubject:
     def __init__(self, spec: CaseSpec) -> None:
-        from diffbench.core.files import content_sha256
-        from diffbench.models.pretrained import Instrument, inspect_dir, load_dir
-
         assert isinstance(spec.model, DiffusersRef) and spec.sampler is not None, "pipelines carry sampler settings"
         if spec.compile or spec.channels_last:
             raise CaseUnsupported("compile and channels_last apply to backbones; a pipeline is timed as loaded")
@@ -43,9 +53,6 @@ class DiffusersSubject:
     # -- one call ---------------------------------------------------------------------------------
     def _call(self, n: int, labels: list[int] | None, captions: list[str] | None, steps: int, guidance: float,
               start: int = 0) -> torch.Tensor:
-        from diffbench.diffusion.sampling import generators
-        from diffbench.models.pretrained import call_arguments, to_uint8
-
         gens = generators(self.spec.seed, list(range(start, start + n)))  # image k's noise depends on (seed, k) only
         kw = call_arguments(self.pipe, self.info, n, labels, captions, steps, guidance, gens)
         return to_uint8(self.pipe(**kw).images)
@@ -62,8 +69,6 @@ class DiffusersSubject:
         """Parameters per component, and MACs counted on real calls at batch 1: one network evaluation of the
         denoiser (guidance 1, one step), and one image at the case's steps and guidance, from two counted calls
         (one step and two: their difference is one step, every pass of guidance included)."""
-        from diffbench.models.pretrained import component_kind, modules
-
         inst, s = self.instrument, self.sampler
         labels, captions = self._conditions(1)
 
@@ -123,8 +128,6 @@ class DiffusersSubject:
 
     def sample(self, n: int, held: Held) -> torch.Tensor:
         """Images 0..n-1 of the protocol, in batches of the case's batch size, image k seeded by (seed, k)."""
-        from diffbench.core.progress import progress
-
         labels = held.conds.tolist() if held.conds is not None else None
         out, batch = [], self.spec.batch_size
         bar = progress(n, "sampling")
@@ -141,8 +144,6 @@ class DiffusersSubject:
     def evaluations(self) -> list[Evaluation]:
         """One end-to-end call for the batch at the case's guidance, and one at guidance 1 where the pipeline
         takes a guidance scale. The guided calls after the first and the warmup feed the per-component breakdown."""
-        import inspect
-
         batch, s, inst = self.spec.batch_size, self.sampler, self.instrument
         labels, captions = self._conditions(batch)
         calls = [0]

@@ -9,12 +9,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
+from diffbench.bench import precision
+from diffbench.bench.backbone_subject import BackboneSubject
+from diffbench.bench.protocols import conditions
 from diffbench.bench.spec import CaseSpec
-from diffbench.bench.subjects import Subject, held_out
+from diffbench.bench.subjects import Held, Subject, held_out
+from diffbench.core.files import atomic_path, output_dir
+from diffbench.diffusion.conditioning import condition_gain
+from diffbench.metrics import clip_score
+from diffbench.metrics.detectors import build_detector, describe
+from diffbench.metrics.frechet import frechet_distance
+from diffbench.metrics.intervals import BOOTSTRAP, bootstrap, fid_interval, kid_interval
+from diffbench.metrics.quality import extract, load_side
 from diffbench.metrics.reading import Reading
+from diffbench.metrics.refcache import cached_extract
 from diffbench.metrics.specs import MetricKey, metric_name
+from diffbench.metrics.stats import is_stats_file
 
 
 def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]:
@@ -40,11 +54,8 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
 def condition_reading(subject: Subject, spec: CaseSpec) -> Reading | None:
     """The trained backbone's condition gain (``diffusion/conditioning.py``): how much its scored weights use the
     label or caption; None for an unconditional model and for a pipeline (its stages have their own conditions)."""
-    from diffbench.bench.subjects import BackboneSubject
-
     if not isinstance(subject, BackboneSubject) or subject.cond == "none" or subject.ema is None:
         return None
-    from diffbench.diffusion.conditioning import condition_gain
 
     images, conds = subject.training_data()
     g = condition_gain(subject.ema, images, conds, spec.training.prediction if spec.training else "epsilon",
@@ -58,13 +69,6 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
     generated samples (``metrics/intervals.py``): FID (bootstrap), KID (unbiased at small N; half-samples),
     and the floor FID reaches at this sample count (as many real images as samples, against the reference). For
     captioned samples the embedded CLIP score with their own captions and with captions shifted by 7."""
-    import numpy as np
-
-    from diffbench.metrics.detectors import build_detector, describe
-    from diffbench.metrics.frechet import frechet_distance
-    from diffbench.metrics.intervals import fid_interval, kid_interval
-    from diffbench.metrics.quality import extract
-
     det = build_detector(dataset)
     gen = extract(samples, det, keep_features=True)
     if ref is None:  # the reference's features: passed in by a caller that scores several times
@@ -82,8 +86,6 @@ def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions
     out[metric_name("kid", det.name)] = Reading(k.value, "1", extra={**ident, **k.extra()})
     out[metric_name("fid_real", det.name)] = Reading(floor, "1", extra={**ident, "n_real": len(real)})
     if captions is not None:
-        from diffbench.metrics import clip_score
-
         out.update(clip_readings(clip_score.load("embedded"), samples, captions, seed))
     return out
 
@@ -92,9 +94,6 @@ def clip_readings(clip: Any, samples: torch.Tensor, captions: list[str], seed: i
                   ) -> dict[str, Reading]:
     """CLIP score with the samples' own captions and with captions shifted by 7 (a chance baseline), each with its
     bootstrap interval; a protocol's are named ``clip_score[PROTOCOL:CLIP]``."""
-    from diffbench.metrics import clip_score
-    from diffbench.metrics.intervals import bootstrap
-
     _, own = clip_score.clip_score(clip, samples, captions)
     _, shuffled = clip_score.clip_score(clip, samples, captions[7:] + captions[:7])
     meta = {"model": clip.name, "weights_sha256": clip.weights_sha256, "verified": clip.verified,
@@ -108,37 +107,22 @@ def clip_readings(clip: Any, samples: torch.Tensor, captions: list[str], seed: i
 
 
 def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
+    """Train (with DiT's Figure-9 evaluations along the way when ``eval_every`` is set), then sample and score."""
     assert spec.training is not None and spec.sampler is not None, "a case that trains carries both settings"
     t0 = time.perf_counter()
     t = spec.training
     n, reference = t.samples, subject.reference_images()
     held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes)
-    curve: list[dict[str, Any]] = []
     evaluating = 0.0
     ref, cache = None, None
     if spec.measures("quality"):  # the reference's features once for every evaluation, from the cache if there
-        from diffbench.metrics.detectors import build_detector
-        from diffbench.metrics.refcache import cached_extract
-
         e0 = time.perf_counter()
         lookup = cached_extract(reference, build_detector(subject.dataset), keep_features=True)
         ref, cache = lookup.side, {"hit": lookup.hit, "key": lookup.key}
         evaluating += time.perf_counter() - e0
     with tempfile.TemporaryDirectory() as tmp:
-        earlier = 0.0
-        if t.eval_every and spec.measures("quality"):  # DiT's Figure 9: quality along training, one run
-            for step in range(t.eval_every, t.train_steps, t.eval_every):
-                part = subject.train(tmp, stop_after=step)[""]  # resumes from the last evaluation's checkpoint
-                earlier += part.seconds
-                e0 = time.perf_counter()
-                point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False, ref=ref)
-                evaluating += time.perf_counter() - e0
-                fid = next(r for k, r in point.items() if MetricKey.parse(k).base == "fid")
-                curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
-                              "ci95": fid.extra.get("ci95")})
-        results = subject.train(tmp)
-        if earlier:
-            results[""].seconds += earlier  # the training time of every segment, not only the last
+        results, curve, seconds = _train_along(subject, spec, held, reference, ref, tmp)
+        evaluating += seconds
         out = training_readings(results, t.train_steps)
         gain = condition_reading(subject, spec)
         if gain is not None:
@@ -146,15 +130,47 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     out[metric_name("phase_seconds", "train")] = Reading(time.perf_counter() - t0 - evaluating, "s")
     if evaluating:
         out[metric_name("phase_seconds", "evaluate")] = Reading(evaluating, "s", extra={"evaluations": len(curve)})
-    if not spec.measures("quality"):
-        return out
+    if spec.measures("quality"):
+        out.update(_sample_and_score(subject, spec, results, curve, held, reference, ref, cache))
+    return out
+
+
+def _train_along(subject: Subject, spec: CaseSpec, held: Held, reference: torch.Tensor, ref: Any,
+                 tmp: str) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """(the training results, FID along training, seconds spent evaluating): with ``eval_every`` and quality, the
+    training stops at each evaluation, is scored, and resumes from its checkpoint (DiT's Figure 9, one run)."""
+    assert spec.training is not None
+    t, n = spec.training, spec.training.samples
+    curve: list[dict[str, Any]] = []
+    earlier = evaluating = 0.0
+    if t.eval_every and spec.measures("quality"):
+        for step in range(t.eval_every, t.train_steps, t.eval_every):
+            part = subject.train(tmp, stop_after=step)[""]  # resumes from the last evaluation's checkpoint
+            earlier += part.seconds
+            e0 = time.perf_counter()
+            point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False, ref=ref)
+            evaluating += time.perf_counter() - e0
+            fid = next(r for k, r in point.items() if MetricKey.parse(k).base == "fid")
+            curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
+                          "ci95": fid.extra.get("ci95")})
+    results = subject.train(tmp)
+    if earlier:
+        results[""].seconds += earlier  # the training time of every segment, not only the last
+    return results, curve, evaluating
+
+
+def _sample_and_score(subject: Subject, spec: CaseSpec, results: dict[str, Any], curve: list[dict[str, Any]],
+                      held: Held, reference: torch.Tensor, ref: Any,
+                      cache: dict[str, Any] | None) -> dict[str, Reading]:
+    """The trained model's samples, timed and scored against the reference (the FID curve on the final FID)."""
+    assert spec.training is not None and spec.sampler is not None
+    n, s = spec.training.samples, spec.sampler
     t0 = time.perf_counter()
     samples = subject.sample(n, held)
-    s = spec.sampler
     sampling = time.perf_counter() - t0
-    out["sample_ms_per_image"] = Reading(sampling * 1e3 / n, "ms",
-                                         extra={"steps": s.sample_steps, "scheduler": s.scheduler})
-    out[metric_name("phase_seconds", "sample")] = Reading(sampling, "s")
+    out = {"sample_ms_per_image": Reading(sampling * 1e3 / n, "ms",
+                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler}),
+           metric_name("phase_seconds", "sample"): Reading(sampling, "s")}
     t0 = time.perf_counter()
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
     for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed, ref=ref).items():
@@ -176,10 +192,6 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
     sampled with per-sample seeds, then FID (and KID where the reference has images) with the protocol's detector
     against its reference (reference features from the cache), and for captions the CLIP score with the protocol's
     CLIP, own captions and shifted by 7."""
-    from diffbench.bench import precision
-    from diffbench.bench.protocols import conditions
-    from diffbench.bench.subjects import Held
-
     assert spec.protocol is not None and spec.sampler is not None, "a pretrained system is scored by a protocol"
     p = spec.protocol
     labels, captions = conditions(p)
@@ -205,10 +217,6 @@ def score_pretrained(subject: Subject, spec: CaseSpec, case_id: str) -> dict[str
 def save_pngs(samples: Any, folder: Path, start: int = 0) -> None:
     """uint8 images (NCHW tensor, or NHWC array) -> folder/{start:06d}.png ..., each written atomically (lossless:
     a folder FID equals the in-memory one)."""
-    from PIL import Image
-
-    from diffbench.core.files import atomic_path, output_dir
-
     output_dir(folder)
     arrays = samples.permute(0, 2, 3, 1).numpy() if isinstance(samples, torch.Tensor) else samples
     for k, img in enumerate(arrays, start=start):
@@ -223,13 +231,6 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
                ) -> dict[str, Reading]:
     """FID and KID of ``samples`` with the protocol's detector against its reference, computed as
     ``diffbench fid SAMPLES REFERENCE`` computes them (same extraction, same formula), and the CLIP scores."""
-    from diffbench.metrics.detectors import build_detector, describe
-    from diffbench.metrics.frechet import frechet_distance
-    from diffbench.metrics.intervals import BOOTSTRAP, fid_interval, kid_interval
-    from diffbench.metrics.quality import extract, load_side
-    from diffbench.metrics.refcache import cached_extract
-    from diffbench.metrics.stats import is_stats_file
-
     det = build_detector(p.detector, p.mode or None, p.weights or None, p.allow_unverified, device)
     reference = Path(p.reference)
     stats_only = is_stats_file(reference)
@@ -257,8 +258,6 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
         k = kid_interval(gen.pool, ref.pool, seed=seed)
         out[metric_name("kid", q)] = Reading(k.value, "1", extra={**ident, **k.extra()})
     if captions is not None:
-        from diffbench.metrics import clip_score
-
         out.update(clip_readings(clip_score.load(p.clip, p.clip_arch, p.allow_unverified), samples, captions, seed,
                                  protocol=p.name))
     return out

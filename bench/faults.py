@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+import torch
+
 ENV = "DIFFBENCH_INJECT_FAULTS"
 KINDS = ("raise", "abort", "hang", "oom")
 
@@ -33,7 +35,5 @@ def _fail(kind: str) -> None:
         while True:
             time.sleep(1)
     if kind == "oom":
-        import torch
-
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB (injected fault)")
     raise ValueError(f"unknown fault kind {kind!r}; expected one of {KINDS}")

@@ -18,7 +18,10 @@ import torch
 from diffbench.bench import precision
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.subjects import Evaluation, Subject
+from diffbench.metrics import energy, memory, mfu
+from diffbench.metrics.device import device_name
 from diffbench.metrics.reading import Reading
+from diffbench.metrics.timing import time_calls
 
 ENERGY_WINDOW_S = 1.0  # the NVML energy counter updates every ~20-100 ms: measure over at least 1 s
 NO_GPU_PEAK = "MFU needs a GPU peak; this ran on CPU"
@@ -43,8 +46,6 @@ def _latency(t: Any, ev: Evaluation, main: bool, compiled: bool) -> dict[str, Re
 def _energy(ev: Evaluation, median_ms: float, device: str) -> dict[str, Reading]:
     """Energy of the main call over a window of at least ``ENERGY_WINDOW_S`` (one call off the GPU, where the
     meter says why it has no reading)."""
-    from diffbench.metrics import energy
-
     n = max(1, math.ceil(ENERGY_WINDOW_S / max(median_ms / 1e3, 1e-6))) if device.startswith("cuda") else 1
     with energy.EnergyMeter(device) as meter:
         for _ in range(n):
@@ -57,8 +58,6 @@ def _mfu(flops_per_image: float | None, median_ms: float, images: int, spec: Cas
         return Reading.unavailable("1", NO_GPU_PEAK)
     if flops_per_image is None:
         return Reading.unavailable("1", NO_FLOPS)
-    from diffbench.metrics import mfu
-    from diffbench.metrics.device import device_name
 
     # the precision names are the math-mode names of the MFU table
     return mfu.mfu(int(flops_per_image * images), 1e3 / median_ms, device_name(spec.device), spec.precision)
@@ -66,9 +65,6 @@ def _mfu(flops_per_image: float | None, median_ms: float, images: int, spec: Cas
 
 def measure(subject: Subject, spec: CaseSpec, counts: dict[str, Reading]) -> dict[str, Reading]:
     """Speed, memory and energy of ``subject`` as ``spec.measure`` asks; ``counts`` give MFU its FLOPs."""
-    from diffbench.metrics import memory
-    from diffbench.metrics.timing import time_calls
-
     t0 = time.perf_counter()
     device, out = spec.device, dict[str, Reading]()
     evaluations = subject.evaluations()

@@ -30,6 +30,7 @@ from diffbench.bench.subjects import Evaluation, Held
 from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
 from diffbench.core.files import output_dir
+from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
 from diffbench.metrics.device import resolve_device
 from diffbench.metrics.reading import Reading
 
@@ -66,8 +67,6 @@ class ModuleSubject:
         return got
 
     def counts(self) -> dict[str, Reading]:
-        from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
-
         p = count_params(self.model)
         device = next((q.device for q in self.model.parameters()), torch.device("cpu"))
         args = self._call_inputs(1, device, torch.float32)

@@ -10,14 +10,15 @@ import torch
 from diffbench.bench.spec import CaseSpec, PipelineRef
 from diffbench.bench.subjects import Evaluation, Held, train_config
 from diffbench.core.errors import CaseUnsupported
+from diffbench.diffusion.pipeline_sampling import Timings, sample_pipeline
+from diffbench.diffusion.pipeline_training import train_pipeline, training_data
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.specs import metric_name
+from diffbench.models.pipelines import Pipeline, count_pipeline, denoiser_params, pipeline_spec
 
 
 class PipelineSubject:
     def __init__(self, spec: CaseSpec) -> None:
-        from diffbench.models.pipelines import Pipeline, pipeline_spec
-
         assert isinstance(spec.model, PipelineRef) and spec.sampler is not None, "pipelines carry sampler settings"
         if spec.compile or spec.channels_last:
             raise CaseUnsupported("compile and channels_last apply to backbones; a pipeline is timed as built")
@@ -32,8 +33,6 @@ class PipelineSubject:
         self._timings: Any = None
 
     def counts(self) -> dict[str, Reading]:
-        from diffbench.models.pipelines import count_pipeline, denoiser_params
-
         spec, rows = self.pipeline_spec, count_pipeline(self.pipeline_spec)
         passes = 2 if self.sampler.guidance != 1.0 and spec.cond != "none" else 1
         by_stage: dict[str, float] = {}  # one expert of a stage runs per step (eDiff-I): the largest counts
@@ -62,8 +61,6 @@ class PipelineSubject:
 
     def _training_data(self) -> Any:
         if self._data is None:
-            from diffbench.diffusion.pipeline_training import training_data
-
             self._data = training_data(self.pipeline_spec, self.dataset, self.spec.seed)[0]
         return self._data
 
@@ -71,15 +68,11 @@ class PipelineSubject:
         return self._training_data().images
 
     def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]:
-        from diffbench.diffusion.pipeline_training import train_pipeline
-
         assert self.spec.training is not None
         return train_pipeline(self.pipe, self._training_data(), train_config(self.spec), out_dir, self.spec.device,
                               self.spec.training.autoencoder_steps, stop_after=stop_after)
 
     def _sample(self, n: int, held: Held, guidance: float, batch: int, timings: Any = None) -> list[torch.Tensor]:
-        from diffbench.diffusion.pipeline_sampling import sample_pipeline
-
         text = self.cond == "text"
         return list(sample_pipeline(self.pipe, n, held.conds if text else None, None if text else held.conds,
                                     self.sampler.scheduler, self.sampler.sample_steps, guidance, self.spec.seed,
@@ -99,8 +92,6 @@ class PipelineSubject:
     def evaluations(self) -> list[Evaluation]:
         """One end-to-end sample of the batch with the case's guidance, and one at guidance 1 (no unconditional
         pass). The guided calls after the first and the warmup feed the per-component breakdown."""
-        from diffbench.diffusion.pipeline_sampling import Timings
-
         self.pipe.eval()
         batch, held, s = self.spec.batch_size, self._timing_conditions(self.spec.batch_size), self.sampler
         self._timings, calls = Timings(self.spec.device), [0]

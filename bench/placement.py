@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from diffbench.core.errors import ConfigError
 
 ENV = "DIFFBENCH_PLACEMENT"
@@ -58,7 +60,6 @@ def device_of(slots: list[Slot]) -> str:
     devices only, numbered from 0, so every case runs on ``cuda:0``)."""
     if slots[0].is_cpu:
         return "cpu"
-    import torch
 
     if not torch.cuda.is_available():
         raise ConfigError(f"--devices {','.join(s.name for s in slots)}: no CUDA device is visible here; "
@@ -88,8 +89,6 @@ def apply_threads() -> None:
     """In a case's process: use the number of threads its worker was given (if any)."""
     raw = os.environ.get(THREADS_ENV)
     if raw and raw.isdigit() and int(raw) > 0:
-        import torch
-
         torch.set_num_threads(int(raw))
 
 

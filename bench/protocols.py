@@ -31,6 +31,7 @@ from typing import Any
 from diffbench.bench.settings import SCHEDULER_NAMES, SUITE_NAME
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import content_sha256
+from diffbench.metrics.detectors import DETECTORS
 
 KINDS = ("class", "captions")
 
@@ -146,8 +147,6 @@ def parse(name: str, raw: Any, file: str) -> Protocol:
 
 
 def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
-    from diffbench.metrics.detectors import DETECTORS
-
     if p.kind not in KINDS:
         raise ConfigError(f"{where}.kind: expected class or captions, got {p.kind!r}")
     if p.samples < 1:

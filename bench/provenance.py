@@ -10,8 +10,11 @@ import platform
 import socket
 import subprocess
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from diffbench.bench import placement
 from diffbench.core.records import utc_now
@@ -88,8 +91,6 @@ def nvidia_driver_version() -> str | None:
 
 
 def diffbench_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("diffbench")
     except PackageNotFoundError:
@@ -99,8 +100,6 @@ def diffbench_version() -> str:
 def collect(device: str = "cpu", precision: dict[str, Any] | None = None, seed: int | None = None,
             started_at: str | None = None, where: dict[str, Any] | None = None) -> Provenance:
     """Provenance for a case on ``device``; ``recorded_at`` is filled when a record is written."""
-    import torch
-
     commit, dirty = git_state()
     return Provenance(
         git_commit=commit,

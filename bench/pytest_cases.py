@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
+
+import diffbench
+from diffbench.bench import precision
+from diffbench.bench.cases import subject_for
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
     if "diffbench_case" not in metafunc.fixturenames:
         return
-    import diffbench
 
     config = metafunc.config
     cases = diffbench.plan(config.getoption("diffbench_suite"), config.getoption("diffbench_device"),
@@ -19,11 +23,6 @@ def pytest_generate_tests(metafunc: Any) -> None:
 
 
 def test_diffbench_case(benchmark: Any, diffbench_case: Any) -> None:
-    import torch
-
-    from diffbench.bench import precision
-    from diffbench.bench.subjects import subject_for
-
     spec = diffbench_case.spec
     if not spec.measures("speed"):
         pytest.skip("the case does not measure speed")

@@ -13,6 +13,7 @@ import contextlib
 import fnmatch
 import json
 import multiprocessing as mp
+import multiprocessing.spawn as spawn
 import os
 import sys
 import threading
@@ -25,19 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from diffbench.bench import placement
 from diffbench.bench.accuracy import case_status, gate
-from diffbench.bench.placement import Slot, child_env
+from diffbench.bench.cases import execute
+from diffbench.bench.expansion import Case
+from diffbench.bench.placement import Slot, apply_threads, child_env
+from diffbench.bench.precision import flags
 from diffbench.bench.provenance import collect, utc_now
+from diffbench.bench.repetitions import RepetitionMismatch, merge
+from diffbench.bench.run_dir import RECORDS, RETRIED, RunLock, _compact
 from diffbench.bench.spec import CaseSpec
-from diffbench.bench.suites import Case, Suite
+from diffbench.bench.suites import Suite
 from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
 from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.core.records import Record, stamp
-
-RECORDS = "records.jsonl"
-PARTIAL = "records.partial.jsonl"
+from diffbench.metrics.device import device_facts
 
 
 @dataclass
@@ -50,10 +56,6 @@ class RunSummary:
 
 def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, name: str, conn: Any) -> None:
     """Entry point of a case's process: sends ("ok", records) or ("fail", status, message, traceback)."""
-    from diffbench.bench.cases import execute
-    from diffbench.bench.placement import apply_threads
-    from diffbench.bench.spec import CaseSpec
-
     try:
         apply_threads()
         recs = execute(CaseSpec.from_json(spec_json), run_id, suite, case_id, name)
@@ -78,8 +80,6 @@ def _without_user_main() -> Iterator[None]:
     script in it (as ``__mp_main__``), so a script calling ``diffbench.run(...)`` without an
     ``if __name__ == "__main__":`` guard would start the run again inside every case; the case needs
     nothing from that script (its target and arguments are diffbench's and plain data)."""
-    import multiprocessing.spawn as spawn
-
     original = spawn.get_preparation_data
 
     def without_main(name: str) -> dict[str, Any]:
@@ -93,131 +93,6 @@ def _without_user_main() -> Iterator[None]:
         yield
     finally:
         spawn.get_preparation_data = original  # type: ignore[assignment]
-
-
-# a case that ended so is run again by --resume (unless --keep-failed)
-FAILED = ("timeout", "error", "crash", "oom", "cancelled")
-RETRIED = "records.retried.jsonl"  # the failed attempts a resumed run retried: kept, not lost
-
-
-def complete_cases(path: Path, retry_failed: bool = False) -> tuple[set[str], list[Record], list[str], list[str]]:
-    """(complete case ids, records to keep, lines to set aside: incomplete cases' and unreadable ones,
-    failed attempts to retry). With ``retry_failed`` a case whose only record is a failure status
-    (timeout, error, crash, oom) is not complete."""
-    if not path.exists():
-        return set(), [], [], []
-    got = records.read(path)
-    batches: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for r in got.records:
-        batches[(r.case_id, r.run_id)].append(r)
-    done: set[str] = set()
-    keep: list[Record] = []
-    partial: list[str] = []
-    failed: list[Record] = []
-    for (cid, _), recs in batches.items():
-        size = recs[0].case_size
-        metrics = {r.metric for r in recs}
-        if size is not None and len(metrics) == size and cid not in done:
-            if retry_failed and len(recs) == 1 and recs[0].status in FAILED:
-                failed.append(recs[0])
-                continue
-            done.add(cid)
-            keep.extend(recs)
-        else:
-            partial.extend(r.to_json() for r in recs)
-    retried = [r.to_json() for r in failed if r.case_id not in done]
-    partial += [r.to_json() for r in failed if r.case_id in done]  # a failure superseded by a complete run
-    return done, keep, partial + got.unreadable, retried
-
-
-def _append_lines(path: Path, lines: list[str]) -> None:
-    with open(path, "a") as f:
-        for line in lines:
-            f.write(line.rstrip("\n") + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _compact(run_dir: Path, retry_failed: bool = False) -> tuple[set[str], list[str]]:
-    """Rewrite records.jsonl with complete cases only; incomplete lines go to records.partial.jsonl, failed
-    attempts being retried to records.retried.jsonl. Returns (complete ids, ids of the retried cases)."""
-    path = run_dir / RECORDS
-    done, keep, partial, retried = complete_cases(path, retry_failed)
-    if partial:
-        _append_lines(run_dir / PARTIAL, partial)
-    if retried:
-        _append_lines(run_dir / RETRIED, retried)
-    if partial or retried:
-        write_text_atomic(path, "".join(r.to_json() + "\n" for r in keep))
-    return done, [json.loads(line)["case_id"] for line in retried]
-
-
-class RunLock:
-    """One writer per run directory: an advisory ``flock`` on ``RUN_DIR/.lock`` held for the whole run.
-
-    The file names the holder (pid, host, start time) for the message a second writer gets. The kernel
-    drops a ``flock`` when its holder dies, however it dies, so a lock file left by a dead process is
-    free: it is taken over and the takeover is logged. (``flock`` may not work across machines on NFS;
-    scale-out writes per-job files for that reason.)"""
-
-    NAME = ".lock"
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / self.NAME
-        self.fd: int | None = None
-        self.stale: dict[str, Any] | None = None
-        self.enforced = True  # False on a filesystem without flock: one writer is then not enforced
-
-    def __enter__(self) -> RunLock:
-        import socket
-
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            raise ConfigError(f"{self.path}: cannot open the run directory's lock ({e.strerror})") from None
-        try:
-            self.enforced = records.lock_file(fd, blocking=False)
-        except BlockingIOError:
-            holder = self._holder(fd)
-            os.close(fd)
-            who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')}"
-                   if holder else "another process")
-            raise ConfigError(f"{self.path.parent} is being written by another diffbench run ({who}); wait for it "
-                              "to finish or choose another --out") from None
-        previous = self._holder(fd)
-        if previous and self.enforced:
-            self.stale = previous  # its holder is gone: the kernel released its flock
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now()}).encode(), 0)
-        self.fd = fd
-        return self
-
-    def report(self, log: Any) -> None:
-        """Log a taken-over stale lock, or that this filesystem cannot lock (one writer then not enforced)."""
-        if self.stale:
-            log(f"took over a stale lock of pid {self.stale.get('pid', '?')} on {self.stale.get('host', '?')} "
-                "(that process is gone)")
-        if not self.enforced:
-            log(f"{self.path}: this filesystem does not support flock; a second diffbench run writing this "
-                "directory at the same time would not be stopped")
-
-    @staticmethod
-    def _holder(fd: int) -> dict[str, Any]:
-        try:
-            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            return data if isinstance(data, dict) else {}
-        except (ValueError, OSError):
-            return {}
-
-    def __exit__(self, *exc: object) -> None:
-        import fcntl
-
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)  # released: no holder to name
-            if self.enforced:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
 
 
 class CaseExecutor:
@@ -235,8 +110,6 @@ class CaseExecutor:
         self.live: set[Any] = set()  # processes running now, killed by kill_all
 
     def execute(self, case: Case) -> list[Record]:
-        from diffbench.bench.repetitions import RepetitionMismatch, merge
-
         spec = case.spec
         timeout = self.timeout_s or spec.timeout_s
         done: list[list[Record]] = []
@@ -308,7 +181,6 @@ class CaseExecutor:
 
     def status_row(self, case: Case, spec: CaseSpec, status: str, message: str) -> Record:
         self.log(f"{case.name}: {status}: {message}")
-        from diffbench.bench.precision import flags
 
         # where the case was placed, read from its environment (os.environ is changed only around a process start)
         where = placement.current({**os.environ, **self.env})
@@ -317,6 +189,13 @@ class CaseExecutor:
         rec = Record(self.run_id, case.case_id, self.suite, spec.to_json(), "case", None, "", status=status,
                      error=" ".join(str(message).split())[:500], case_size=1)
         return stamp(rec, prov)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for every thread, in short joins: Ctrl-C reaches the waiting thread between them."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
 
 
 @contextlib.contextmanager
@@ -376,8 +255,6 @@ class Runner:
                     "cases": [{"case_id": c.case_id, "name": c.name, "config": c.config} for c in self.cases]}
         write_text_atomic(d / "suite.resolved.json", json.dumps(resolved, indent=1, default=str))
         if self.cases:
-            from diffbench.metrics.device import device_facts
-
             facts = device_facts(self.cases[0].spec.device)
             write_text_atomic(d / "device.json", json.dumps(facts, indent=1, default=str))
         if not resume:
@@ -403,7 +280,6 @@ class Runner:
         summary = RunSummary(self.run_dir, len(self.cases), skipped=len(self.cases) - len(todo))
         workers = f" on {len(self.devices)} workers ({','.join(s.name for s in self.devices)})" if self.devices else ""
         self.log(f"run {self.run_id}: {len(todo)} case(s) to run{workers}, {summary.skipped} already complete")
-        from tqdm import tqdm
 
         bar = tqdm(total=len(self.cases), initial=summary.skipped, unit="case", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
@@ -467,9 +343,7 @@ class Runner:
                 t.start()
                 threads.append(t)
                 bar.set_postfix_str(case.name[-40:])
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.5)
+            _join(threads)
         except KeyboardInterrupt:
             for executor in executors:
                 executor.kill_all()

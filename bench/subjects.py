@@ -10,16 +10,16 @@ contract, in ``bench.measure`` and ``bench.evaluate``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
-from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, PipelineRef
-from diffbench.core.errors import CaseUnsupported
+from diffbench.bench.spec import CaseSpec
+from diffbench.diffusion import datasets
 from diffbench.diffusion.training import TrainConfig
+from diffbench.metrics.captions import tokenize
 from diffbench.metrics.reading import Reading
 
 
@@ -59,9 +59,6 @@ class Subject(Protocol):
 def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 10) -> Held:
     """Conditions the subject never trained on: classes in turn, or captions of fresh shapes."""
     if cond == "text":
-        from diffbench.diffusion import datasets
-        from diffbench.metrics.captions import tokenize
-
         captions = datasets.shapes(n, resolution, seed=seed + 777).captions or []
         return Held(tokenize(captions), captions)
     if cond == "class":
@@ -72,185 +69,3 @@ def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 1
 def train_config(spec: CaseSpec) -> TrainConfig:
     assert spec.training is not None, "a case that trains carries training settings"
     return spec.training.train_config(spec.seed)
-
-
-def subject_for(spec: CaseSpec) -> Subject:
-    if isinstance(spec.model, PipelineRef):
-        from diffbench.bench.pipeline_subject import PipelineSubject
-
-        return PipelineSubject(spec)
-    if isinstance(spec.model, DiffusersRef):
-        from diffbench.bench.diffusers_subject import DiffusersSubject
-
-        return DiffusersSubject(spec)
-    return BackboneSubject(spec)
-
-
-class PretrainedBackbone(torch.nn.Module):
-    """A backbone with released weights, as the sampler calls a ``Denoiser``: ``forward(x, t, labels)``, and
-    ``null(n)`` the null class (index ``classes``, DiT's and U-ViT's convention)."""
-
-    def __init__(self, family: Any, net: torch.nn.Module, cond: str, classes: int) -> None:
-        super().__init__()
-        self.family, self.net, self.cond, self.classes = family, net, cond, classes
-
-    def null(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        return torch.full((n,), self.classes, dtype=torch.long, device=device)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        inputs: dict[str, Any] = {"x": x, "t": t}
-        if self.cond == "class":
-            inputs["y"] = cond if cond is not None else self.null(len(x), x.device)
-        return self.family.denoise(self.net, inputs)
-
-
-class BackboneSubject:
-    """A backbone config of a family; trained as a ``Denoiser`` (its conditioning modules added)."""
-
-    def __init__(self, spec: CaseSpec) -> None:
-        from diffbench.models.api import config_from_dict
-        from diffbench.models.families import FAMILIES
-
-        assert isinstance(spec.model, BackboneRef)
-        self.spec, self.family = spec, FAMILIES.get(spec.model.family)
-        self.config = config_from_dict(self.family.config_cls, spec.model.config)
-        self.dataset = spec.training.dataset if spec.training else "digits"
-        self.cond = "text" if self.dataset == "shapes" else spec.cond
-        self.num_classes = 10  # the embedded datasets' classes (digits 0-9)
-        self.ema: Any = None
-        self._model: Any = None
-        self.sampling: dict[str, Any] = {}  # how a pretrained backbone was sampled (variance, guided channels)
-
-    def counts(self) -> dict[str, Reading]:
-        from diffbench.models.api import count
-
-        c = count(self.config)
-        return {"params": Reading(c.params, "count", extra={"by_module": c.params_by_module}),
-                "params_trainable": Reading(c.params_trainable, "count"),
-                "gmacs": Reading(c.gmacs, "GMAC", extra={"convention": "FlopCounterMode/2, batch 1, one evaluation"}),
-                "flops": Reading(c.flops, "FLOP")}
-
-    def flops_per_image(self, counts: dict[str, Reading]) -> float | None:
-        return None if counts.get("flops") is None else counts["flops"].value
-
-    @functools.cached_property
-    def _dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 images, labels or caption ids): built once, trained on and scored against."""
-        from diffbench.diffusion import datasets
-        from diffbench.metrics.captions import tokenize
-
-        channels, res, _ = self.family.input_shape(self.config)
-        if self.dataset == "digits":  # grey: one channel where the input has one, else the grey repeated
-            if channels not in (1, 3):
-                raise CaseUnsupported(f"the digits are grey: give the input 1 or 3 channels, not {channels}")
-            d = datasets.digits(res)
-            return (d.images[:, :1].contiguous() if channels == 1 else d.images), d.labels
-        if channels != 3:
-            raise CaseUnsupported(f"the shapes dataset is in colour: give the input 3 channels, not {channels}")
-        d = datasets.shapes(3000, res, seed=self.spec.seed + 1)
-        return d.images, tokenize(d.captions or [])
-
-    def reference_images(self) -> torch.Tensor:
-        return self._dataset[0]
-
-    def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and conditions (labels or caption ids) the backbone trains on."""
-        return self._dataset
-
-    def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]:
-        from diffbench.diffusion.training import train
-        from diffbench.metrics.captions import VOCAB
-        from diffbench.models.api import count
-        from diffbench.models.denoiser import Denoiser
-
-        images, conds = self._dataset
-        torch.manual_seed(self.spec.seed)
-        model = Denoiser(self.family.name, self.config, self.cond, num_classes=10, vocab=len(VOCAB))
-        self.config = model.config  # counted and timed as conditioned for training
-        self.ema, result = train(model, images, conds if self.cond != "none" else None, train_config(self.spec),
-                                 out_dir, flops_per_image=count(model.config).flops, device=self.spec.device,
-                                 stop_after=stop_after)
-        return {"": result}
-
-    def sample(self, n: int, held: Held) -> torch.Tensor:
-        """Trained here: the scored (EMA) weights; with a checkpoint: its weights, latents decoded by the sweep's
-        autoencoder. Image k is seeded by (seed, k); batches of the case's batch size (128 when trained here)."""
-        from diffbench.core.progress import progress
-        from diffbench.diffusion.sampling import sample
-
-        s = self.spec.sampler
-        weights = self.spec.model.checkpoint if isinstance(self.spec.model, BackboneRef) else None
-        assert s is not None and (self.ema is not None or weights), "sampling follows training or a checkpoint"
-        shape = self.family.input_shape(self.config)
-        if self.ema is not None:
-            pred = self.spec.training.prediction if self.spec.training else "epsilon"
-            return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
-                                         self.spec.seed, batch_size=128, device=self.spec.device, prediction=pred)))
-        assert weights is not None
-
-        model = PretrainedBackbone(self.family, self._weighted(), self.spec.cond, self.spec.classes)
-        decode = _decoder(weights.get("autoencoder"), shape, self.spec.device)
-        guide = self.spec.protocol.guide_channels if self.spec.protocol else None
-        # a network that learned its variance (DiT, ADM) samples with it under DDPM, as their releases sample
-        learned = bool(getattr(self.config, "learn_sigma", False)) and s.scheduler == "ddpm"
-        self.sampling = {"learned_variance": learned, "guide_channels": guide or shape[0]}
-        out, bar = [], progress(n, "sampling")
-        batches = sample(model, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,
-                         batch_size=self.spec.batch_size, device=self.spec.device, raw=decode is not None,
-                         learned_variance=learned, guide_channels=guide)
-        for b in batches:
-            out.append(decode(b) if decode is not None else b)
-            bar.update(len(b))
-        bar.close()
-        return torch.cat(out)
-
-    def _weighted(self) -> torch.nn.Module:
-        """The network with the suite's checkpoint loaded strictly (keys, shapes, dtypes, finite values)."""
-        from diffbench.models.api import file_sha256, load_checkpoint
-
-        model = self.config.build()
-        weights = self.spec.model.checkpoint if isinstance(self.spec.model, BackboneRef) else None
-        if weights:
-            if file_sha256(weights["path"]) != weights["sha256"]:
-                raise CaseUnsupported(f"{weights['path']} changed since the suite was expanded; run it again")
-            load_checkpoint(model, weights["path"])
-        return model
-
-    def evaluations(self) -> list[Evaluation]:
-        spec, device = self.spec, self.spec.device
-        model = self._weighted().to(device).eval()
-        inputs = self.family.make_inputs(self.config, spec.batch_size, torch.device(device), torch.float32)
-        if spec.channels_last:
-            if not self.family.name.startswith("unet"):
-                raise CaseUnsupported("channels_last applies to the U-Net families")
-            model = model.to(memory_format=torch.channels_last)
-            inputs["x"] = inputs["x"].contiguous(memory_format=torch.channels_last)
-        net: Any = torch.compile(model) if spec.compile else model
-        return [Evaluation(lambda: self.family.denoise(net, inputs), spec.batch_size)]
-
-    def breakdown(self, calls: int) -> dict[str, Reading]:
-        return {}
-
-
-def _decoder(path: str | None, shape: tuple[int, ...], device: str) -> Any:
-    """Latent samples -> uint8 images through a local diffusers ``AutoencoderKL`` (the latents divided by its
-    ``scaling_factor``, SD's 0.18215 for the SD-VAE that DiT and U-ViT decode with); None for a pixel backbone."""
-    if not path:
-        return None
-    from diffusers import AutoencoderKL
-
-    from diffbench.diffusion.sampling import to_uint8
-    from diffbench.models.pretrained import from_local
-
-    ae = from_local(AutoencoderKL, path, "a diffusers AutoencoderKL")
-    if ae.config.latent_channels != shape[0]:
-        raise CaseUnsupported(f"the autoencoder at {path} has {ae.config.latent_channels} latent channels; the "
-                              f"backbone makes {shape[0]}")
-    ae = ae.to(device).eval()
-    scale = float(ae.config.scaling_factor)
-
-    @torch.no_grad()
-    def decode(latents: torch.Tensor) -> torch.Tensor:
-        return to_uint8(ae.decode(latents.to(device) / scale).sample)
-
-    return decode

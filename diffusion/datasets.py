@@ -7,12 +7,15 @@ attribute labels. Image k of the shapes dataset depends only on (seed, k).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffbench.core.errors import BadInputError
 from diffbench.metrics.captions import COLOURS, POSITIONS, SHAPES, SIZES, caption
+from diffbench.metrics.inputs import batches, list_images
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,6 @@ def shapes(n: int, resolution: int = 32, seed: int = 0, start: int = 0) -> Image
 def from_path(path: str, resolution: int) -> ImageSet:
     """Images from a folder (class labels from first-level sub-folder names, ImageNet-style) or an
     ADM-style ``.npz`` (``arr_0`` uint8 NHWC images, optional ``arr_1`` labels), resized to ``resolution``."""
-    from pathlib import Path
-
-    from diffbench.core.errors import BadInputError
-    from diffbench.metrics.inputs import batches, list_images
-
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{p}: no such folder or .npz file; give --dataset digits, shapes, a folder or an .npz")

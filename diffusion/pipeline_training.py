@@ -24,8 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffbench.core.errors import ConfigError
+from diffbench.diffusion import datasets
 from diffbench.diffusion.process import TRAIN_STEPS, noise_augment
 from diffbench.diffusion.training import TrainConfig, TrainResult, model_range, train
+from diffbench.metrics import clip_score
+from diffbench.metrics.captions import tokenize
 from diffbench.models.api import read_safetensors, write_safetensors
 from diffbench.models.pipelines import Pipeline, count_pipeline, fingerprint
 from diffbench.models.pipelines.modules import encode_text, null_image_embed, stage_inputs
@@ -244,9 +247,6 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
     unCLIP's prior targets are the embedded CLIP's image embeddings (the only CLIP that ships; its
     text side is not used, so the pipeline's own text encoder still has to learn the captions).
     """
-    from diffbench.diffusion import datasets
-    from diffbench.metrics.captions import tokenize
-
     res = spec.output_shape[1]
     if dataset == "digits":
         d = datasets.digits(res)
@@ -263,8 +263,6 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
                           f"{spec.num_classes} classes")
     data = PipelineData(d.images, d.labels, tokenize(d.captions) if d.captions is not None else None)
     if spec.prior is not None:
-        from diffbench.metrics import clip_score
-
         clip = clip_score.load("embedded")
         with torch.no_grad():
             data.image_embeds = torch.cat([clip.embed_images(d.images[i:i + 512])

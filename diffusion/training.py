@@ -23,6 +23,7 @@ import torch
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.diffusion.ema import Ema
 from diffbench.diffusion.process import TRAIN_STEPS, split_learned_variance, training_scheduler, training_target
+from diffbench.models.api import read_safetensors, write_safetensors
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -98,8 +99,6 @@ def _batch_rng(seed: int, step: int) -> torch.Generator:
 
 def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
           losses: list[float], meta: dict[str, str]) -> None:
-    from diffbench.models.api import write_safetensors
-
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     st = opt.state_dict()
@@ -112,8 +111,6 @@ def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
 
 def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
           meta_expected: dict[str, str]) -> tuple[int, list[float]]:
-    from diffbench.models.api import read_safetensors
-
     tensors, meta = read_safetensors(path)
     for key in ("model_config", "train_config"):
         if meta.get(key) != meta_expected[key]:

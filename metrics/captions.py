@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from diffbench.core.errors import BadInputError
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
            "purple": (150, 60, 190), "white": (240, 240, 240)}
@@ -34,8 +36,6 @@ _check_grammar()
 
 def tokenize(captions: list[str]) -> torch.Tensor:
     """Captions -> (N, MAX_WORDS) token ids, 0-padded; a word outside the vocabulary is a one-line error."""
-    from diffbench.core.errors import BadInputError
-
     index = {w: i for i, w in enumerate(VOCAB)}
     out = torch.zeros(len(captions), MAX_WORDS, dtype=torch.long)
     for i, c in enumerate(captions):

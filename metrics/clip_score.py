@@ -17,8 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffbench.core.errors import BadInputError, MissingWeightsError
+from diffbench.core.errors import BadInputError, MissingWeightsError, require
+from diffbench.core.safeload import check_pickles, read_state_dict
+from diffbench.metrics import embedded
 from diffbench.metrics.captions import tokenize
+from diffbench.metrics.weights import sha256_of
 
 CONVENTION = "100 * max(cos, 0), averaged over pairs (torchmetrics CLIPScore)"
 
@@ -45,8 +48,6 @@ def load(model: str | None = None, arch: str = "ViT-B-32", allow_unverified: boo
 
 
 def _embedded(allow_unverified: bool) -> ClipModel:
-    from diffbench.metrics import embedded
-
     net, digest, verified = embedded.load_shapes_clip(allow_unverified=allow_unverified)
 
     @torch.no_grad()
@@ -62,9 +63,6 @@ def _embedded(allow_unverified: bool) -> ClipModel:
 
 def _hf(path: Path) -> ClipModel:
     from transformers import CLIPModel, CLIPProcessor
-
-    from diffbench.core.safeload import check_pickles
-    from diffbench.metrics.weights import sha256_of
 
     check_pickles(path)  # transformers' own loader is given the directory only once its pickles are known safe
     try:
@@ -101,11 +99,7 @@ def _as_tensor(out: object) -> torch.Tensor:
 
 
 def _open_clip(path: Path, arch: str) -> ClipModel:
-    from diffbench.core.errors import require
-
     open_clip: Any = require("open_clip", "an open_clip checkpoint", "clip")
-    from diffbench.core.safeload import read_state_dict
-    from diffbench.metrics.weights import sha256_of
 
     # read here, weights only: open_clip never sees the file
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}

@@ -15,7 +15,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from diffbench.core.errors import ConfigError
 from diffbench.core.registry import Registry
+from diffbench.metrics import embedded, inception
 
 
 class Detector(Protocol):
@@ -41,8 +43,6 @@ DETECTORS: Registry[DetectorSpec] = Registry("detector", "feature networks for F
 
 def build_detector(name: str, mode: str | None = None, weights: str | None = None, allow_unverified: bool = False,
                    device: str = "cpu") -> Detector:
-    from diffbench.core.errors import ConfigError
-
     spec = DETECTORS.get(name)
     mode = mode or spec.modes[0]
     if mode not in spec.modes:
@@ -55,8 +55,6 @@ def describe(det: Detector) -> dict[str, Any]:
 
 
 def _register() -> None:
-    from diffbench.metrics import embedded, inception
-
     DETECTORS.add("inception-v3", DetectorSpec(
         "inception-v3", "Inception-v3 pool3 (2048-d) through torch-fidelity / clean-fid, from a local weights file",
         inception.MODES, inception.build, ("pool", "logits", "spatial")))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from diffbench.core.errors import ConfigError
 from diffbench.metrics.nvml import handle_for, text
 
 
@@ -25,18 +29,12 @@ def cpu_name() -> str:
 def device_name(device: str = "cpu") -> str:
     """The one name of a device: the GPU's as CUDA reports it (what the MFU table matches), else the CPU model."""
     if device.startswith("cuda"):
-        import torch
-
         return str(torch.cuda.get_device_name(torch.device(device)))
     return cpu_name()
 
 
 def resolve_device(spec: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; validates 'cuda:N'."""
-    import torch
-
-    from diffbench.core.errors import ConfigError
-
     if spec == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if spec == "cpu":
@@ -55,10 +53,6 @@ def calibration(device: str, seconds: float = 0.25) -> dict[str, float]:
     """Dense matmul throughput of this device (fp32; bf16 too on a GPU), so that wall times measured on two
     machines of one kind (which differ about 3x in speed) can be compared: GFLOP/s of an n x n matmul, n = 512 on
     a CPU and 4096 on a GPU, timed over at least ``seconds``."""
-    import time
-
-    import torch
-
     cuda = device.startswith("cuda")
     n = 4096 if cuda else 512
     out: dict[str, float] = {"matmul_n": n}
@@ -81,8 +75,6 @@ def calibration(device: str, seconds: float = 0.25) -> dict[str, float]:
 
 
 def device_facts(device: str) -> dict[str, Any]:
-    import torch
-
     facts: dict[str, Any] = {"device": device, "torch": torch.__version__, "cuda_runtime": torch.version.cuda}
     facts.update({f"calibration_{k}": v for k, v in calibration(device).items()})
     if not device.startswith("cuda"):

@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
+from diffbench.core.errors import MissingWeightsError
 from diffbench.metrics.captions import MAX_WORDS, VOCAB
+from diffbench.metrics.weights import sha256_of
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 FEATURE_DIM = 64
@@ -111,11 +114,6 @@ def expected_hashes() -> dict[str, str]:
 
 
 def _load(module: nn.Module, file: str, weights: str | None, allow_unverified: bool) -> tuple[str, bool]:
-    from safetensors.torch import load_file
-
-    from diffbench.core.errors import MissingWeightsError
-    from diffbench.metrics.weights import sha256_of
-
     path = Path(weights) if weights else ASSETS / file
     if not path.is_file():
         raise MissingWeightsError(f"{path} not found: the embedded detectors ship with diffbench; "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import torch
+
 from diffbench.metrics.nvml import handle_for
 from diffbench.metrics.reading import Reading
 
@@ -29,8 +31,6 @@ class EnergyMeter:
         return self
 
     def _sync(self) -> None:
-        import torch
-
         torch.cuda.synchronize(self.device)
 
     def __exit__(self, *exc: object) -> None:

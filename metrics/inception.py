@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffbench.core.errors import BadInputError
+from diffbench.core.safeload import read_state_dict
 from diffbench.metrics.weights import PT_INCEPTION, TS_INCEPTION, ResolvedWeights, locate
 
 MODES = ("torch-fidelity", "clean", "legacy_tensorflow", "legacy_pytorch")
@@ -30,8 +32,6 @@ SFID_CHANNELS = 7  # ADM evaluator: first 7 channels of mixed_6/conv (17x17x7 = 
 
 def _safe_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict read with ``weights_only`` (a pickle that would run code is refused), tensors only."""
-    from diffbench.core.safeload import read_state_dict
-
     return read_state_dict(path)  # never executes code from the file
 
 
@@ -57,8 +57,6 @@ def _torchscript_archive(path: Path) -> None:
     ``torch.jit.load`` unpickles with TorchScript's own restricted unpickler, which resolves only
     TorchScript types (a crafted ``posix.system`` global is refused: tested), and its code runs in the
     TorchScript interpreter, not Python."""
-    from diffbench.core.errors import BadInputError
-
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -128,8 +126,6 @@ class CleanFidInception:
 def _cleanfid_torchscript_inception(path: Path, device: str, resize_inside: bool) -> Any:
     from cleanfid.inception_torchscript import InceptionV3W
 
-    from diffbench.core.errors import BadInputError
-
     _torchscript_archive(path)
     with tempfile.TemporaryDirectory(prefix="diffbench-inception-") as tmp:  # InceptionV3W reads this name
         os.symlink(path.resolve(), Path(tmp) / "inception-2015-12-05.pt")
@@ -142,8 +138,6 @@ def _cleanfid_torchscript_inception(path: Path, device: str, resize_inside: bool
 
 def _cleanfid_pytorch_inception(path: Path, device: str) -> Any:
     from cleanfid.inception_pytorch import InceptionV3
-
-    from diffbench.core.errors import BadInputError
 
     # clean-fid's port fetches pytorch-fid's weights through torch.hub's cache: point the cache at a
     # temporary folder holding a safe copy of the verified local file, so nothing is downloaded or unpickled.

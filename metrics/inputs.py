@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from diffbench.core.errors import BadInputError
 
@@ -29,8 +30,6 @@ def list_images(folder: Path) -> list[Path]:
 
 def _folder_batches(folder: Path, batch_size: int, mine: Callable[[int], bool] = lambda j: True
                     ) -> Iterator[tuple[int, torch.Tensor]]:
-    from PIL import Image
-
     files = list_images(folder)
     size = None
     for j, i in enumerate(range(0, len(files), batch_size)):
@@ -57,8 +56,6 @@ def _folder_batches(folder: Path, batch_size: int, mine: Callable[[int], bool] =
 def _rgb8(im: object, path: Path) -> np.ndarray:
     """HWC uint8 RGB of a PIL image. 16-bit greyscale (PNG/TIFF) is scaled by 255/65535, not clipped:
     PIL's ``convert("RGB")`` clips it at 255, which saturates almost every pixel of a 16-bit image."""
-    from PIL import Image
-
     assert isinstance(im, Image.Image)
     if im.mode.startswith("I;16") or im.mode == "I":
         a = np.asarray(im).astype(np.int64)

@@ -15,14 +15,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from diffbench.metrics.nvml import handle_for
 from diffbench.metrics.reading import Reading
 
 
 def reset_allocator_peak(device: str) -> None:
     if device.startswith("cuda"):
-        import torch
-
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -32,7 +32,6 @@ def allocator_peaks(device: str) -> dict[str, Reading]:
         why = "torch CUDA allocator: not a CUDA device"
         return {"peak_mem_allocated_bytes": Reading.unavailable("bytes", why),
                 "peak_mem_reserved_bytes": Reading.unavailable("bytes", why)}
-    import torch
 
     torch.cuda.synchronize(device)
     return {"peak_mem_allocated_bytes": Reading(float(torch.cuda.max_memory_allocated(device)), "bytes"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
+
 
 @functools.lru_cache(maxsize=1)
 def nvml() -> tuple[Any, str | None]:
@@ -31,7 +33,6 @@ def handle_for(device: str) -> tuple[Any, Any, str | None]:
     lib, reason = nvml()
     if lib is None:
         return None, None, reason
-    import torch
 
     idx = torch.device(device).index or 0
     try:

@@ -8,10 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from diffbench.core.distributed import current
 from diffbench.core.errors import BadInputError
+from diffbench.core.progress import progress as bar_for
 from diffbench.metrics import inputs
 from diffbench.metrics.detectors import Detector, describe
 from diffbench.metrics.frechet import frechet_distance
+from diffbench.metrics.isc import inception_score
+from diffbench.metrics.kid import kernel_inception_distance
+from diffbench.metrics.prc import precision_recall
+from diffbench.metrics.sharded import extract_sharded
 from diffbench.metrics.stats import FeatureStats, is_stats_file
 
 
@@ -36,9 +42,6 @@ def extract(source: Any, detector: Detector, keep_features: bool = False, batch_
     """Features of every image of ``source``; under torchrun each rank extracts its batches and the
     statistics are reduced over the ranks (:mod:`diffbench.metrics.sharded`), equal to one process's.
     ``progress``: images/s and time left on a terminal."""
-    from diffbench.core.distributed import current
-    from diffbench.core.progress import progress as bar_for
-
     world = current()
     if world.is_distributed:
         return _extract_sharded(source, detector, keep_features, batch_size, value_range, label, world)
@@ -70,8 +73,6 @@ def extract(source: Any, detector: Detector, keep_features: bool = False, batch_
 
 def _extract_sharded(source: Any, detector: Detector, keep_features: bool, batch_size: int,
                      value_range: tuple[float, float] | None, label: str | None, world: Any) -> Side:
-    from diffbench.metrics.sharded import extract_sharded
-
     own = inputs.indexed_batches(source, batch_size, value_range, world.mine)
     got = extract_sharded(own, detector, world, keep_features, None)
     stats = got["stats"]
@@ -113,19 +114,13 @@ def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool =
             notes["kid" if kid else "prc"] = "needs images on both sides, not a statistics file"
         else:
             if kid:
-                from diffbench.metrics.kid import kernel_inception_distance
-
                 out["kid"], out["kid_std"] = kernel_inception_distance(a.pool, b.pool, seed=seed)
             if prc:
-                from diffbench.metrics.prc import precision_recall
-
                 out["precision"], out["recall"] = precision_recall(b.pool, a.pool)  # a is the generated side
     if isc:
         if a.logits is None:
             notes["isc"] = "the detector has no class logits (Inception-v3 torch-fidelity mode has)"
         else:
-            from diffbench.metrics.isc import inception_score
-
             out["isc"], out["isc_std"] = inception_score(a.logits, splits=min(10, len(a.logits)))
     if sfid:
         if a.spatial is None or b.spatial is None:

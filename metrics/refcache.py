@@ -27,6 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffbench.core.distributed import current
+from diffbench.core.files import atomic_path, sha256_file
+from diffbench.metrics.detectors import describe
+from diffbench.metrics.inputs import list_images
+from diffbench.metrics.quality import Side, extract
 from diffbench.metrics.stats import FeatureStats
 
 SUBDIR = "reference-stats"
@@ -54,8 +59,6 @@ def content_hash(source: Any) -> tuple[str, str]:
         return h.hexdigest(), f"tensor {tuple(t.shape)} {t.dtype}"
     path = Path(source)
     if path.is_dir():
-        from diffbench.metrics.inputs import list_images
-
         files = list_images(path)
         for f in files:
             h.update(str(f.relative_to(path)).encode() + b"\0")
@@ -65,8 +68,6 @@ def content_hash(source: Any) -> tuple[str, str]:
 
 
 def _file_hash(path: Path) -> str:
-    from diffbench.core.files import sha256_file
-
     return sha256_file(path)
 
 
@@ -86,10 +87,6 @@ class Lookup:
 def cached_extract(source: Any, detector: Any, keep_features: bool = True, batch_size: int = 64,
                    label: str | None = None, progress: bool = False) -> Lookup:
     """The reference's features from the cache, or extracted and stored there."""
-    from diffbench.core.distributed import current
-    from diffbench.metrics.detectors import describe
-    from diffbench.metrics.quality import extract
-
     folder = cache_dir()
     if folder is None or current().is_distributed:  # under torchrun each rank sees a share: extract as usual
         return Lookup(extract(source, detector, keep_features, batch_size, label=label, progress=progress), False,
@@ -109,8 +106,6 @@ def cached_extract(source: Any, detector: Any, keep_features: bool = True, batch
 
 
 def _save(path: Path, side: Any, meta: dict[str, str]) -> None:
-    from diffbench.core.files import atomic_path
-
     s = side.stats
     arrays: dict[str, Any] = {"count": np.array(s.count), "sum": s.sum, "sum_lo": s.sum_lo, "sum_outer": s.sum_outer,
                               "sum_outer_lo": s.sum_outer_lo, "meta": np.array(json.dumps(meta))}
@@ -132,8 +127,6 @@ def _save(path: Path, side: Any, meta: dict[str, str]) -> None:
 
 def _load(path: Path, keep_features: bool, label: str, identity: dict[str, Any]) -> Any | None:
     """The entry as a Side, or None (absent, unreadable, or without the raw features the caller needs)."""
-    from diffbench.metrics.quality import Side
-
     if not path.is_file():
         return None
     try:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from diffbench.core.errors import BadInputError
+from diffbench.core.files import atomic_path
 
 
 @dataclass
@@ -93,7 +94,6 @@ class FeatureStats:
         if self.sum is not None:
             arrays.update(count=np.array(self.count), sum=self.total, sum_outer=self.total_outer)
         arrays.update({f"meta_{k}": np.array(v) for k, v in meta.items()})
-        from diffbench.core.files import atomic_path
 
         with atomic_path(path) as tmp:  # a full disk or a kill leaves no half-written statistics
             np.savez(tmp, **arrays)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,6 @@ def _cpu_time(fn: Callable[[], Any]) -> float:
 
 
 def _cuda_timer(device: Any) -> Callable[[Callable[[], Any]], float]:
-    import torch
-
     def timed(fn: Callable[[], Any]) -> float:
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
@@ -87,8 +86,6 @@ def time_calls(fn: Callable[[], Any], warmup: int = 3, repeats: int = 10, device
     for _ in range(warmup):
         fn()
     if device.startswith("cuda"):
-        import torch
-
         torch.cuda.synchronize(device)
     samples: list[float] = []
     while len(samples) < repeats or (sum(samples) / 1e3 < min_time_s and len(samples) < max_repeats):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffbench.core.errors import MissingWeightsError
+from diffbench.core.files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,6 @@ TS_INCEPTION = WeightsSpec(
 
 
 def sha256_of(path: Path, mtime_ns: int = 0) -> str:
-    from diffbench.core.files import sha256_file
-
     return sha256_file(path)  # remembered per size and mtime
 
 

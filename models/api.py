@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
+from diffbench.core.files import sha256_file
+from diffbench.core.safeload import load_weights, read_state_dict
 from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
 from diffbench.models.families import FAMILIES, Family, family_of
 from diffbench.models.presets import PRESETS
@@ -108,11 +114,6 @@ def family(name: str) -> Family:
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write atomically (a kill mid-write leaves the previous file intact); tied weights (T5's shared
     token embedding) are stored once and the other names recorded as aliases in the metadata."""
-    import json
-    import os
-
-    from safetensors.torch import save_file
-
     seen: dict[Any, str] = {}
     kept: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
@@ -132,10 +133,6 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors with aliases restored, metadata); an unreadable file is a one-line ``BadInputError``."""
-    import json
-
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -163,7 +160,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"no checkpoint at {path}: give the path of a .pt/.pth/.safetensors file")
-    from diffbench.core.safeload import read_state_dict
 
     return read_state_dict(path)  # weights_only: a pickle that needs code execution is refused
 
@@ -174,21 +170,15 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def file_sha256(path: str | Path) -> str:
-    from diffbench.core.files import sha256_file
-
     return sha256_file(path)
 
 
 def check_fits(config: Any, path: str | Path) -> None:
     """Raise one line unless the checkpoint's keys and shapes are those of ``config``'s network (the weights are
     mapped, not read: cheap for a multi-GB file); the values are checked when a case loads them."""
-    from diffbench.core.safeload import load_weights
-
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 names = f.keys()  # safe_open is not a mapping
                 shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}

@@ -44,8 +44,6 @@ class DiTConfig:
     conditioning: str = "adaLN-Zero"
 
     def __post_init__(self) -> None:
-        from diffbench.core.errors import ConfigError
-
         if self.conditioning not in CONDITIONINGS:
             raise ConfigError(f"DiT conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
         if self.hidden_size % self.num_heads:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffbench.core.errors import ConfigError
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal timestep features, cos half first (GLIDE/ADM ``timestep_embedding``). (N,) -> (N, dim)."""
@@ -108,8 +110,6 @@ class Mlp(nn.Module):
 
 
 def check_divisible(size: int, patch: int, what: str = "input") -> None:
-    from diffbench.core.errors import ConfigError
-
     if size % patch:
         raise ConfigError(
             f"{what} size {size} is not divisible by the patch size {patch}; "

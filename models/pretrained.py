@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.core.safeload import check_pickles
+from diffbench.diffusion.process import make_scheduler
 
 # components that run once per denoising step (the denoisers); every other module runs once per image
 DENOISERS = ("unet", "transformer", "prior", "decoder", "super_res_first", "super_res_last", "unet_2")
@@ -101,8 +105,6 @@ def load_dir(path: str | Path, scheduler: str = "own", device: str = "cpu") -> A
     info = inspect_dir(path)
     pipe = from_local(pipeline_class(info.class_name), path, f"a {info.class_name}")
     if scheduler != "own":
-        from diffbench.diffusion.process import make_scheduler
-
         if getattr(pipe, "scheduler", None) is None:
             raise ConfigError(f"{path}: the pipeline has no scheduler to replace with {scheduler}")
         pipe.scheduler = type(make_scheduler(scheduler)).from_config(pipe.scheduler.config)
@@ -114,8 +116,6 @@ def from_local(cls: Any, path: str | Path, what: str, error: type[Exception] = B
     """``cls.from_pretrained(path)`` from local files only, the one way diffbench hands a directory to diffusers: its
     pickles checked first (``core/safeload.py``), no loading bars, any failure one line naming ``path`` and ``what``
     it should have been."""
-    from diffbench.core.safeload import check_pickles
-
     check_pickles(path)  # diffusers is given the directory only once its pickles are known safe
     quiet_loading()
     try:
@@ -178,8 +178,6 @@ class Instrument:
             self._sync()
             t0 = time.perf_counter()
             if self.counting:
-                from torch.utils.flop_counter import FlopCounterMode
-
                 with FlopCounterMode(display=False) as counter:
                     out = fn(*args, **kwargs)
                 self.flops[key] = self.flops.get(key, 0) + counter.get_total_flops()
@@ -229,8 +227,6 @@ def call_defaults(class_name: str) -> dict[str, Any]:
 def to_uint8(images: Any) -> torch.Tensor:
     """A pipeline's ``output_type="np"`` images (NHWC floats in [0, 1]) as uint8 NCHW, rounded as diffusers'
     own ``numpy_to_pil`` rounds them."""
-    import numpy as np
-
     arr = np.asarray(images, dtype=np.float32)
     if arr.ndim != 4:
         raise BadInputError(f"the pipeline returned images of shape {arr.shape}, not (N, H, W, C)")

@@ -12,12 +12,20 @@ import contextlib
 import dataclasses
 import functools
 import math
+import multiprocessing as mp
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import torch
+
 from diffbench.core.errors import ConfigError
+from diffbench.metrics.counting import count_params
+from diffbench.models.api import config_dict, count
+from diffbench.models.families import FAMILIES, family_of
 from diffbench.models.shapes import Conditioning, InputShape, Structure
 
 __all__ = ["Conditioning", "MatchResult", "fit_counts", "format_quantity", "match", "match_many", "parse_input_shape",
@@ -30,16 +38,9 @@ __all__ = ["Conditioning", "MatchResult", "fit_counts", "format_quantity", "matc
 def probe(config: Any, with_flops: bool, small: bool = False) -> tuple[int, int]:
     """(params, flops) of a config, counted on meta; flops 0 when not asked for. ``small``: a probe at the
     sizing rules' probe widths, whose params are counted on an uninitialised CPU build (faster)."""
-    import torch
-
-    from diffbench.metrics.counting import count_params
-
     if with_flops:
-        from diffbench.models.api import count
-
         c = count(config)
         return c.params, c.flops
-    from diffbench.models.families import family_of
 
     field = family_of(config).params_affine_in
     depth = getattr(config, field) if field else None
@@ -59,8 +60,6 @@ def _no_init() -> Iterator[None]:
     """Build on the CPU with every ``torch.nn.init`` function a no-op: a probe's widths are small, so its
     (uninitialised) tensors cost little, and this is ~10x faster than building under ``torch.device("meta")``,
     whose mode intercepts every call of a diffusers U-Net's construction. Parameter counts are the same."""
-    import torch
-
     names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
     saved = {n: getattr(torch.nn.init, n) for n in names}
     try:
@@ -132,8 +131,6 @@ class MatchResult:
     rel_error: float  # (achieved - target) / target in the ``by`` quantity
 
     def as_dict(self) -> dict[str, Any]:
-        from diffbench.models.api import config_dict
-
         target = int(self.target) if self.by == "params" and self.target.is_integer() else self.target
         return {"family": self.family, "by": self.by, "target": target,
                 "input": "x".join(map(str, self.input_shape)), "params": self.params,
@@ -149,8 +146,6 @@ SCALINGS = ("free", "width")
 def _checked(family: str, params: float | None, gmacs: float | None, input_shape: Sequence[int],
              patch: int | None, tolerance: float) -> tuple[str, float, InputShape, Any]:
     """(by, target, shape, the family's shape rules) after every argument check ``match`` makes."""
-    from diffbench.models.families import FAMILIES
-
     FAMILIES.get(family)  # did-you-mean for unknown families
     if (params is None) == (gmacs is None):
         raise ConfigError("give exactly one target: params or gmacs")
@@ -175,8 +170,6 @@ def _checked(family: str, params: float | None, gmacs: float | None, input_shape
 def _result(family: str, by: str, target: float, shape: InputShape, config: Any, tolerance: float,
             lo: float, hi: float, what: str = "config") -> MatchResult:
     """The exact count of ``config``; a ``ConfigError`` naming the closest when it misses ``tolerance``."""
-    from diffbench.models.api import count
-
     exact = count(config)
     achieved = exact.params if by == "params" else exact.gmacs
     rel = achieved / target - 1
@@ -303,8 +296,6 @@ def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = Fa
         for g in groups:
             out.update(_match_group(g))
     else:
-        import multiprocessing as mp
-
         with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
             for done in pool.imap_unordered(_match_group, groups):
                 out.update(done)
@@ -315,10 +306,6 @@ def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = Fa
 
 
 def _workers(n_families: int) -> int:
-    import multiprocessing as mp
-    import os
-    import sys
-
     env = os.environ.get("DIFFBENCH_SIZING_WORKERS", "")
     if env.strip().isdigit():
         return min(int(env), n_families)
@@ -328,8 +315,6 @@ def _workers(n_families: int) -> int:
 
 
 def _worker_init() -> None:
-    import torch
-
     torch.set_num_threads(1)  # probes build modules; no worker needs the parent's thread pool
 
 

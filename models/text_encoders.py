@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from diffbench.core.errors import ConfigError, MissingWeightsError
+from diffbench.core.safeload import check_pickles
+from diffbench.metrics.captions import tokenize
 
 KINDS = ("clip", "t5", "glide")
 
@@ -148,7 +150,6 @@ class TextEncoder(nn.Module):
     def tokenize(self, captions: list[str], length: int | None = None) -> torch.Tensor:
         if self.tokenizer is not None:
             return self.tokenizer.tokenize(captions, length)
-        from diffbench.metrics.captions import tokenize
 
         return tokenize(captions)
 
@@ -179,7 +180,6 @@ def _load_pretrained(spec: TextEncoderSpec) -> tuple[nn.Module, Any]:
 
     cls: Any = T5EncoderModel if spec.kind == "t5" else (
         CLIPTextModelWithProjection if spec.config.get("projection_dim") else CLIPTextModel)
-    from diffbench.core.safeload import check_pickles
 
     check_pickles(path)  # transformers is given the directory only once its pickles are known safe
     try:

@@ -26,6 +26,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.models.family import FAMILIES, Family, Inputs, unet_width_step
+from diffbench.models.unet import unet_inputs, with_low_res
 
 CLASS_EMBEDS = ("none", "identity", "projection", "timestep")
 
@@ -131,8 +132,6 @@ class TextUNetConfig:
 # --- the family: inputs (no sizing rules of its own: sized inside pipelines) -----------------------
 
 def _inputs(cfg: TextUNetConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Inputs:
-    from diffbench.models.unet import unet_inputs
-
     inp = unet_inputs(cfg, batch, device, dtype)
     if cfg.context_dim > 0:
         inp["context"] = torch.randn(batch, cfg.context_tokens, cfg.token_dim, device=device, dtype=dtype)
@@ -146,8 +145,6 @@ def _inputs(cfg: TextUNetConfig, batch: int, device: torch.device, dtype: torch.
 
 
 def _denoise(m: nn.Module, i: Inputs) -> torch.Tensor:
-    from diffbench.models.unet import with_low_res
-
     return m(with_low_res(i), i["t"], encoder_hidden_states=i.get("context"), class_labels=i.get("class_embed")).sample
 
 

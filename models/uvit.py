@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffbench.core.errors import ConfigError
 from diffbench.models import shapes
 from diffbench.models.family import FAMILIES, Family, Inputs, labels, noise_and_time, transformer_width_step
 from diffbench.models.layers import Attention, Mlp, PatchEmbed, check_divisible, timestep_embedding
@@ -43,8 +44,6 @@ class UViTConfig:
     skip: bool = True  # long skips (False gives the ablation without them)
 
     def __post_init__(self) -> None:
-        from diffbench.core.errors import ConfigError
-
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"U-ViT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.clip_dim > 0 and self.num_classes > 0:

@@ -16,6 +16,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.models import shapes
+from diffbench.models.dit import class_or_none, patch_inputs
 from diffbench.models.family import FAMILIES, Family, transformer_width_step
 from diffbench.models.layers import PatchEmbed, check_divisible, timestep_embedding
 from diffbench.models.shapes import Conditioning, InputShape, Structure
@@ -35,8 +36,6 @@ class ViTConfig:
     learn_sigma: bool = False
 
     def __post_init__(self) -> None:
-        from diffbench.core.errors import ConfigError
-
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"ViT hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         check_divisible(self.input_size, self.patch_size, "ViT input")
@@ -90,8 +89,6 @@ class ViT(nn.Module):
 # --- the family: inputs (DiT's), conditioning, sizing rules --------------------------------------
 
 def _condition(config: ViTConfig, cond: str, num_classes: int, text_len: int, text_dim: int) -> ViTConfig:
-    from diffbench.models.dit import class_or_none
-
     return dataclasses.replace(config, **class_or_none("vit", cond, num_classes))
 
 
@@ -109,8 +106,6 @@ def vit_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 
 def _register() -> None:
-    from diffbench.models.dit import patch_inputs
-
     FAMILIES.add("vit", Family(
         "vit", "ViT", "plain isotropic transformer, in-context conditioning, no long skips (baseline)",
         ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), patch_inputs,

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from diffbench.core.errors import BadInputError
 from diffbench.core.files import atomic_path, write_text_atomic
 from diffbench.metrics.specs import METRICS, MetricKey, base_name
 from diffbench.reports.baseline import Side, load_side
+from diffbench.reports.tables import to_markdown
 
 THRESHOLD, ALPHA = 0.05, 0.05
 
@@ -151,10 +154,6 @@ def plot(all_series: list[Series], out: Path) -> list[Path]:
 
 def build(directory: str | Path, out: str | Path) -> list[Path]:
     """``history.md`` (a row per case and metric, with the runs where it moved) and a plot per metric."""
-    import pandas as pd
-
-    from diffbench.reports.tables import to_markdown
-
     all_series = series(runs_in(directory))
     out = Path(out)
     files = plot(all_series, out / "plots")

@@ -18,7 +18,7 @@ import pandas as pd
 from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.metrics.specs import MetricKey, is_detector_quality, spec_of
 from diffbench.reports import plots, tables
-from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_power_law
+from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_family, fit_power_law, fixed_effects_slope
 from diffbench.reports.load import RunData, load_run, unavailable_reasons
 
 FORMATS = ("md", "html", "csv", "tex")
@@ -116,8 +116,6 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
     """DiT's view within each family: does the quality metric improve with compute, beyond the noise of its own
     measurements? One exponent per family (its interval from the points' own uncertainty), monotonicity shown
     explicitly, and one exponent shared by all families with a fixed offset each."""
-    from diffbench.reports.fits import fit_family, fixed_effects_slope
-
     better = "lower" if quality == "paper_fid" else (spec_of(quality).better or "lower")
     se_col = f"{quality} se"
     cols = ["family", "label", "gmacs", quality] + [c for c in (se_col, "cond_gain") if c in wide]
@@ -198,36 +196,47 @@ def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:
             f"{value / floor_value:.1f}x that floor.")
 
 
-def sections(run: RunData, out: Path) -> list[Section]:
-    wide, reasons = run.wide, unavailable_reasons(run.long)
-    secs: list[Section] = []
+def _provenance(run: RunData) -> Section:
     p = run.provenance
     facts = ", ".join(f"{k}={v}" for k, v in sorted(run.device.items()))
     runs = ", ".join(sorted(run.long["run_id"].unique()))
-    secs.append(Section("Provenance", f"suite {run.long['suite'].iloc[0]}; runs {runs}; "
-                        f"git {p.get('git_commit')} (dirty: {p.get('git_dirty')}); "
-                        f"diffbench {p.get('diffbench_version')}; "
-                        f"torch {p.get('torch_version')} (CUDA {p.get('cuda_version')}, driver "
-                        f"{p.get('driver_version')}); Python {p.get('python_version')}; device {p.get('device_name')}; "
-                        f"host {p.get('host')}. Device facts: {facts or 'not recorded'}."))
+    return Section("Provenance", f"suite {run.long['suite'].iloc[0]}; runs {runs}; "
+                   f"git {p.get('git_commit')} (dirty: {p.get('git_dirty')}); "
+                   f"diffbench {p.get('diffbench_version')}; "
+                   f"torch {p.get('torch_version')} (CUDA {p.get('cuda_version')}, driver "
+                   f"{p.get('driver_version')}); Python {p.get('python_version')}; device {p.get('device_name')}; "
+                   f"host {p.get('host')}. Device facts: {facts or 'not recorded'}.")
+
+
+def _tables(wide: pd.DataFrame) -> list[Section]:
+    """The pipelines' table, and DiT's grids (measured GMACs, and the paper's Gflops and FID) where there are any."""
+    out = []
+    pipes = tables.pipelines(wide)
+    if pipes is not None:
+        out.append(Section("Pipelines", "Denoiser params count every stage, expert and prior (text encoders and "
+                           "autoencoders apart, in 'params, all'); GMACs/step is one step of every stage; "
+                           "GMACs/image the whole sample (denoisers x steps x guidance passes, text encoders and "
+                           "decoder once). Time per image by component, guided sampling. Pipelines are left out "
+                           "of the scaling fit (their GMACs are not one network's).", pipes))
+    for value, title in (("gmacs", "DiT grid: GMACs (measured)"), ("paper_gflops", "DiT grid: Gflops (paper)"),
+                         ("paper_fid", "DiT grid: FID-50K (paper)")):
+        grid = tables.dit_grid(wide, value)
+        if grid is not None:
+            out.append(Section(title, "", grid, index=True))
+    return out
+
+
+def sections(run: RunData, out: Path) -> list[Section]:
+    """The report's sections, in order, from the run's records alone (plots written under ``out/plots``)."""
+    wide, reasons = run.wide, unavailable_reasons(run.long)
+    secs: list[Section] = [_provenance(run)]
     if run.problems:
         secs.append(Section("Unreadable record lines (skipped)", "; ".join(run.problems)))
     comp, dropped = tables.comparison(wide, reasons)
     note = "; ".join(f"{h}: {r}" for h, r in dropped.items())
     secs.append(Section("Comparison", f"One row per case. Columns left out, with the reason: {note}." if note else
                         "One row per case.", comp))
-    pipes = tables.pipelines(wide)
-    if pipes is not None:
-        secs.append(Section("Pipelines", "Denoiser params count every stage, expert and prior (text encoders and "
-                            "autoencoders apart, in 'params, all'); GMACs/step is one step of every stage; "
-                            "GMACs/image the whole sample (denoisers x steps x guidance passes, text encoders and "
-                            "decoder once). Time per image by component, guided sampling. Pipelines are left out "
-                            "of the scaling fit (their GMACs are not one network's).", pipes))
-    for value, title in (("gmacs", "DiT grid: GMACs (measured)"), ("paper_gflops", "DiT grid: Gflops (paper)"),
-                         ("paper_fid", "DiT grid: FID-50K (paper)")):
-        grid = tables.dit_grid(wide, value)
-        if grid is not None:
-            secs.append(Section(title, "", grid, index=True))
+    secs += _tables(wide)
     quality, origin = _quality_column(wide)
     imgs_dir = out / "plots"
     imgs_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +261,7 @@ def sections(run: RunData, out: Path) -> list[Section]:
         images += plots.speed_memory_vs_params(backbones, imgs_dir)
     secs.append(Section("Plots", "", images=[i for i in images if i.suffix == ".png"]))
     placed = run.long.groupby("case_id", sort=False)[["label", "batch_size", "precision", "where"]].first()
-    if set(placed["where"]) - {"local", f"local on {p.get('host')}"}:  # cases ran on workers, jobs or nodes
+    if set(placed["where"]) - {"local", f"local on {run.provenance.get('host')}"}:  # on workers, jobs or nodes
         secs.append(Section("Where cases ran", "Launcher, worker or job, and node of each case (from its records' "
                             "provenance).", placed.reset_index(drop=True)))
     fails = tables.failures(wide)

@@ -27,14 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: error: no CUDA device is visible; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
+    import diffbench
     from diffbench.bench.formatting import render
-    from diffbench.cli.app import main as cli_main
     from diffbench.core import records
 
     out = Path(args.out or f"runs/gpu-check-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    rc = cli_main(["run", "gpu-check", "--device", args.device, "--out", str(out), "--no-progress"])
-    if rc != 0:
-        return rc
+    try:
+        diffbench.run("gpu-check", out, device=args.device, progress=False)
+    except diffbench.UserError as e:
+        print(f"gpu_check: error: {e}", file=sys.stderr)
+        return e.exit_code
     rows: dict[str, dict[str, object]] = {}
     failures = []
     for r in records.read(out / "records.jsonl").records:

@@ -4,7 +4,7 @@ a regression for compare; bad bands are refused when the suite is read."""
 import pytest
 
 from diffbench.bench.accuracy import bands, case_status, check_bands, gate
-from diffbench.bench.runner import RECORDS, complete_cases
+from diffbench.bench.run_dir import RECORDS, complete_cases
 from diffbench.core import records
 from diffbench.core.records import Record
 

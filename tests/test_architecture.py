@@ -5,6 +5,11 @@
   repository root and a user's own ``models.py`` cannot shadow ours.
 - ``diffbench.core`` (errors, registry, records schema) imports nothing else of diffbench.
 - ``models`` and ``metrics`` know nothing of the harness (``bench``); ``reports`` reads records only.
+- The CLI (``diffbench.cli``) sits above the API: nothing in the package imports it but ``__main__``; ``core``
+  names no command.
+- An import inside a function is for an optional dependency or a measured start-up cost (``DEFERRED``), never
+  to hide an import cycle.
+- No module over 400 lines, no function over 50.
 """
 
 import ast
@@ -18,6 +23,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "models", "metrics", "reports", "diffusion")
+SOURCE = (*PACKAGES, "diffbench/core", "diffbench/cli")
+# what a function may import in its body, and why (import times measured after torch, numpy and pandas, on the
+# 2-core CI machine: each would otherwise be paid by every command and every case process that never uses it)
+DEFERRED = {
+    "diffusers": "1.4 s (diffusers.models): only pipelines with diffusers parts, pretrained directories, the VAE",
+    "transformers": "2.2 s (CLIPTextModel): only pretrained text encoders and Hugging Face CLIPs",
+    "torch_fidelity": "1.1 s: only the Inception detector in torch-fidelity mode",
+    "cleanfid": "1.0 s (its Inception): only the Inception detector in clean-fid modes",
+    "torchvision": "1.0 s: only the Inception detector",
+    "sklearn": "0.6 s: only the embedded digits dataset",
+    "scipy": "0.45 s (scipy.stats): only the report's history plots",
+    "matplotlib": "0.3 s: only the report's plots",
+    "submitit": "optional: pip install 'diffbench[slurm]'",
+    "ray": "optional: pip install 'diffbench[ray]'",
+    "open_clip": "optional: pip install 'diffbench[clip]'",
+    "pynvml": "absent in an install without dependencies: NVML is then reported not available, not a crash",
+    "pytest": "the pytest plugin's hooks run inside pytest only",
+    "fcntl": "POSIX only",
+}
+# modules whose function-level imports of diffbench itself are their purpose
+LAZY = {"diffbench/__init__.py": "import diffbench stays cheap: the API (and torch) load with the first function"}
 OLD_TOP_LEVEL = {"bench", "models", "metrics", "reports", "diffusion", "core", "api"}
 
 
@@ -134,3 +160,71 @@ def test_installed_copy_records_its_version_not_a_foreign_commit(tmp_path: Path)
     subprocess.run(["git", "init", "-q", str(foreign)], check=True)
     assert provenance.git_state.__wrapped__(foreign / "site") == (None, None)
     assert provenance.is_own_checkout(ROOT) == (ROOT / ".git").exists()
+
+
+def function_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import statement inside a function body of ``path``."""
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for stmt in fn.body:
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Import):
+                        out += [(node.lineno, a.name) for a in node.names]
+                    elif isinstance(node, ast.ImportFrom):
+                        out.append((node.lineno, "." * node.level + (node.module or "")))
+    return sorted(set(out))
+
+
+def test_imports_inside_functions_are_deferred_on_purpose():
+    files = [*python_files(*SOURCE), ROOT / "diffbench" / "__init__.py", ROOT / "diffbench" / "api.py",
+             ROOT / "diffbench" / "__main__.py"]
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {mod}" for p in files
+           if p.relative_to(ROOT).as_posix() not in LAZY for line, mod in function_imports(p)
+           if mod.split(".")[0] not in DEFERRED]
+    assert not bad, "import at the top of the module (break a cycle by moving what both sides need): " + "; ".join(bad)
+
+
+def test_the_function_import_check_finds_one(tmp_path):
+    probe = ROOT / "bench" / "_function_import_probe.py"
+    probe.write_text("def f():\n    from diffbench.bench import suites\n    import diffusers\n    return suites\n")
+    try:
+        assert function_imports(probe) == [(2, "diffbench.bench"), (3, "diffusers")]
+    finally:
+        probe.unlink()
+
+
+def test_only_main_imports_the_cli():
+    for path in [*python_files(*PACKAGES, "diffbench/core", "scripts"), ROOT / "diffbench" / "api.py"]:
+        bad = {m for m in imports(path) if m == "diffbench.cli" or m.startswith("diffbench.cli.")}
+        assert not bad, f"{path.relative_to(ROOT)} imports the CLI ({bad}); the CLI calls the API, not the reverse"
+    main = (ROOT / "diffbench" / "__main__.py").read_text()
+    assert "from diffbench.cli import main" in main
+    assert 'diffbench = "diffbench.cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_core_names_no_command():
+    from diffbench.cli import COMMANDS
+
+    for path in python_files("diffbench/core"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = [c for c in COMMANDS.names() if node.value == c or f"diffbench {c}" in node.value]
+                assert not named, f"{path.relative_to(ROOT)}:{node.lineno} names the command {named[0]!r}"
+
+
+@pytest.mark.parametrize("folder", PACKAGES)
+def test_a_folder_refuses_to_load_under_another_name(folder):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-c", f"import {folder}"], cwd=ROOT, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode != 0 and f"import diffbench.{folder}" in p.stderr, p.stderr[-500:]
+
+
+def test_no_module_over_400_lines_and_no_function_over_50():
+    files = [*python_files(*SOURCE), ROOT / "diffbench" / "api.py"]
+    long_modules = [f"{p.relative_to(ROOT)} ({n})" for p in files if (n := len(p.read_text().splitlines())) > 400]
+    long_functions = [f"{p.relative_to(ROOT)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1})"
+                      for p in files for fn in ast.walk(ast.parse(p.read_text()))
+                      if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.end_lineno - fn.lineno >= 50]
+    assert not long_modules and not long_functions, f"modules: {long_modules}; functions: {long_functions}"

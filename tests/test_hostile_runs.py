@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffbench.bench.runner import RECORDS, RETRIED
+from diffbench.bench.run_dir import RECORDS, RETRIED
 from diffbench.cli import main
 from diffbench.core import records
 from diffbench.core.errors import UserError
@@ -52,7 +52,7 @@ def test_a_second_run_on_the_same_directory_exits_2_naming_the_first(tmp_path: P
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from diffbench.bench.runner import RunLock\n"
+        "import sys, time; from pathlib import Path; from diffbench.bench.run_dir import RunLock\n"
         f"with RunLock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)\n")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -231,7 +231,7 @@ def _fuzzed_records(draw) -> str:
                                                                   HealthCheck.too_slow])
 @given(text=_fuzzed_records())
 def test_fuzzed_records_never_crash_report_or_resume(text, tmp_path_factory):
-    from diffbench.bench.runner import complete_cases
+    from diffbench.bench.run_dir import complete_cases
     from diffbench.reports.load import load_run, unavailable_reasons
     from diffbench.reports.tables import comparison
 
@@ -301,12 +301,12 @@ def _fuzzed_suite(draw) -> str:
                                                                   HealthCheck.too_slow])
 @given(text=_fuzzed_suite() | st.text(max_size=200))
 def test_fuzzed_suites_never_crash_a_dry_run(text, tmp_path_factory):
-    from diffbench.bench import suites
+    from diffbench.bench import expansion, suites
 
     path = tmp_path_factory.mktemp("suite") / "fuzz.toml"
     path.write_text(text)
     with contextlib.suppress(UserError):
-        suites.expand(suites.load(str(path)), "cpu")
+        expansion.expand(suites.load(str(path)), "cpu")
 
 
 # --- odd but valid inputs ---------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_an_orphaned_case_process_exits_quietly(monkeypatch, capfd):
 
 
 def test_time_of_a_held_lock_is_reported(tmp_path: Path):
-    from diffbench.bench.runner import RunLock
+    from diffbench.bench.run_dir import RunLock
 
     with RunLock(tmp_path) as lock:
         assert lock.fd is not None

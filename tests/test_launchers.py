@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from diffbench.bench.runner import RECORDS
+from diffbench.bench.run_dir import RECORDS
 from diffbench.core import records
 from tests.conftest import ROOT
 
@@ -109,14 +109,14 @@ def test_the_scheduler_runs_one_case_per_worker_and_waits_for_devices_per_case(t
     environment names its own devices; records of concurrent cases are appended whole."""
     import threading
 
-    from diffbench.bench import suites
+    from diffbench.bench import expansion, suites
     from diffbench.bench.placement import ENV, parse_devices
     from diffbench.bench.runner import CaseExecutor, Runner
 
     path = tmp_path / "t.toml"
     path.write_text(SUITE + '[[sweeps]]\npresets = ["DiT-S/4"]\ndevices_per_case = 2\nbatch_sizes = [1]\n')
     suite = suites.load(str(path))
-    cases = suites.expand(suite, "cpu")
+    cases = expansion.expand(suite, "cpu")
     running: list[str] = []
     peak: list[int] = []
     overlaps: list[str] = []
@@ -268,7 +268,7 @@ def test_a_filesystem_without_flock_still_gets_whole_records(tmp_path: Path, mon
     import errno
     import fcntl
 
-    from diffbench.bench.runner import RunLock
+    from diffbench.bench.run_dir import RunLock
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

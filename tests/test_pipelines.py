@@ -217,7 +217,8 @@ params = ["1.5M"]
 
 
 def test_suite_pipeline_sweep_validates(tmp_path):
-    from diffbench.bench.suites import expand, parse
+    from diffbench.bench.expansion import expand
+    from diffbench.bench.suites import parse
     from diffbench.core.errors import ConfigError, UnknownNameError
 
     suite = parse(PIPE_SUITE, "pipes.toml", "pipes")

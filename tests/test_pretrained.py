@@ -196,7 +196,7 @@ protocol = "digits-class"
 
 def test_a_backbone_checkpoint_is_sampled_decoded_and_scored_by_its_protocol(tmp_path):
     import diffbench
-    from diffbench.bench.subjects import PretrainedBackbone, _decoder
+    from diffbench.bench.backbone_subject import PretrainedBackbone, _decoder
     from diffbench.diffusion import datasets
     from diffbench.diffusion.sampling import sample
     from diffbench.models.families import FAMILIES

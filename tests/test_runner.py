@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from diffbench.bench.runner import PARTIAL, RECORDS, complete_cases
+from diffbench.bench.run_dir import PARTIAL, RECORDS, complete_cases
 from diffbench.core import records
 from tests.conftest import ROOT, call_cli
 
@@ -121,14 +121,14 @@ def test_existing_run_dir_needs_resume(tmp_path: Path):
 
 
 def test_oom_on_gpu_retries_at_half_the_batch(tmp_path: Path, monkeypatch):
-    from diffbench.bench import suites
+    from diffbench.bench import expansion, suites
     from diffbench.bench.runner import Runner
 
     suite_file = tmp_path / "t.toml"
     suite_file.write_text(SUITE.replace("[1, 2, 3, 4, 5]", "[8]"))
     suite = suites.load(str(suite_file))
-    case = suites.expand(suite, "cpu")[0]
-    gpu_case = suites.Case(case.name, dataclasses.replace(case.spec, device="cuda:0"))
+    case = expansion.expand(suite, "cpu")[0]
+    gpu_case = expansion.Case(case.name, dataclasses.replace(case.spec, device="cuda:0"))
     runner = Runner(suite, [gpu_case], tmp_path / "run", progress=False)
     (tmp_path / "run").mkdir()
     tried = []

@@ -174,7 +174,7 @@ def test_width_series_share_structure_and_depth_and_grow_in_width(family):
 
 
 def test_width_series_misses_are_refused_and_suites_take_the_key(tmp_path, cli):
-    from diffbench.bench import suites
+    from diffbench.bench import expansion, suites
     from diffbench.models.sizing import match_series
 
     with pytest.raises(ConfigError, match="no dit series within 1%"):
@@ -185,7 +185,7 @@ def test_width_series_misses_are_refused_and_suites_take_the_key(tmp_path, cli):
             'tolerance = 0.1\nmeasure = ["counts"]\n')
     (tmp_path / "w.toml").write_text(body + 'scaling = "width"\n')
     (tmp_path / "f.toml").write_text(body)
-    depths = {name: {c.spec.model.config["depth"] for c in suites.expand(suites.load(str(tmp_path / name)), "cpu")}
+    depths = {name: {c.spec.model.config["depth"] for c in expansion.expand(suites.load(str(tmp_path / name)), "cpu")}
               for name in ("w.toml", "f.toml")}
     assert len(depths["w.toml"]) == 1 and len(depths["f.toml"]) > 1
     (tmp_path / "p.toml").write_text('[[sweeps]]\npresets = ["DiT-S/2"]\nscaling = "width"\n')

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from diffbench.bench import suites
+from diffbench.bench import expansion, suites
 from diffbench.core.errors import ConfigError
 
 GOOD = """
@@ -29,10 +29,10 @@ def test_builtin_suites_load():
 def test_expansion_is_the_product_and_ids_are_stable(tmp_path: Path):
     p = tmp_path / "t.toml"
     p.write_text(GOOD)
-    cases = suites.expand(suites.load(str(p)), "cpu")
+    cases = expansion.expand(suites.load(str(p)), "cpu")
     assert len(cases) == 2 * 2 * 2
     assert len({c.case_id for c in cases}) == 8
-    again = suites.expand(suites.load(str(p)), "cpu")
+    again = expansion.expand(suites.load(str(p)), "cpu")
     assert [c.case_id for c in cases] == [c.case_id for c in again]
     assert cases[0].name == "DiT-S/8/b1/fp32"
     assert cases[0].config["measure"] == ["counts"] and cases[0].config["device"] == "cpu"

@@ -18,6 +18,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.launchers.driver import Driver
+from diffbench.bench.launchers.ray_launcher import RayBackend
+from diffbench.bench.launchers.submitit_launcher import SubmititBackend
 from diffbench.core.errors import ConfigError
 
 LAUNCHERS = ("local", "submitit", "ray")
@@ -40,15 +43,10 @@ def launch(launcher: str, suite: Any, cases: list[Any], run_dir: Path, timeout: 
     if launcher == "submitit" and not options.get("time_limit_min"):  # the longest case's timeout, plus 10 min
         longest = max((timeout or c.spec.timeout_s) * c.spec.repetitions for c in cases) if cases else 0
         options = {**options, "time_limit_min": math.ceil(longest / 60) + 10}
-    from diffbench.bench.launchers.driver import Driver
 
     if launcher == "submitit":
-        from diffbench.bench.launchers.submitit_launcher import SubmititBackend
-
         backend: Any = SubmititBackend(run_dir, options)
     else:
-        from diffbench.bench.launchers.ray_launcher import RayBackend
-
         backend = RayBackend(run_dir, options)
     return Driver(suite, cases, run_dir, backend, timeout, progress, int(options.get("max_parallel") or 0),
                   float(options.get("poll_s") or 1.0)).run(resume, keep_failed)

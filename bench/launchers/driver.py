@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tqdm import tqdm
+
 from diffbench.bench import placement
 from diffbench.bench.accuracy import case_status
 from diffbench.bench.launchers import jobs
-from diffbench.bench.runner import CaseExecutor, RunLock, Runner, RunSummary
+from diffbench.bench.run_dir import RunLock
+from diffbench.bench.runner import CaseExecutor, Runner, RunSummary
 from diffbench.core.files import output_dir
 from diffbench.core.records import utc_now
 
@@ -87,7 +90,6 @@ class Driver:
         queue = [c for c in todo if c.case_id not in pending]
         log(f"run {self.run_id}: {len(todo)} case(s) to run through {self.backend.name} "
             f"({len(pending)} still running from before), {summary.skipped} already complete")
-        from tqdm import tqdm
 
         bar = tqdm(total=len(self.cases), initial=summary.skipped, unit="case", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)

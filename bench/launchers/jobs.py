@@ -13,6 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.expansion import Case
+from diffbench.bench.placement import ENV, THREADS_ENV
+from diffbench.bench.run_dir import RECORDS
+from diffbench.bench.runner import CaseExecutor
+from diffbench.bench.spec import CaseSpec
 from diffbench.core import records
 from diffbench.core.files import write_text_atomic
 from diffbench.core.records import Record, utc_now
@@ -37,11 +42,6 @@ def run_job(job: dict[str, Any], where: dict[str, Any] | None = None) -> list[st
     """Inside a job: run the case as the local runner would (each repetition in a fresh process, status rows
     for failures) and hand its records over; returns the record lines. ``where`` describes the job for
     the records' provenance (job and array ids, node)."""
-    from diffbench.bench.placement import ENV, THREADS_ENV
-    from diffbench.bench.runner import CaseExecutor
-    from diffbench.bench.spec import CaseSpec
-    from diffbench.bench.suites import Case
-
     case = Case(job["name"], CaseSpec.from_json(job["spec"]))
     run_dir = Path(job["run_dir"]) if job.get("run_dir") else None
     env = {ENV: json.dumps({"launcher": job["launcher"], **(where or {})})}
@@ -68,7 +68,6 @@ def hand_over(run_dir: Path, case_id: str, recs: list[Record], done: set[str]) -
     """Append a job's records unless its case is complete already; True when appended."""
     if case_id in done:
         return False
-    from diffbench.bench.runner import RECORDS
 
     records.append(run_dir / RECORDS, recs)
     done.add(case_id)

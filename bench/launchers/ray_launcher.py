@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.bench.launchers.driver import Ended
+from diffbench.bench.launchers.jobs import run_job
 from diffbench.core.errors import ConfigError
 
 
@@ -26,8 +27,6 @@ def _ray() -> Any:
 def run_case_task(job: dict[str, Any]) -> list[str]:
     """The body of a Ray task: one case, its records returned."""
     import ray
-
-    from diffbench.bench.launchers.jobs import run_job
 
     ctx = ray.get_runtime_context()
     where: dict[str, Any] = {"job_id": ctx.get_job_id(), "task_id": ctx.get_task_id(), "node_id": ctx.get_node_id()}

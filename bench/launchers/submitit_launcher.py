@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.bench.launchers.driver import Ended
+from diffbench.bench.launchers.jobs import run_job
 from diffbench.core.errors import ConfigError
 
 ALIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -37,8 +38,6 @@ class CaseJob:
     checkpointable at run time, so that importing this module does not need submitit."""
 
     def __call__(self, job: dict[str, Any]) -> list[str]:
-        from diffbench.bench.launchers.jobs import run_job
-
         return run_job(job, _where())
 
     def checkpoint(self, job: dict[str, Any]) -> Any:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffbench.bench.catalog import LISTINGS, Listing
+from diffbench.bench.provenance import diffbench_version
+from diffbench.core import distributed
 from diffbench.core.errors import ConfigError, UnknownNameError, UserError
 from diffbench.core.registry import Registry
 
@@ -120,8 +122,6 @@ def _examples(lines: Sequence[str]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from diffbench.bench.provenance import diffbench_version
-
     for module in COMMAND_MODULES:
         importlib.import_module(module)
     parser = _Parser(
@@ -149,8 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 0
-        from diffbench.core import distributed
-
         if distributed.from_env().is_distributed and not COMMANDS.get(args.command).distributed:
             allowed = ", ".join(n for n, c in COMMANDS.items() if c.distributed)
             raise ConfigError(f"'diffbench {args.command}' does not run under torchrun; only {allowed} do (a suite "

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
 from diffbench.core.errors import ConfigError
 
 
@@ -51,8 +54,6 @@ def from_env() -> World:
 
 def current() -> World:
     """This process's world once :func:`init` ran (a world of one otherwise)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), from_env().local_rank)
     return World()
@@ -65,8 +66,6 @@ def init(device: str) -> tuple[World, str]:
     world = from_env()
     if not world.is_distributed:
         return world, device
-    import torch
-    import torch.distributed as dist
 
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -91,7 +90,6 @@ def gather_to_writer(obj: Any, world: World) -> list[Any] | None:
     """Every rank's ``obj``, in rank order, on rank 0 (None elsewhere)."""
     if not world.is_distributed:
         return [obj]
-    import torch.distributed as dist
 
     got: list[Any] | None = [None] * world.size if world.is_writer else None
     dist.gather_object(obj, got, dst=0)
@@ -101,7 +99,6 @@ def gather_to_writer(obj: Any, world: World) -> list[Any] | None:
 def all_gather(obj: Any, world: World) -> list[Any]:
     if not world.is_distributed:
         return [obj]
-    import torch.distributed as dist
 
     got: list[Any] = [None] * world.size
     dist.all_gather_object(got, obj)
@@ -116,8 +113,6 @@ def quiet_unless_writer(world: World) -> None:
 
 def finish(barrier: bool = True) -> None:
     """Leave the process group (after the other ranks, unless this rank failed)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         if barrier:
             dist.barrier()

@@ -6,6 +6,8 @@ traceback. Part of the bottom layer (``diffbench.core``): every module may impor
 
 from __future__ import annotations
 
+import importlib
+
 
 class UserError(Exception):
     """A mistake the user can fix; the message names the problem and the fix."""
@@ -45,8 +47,6 @@ class MissingExtraError(UserError):
 
 def require(module: str, what: str, extra: str) -> object:
     """Import an optional dependency, or raise a one-line error naming the extra that installs it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:

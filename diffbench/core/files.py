@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from diffbench.core.errors import BadInputError
+
 
 def content_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a file, or of a folder's files (relative paths and contents, sorted): a pipeline directory's or a
@@ -57,8 +59,6 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """Create (or reuse) a directory for outputs *before* any work is done, or fail in one line naming it."""
-    from diffbench.core.errors import BadInputError
-
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise BadInputError(f"{what} {p} is a file, not a directory; choose a directory path")
@@ -73,8 +73,6 @@ def output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
 
 def output_file(path: str | os.PathLike[str], suffix: str, what: str = "--out") -> Path:
     """An output file path whose folder exists (created) and whose name ends in ``suffix``, checked before work."""
-    from diffbench.core.errors import BadInputError
-
     p = Path(path)
     if p.suffix != suffix:
         raise BadInputError(f"{what} {p}: the file name must end in {suffix} (e.g. {p.with_suffix(suffix).name})")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from tqdm import tqdm
+
 
 def progress(total: int | None, desc: str, unit: str = "img", enabled: bool = True) -> Any:
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True,  # the final count, rate and time
                 dynamic_ncols=True, disable=None if enabled else True)

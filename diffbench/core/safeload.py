@@ -13,6 +13,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+
 from diffbench.core.errors import BadInputError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -22,8 +25,6 @@ def load_weights(path: str | Path, mmap: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True`` on the CPU; anything refused or unreadable is one line.
 
     ``mmap`` (zip-format files only) maps tensor data instead of reading it: a cheap check of a large file."""
-    import torch
-
     p = Path(path)
     kwargs = {"mmap": True} if mmap and zipfile.is_zipfile(p) else {}
     try:
@@ -47,12 +48,8 @@ def check_pickles(path: str | Path) -> None:
 def read_state_dict(path: str | Path) -> dict[str, Any]:
     """A state dict of tensors from safetensors or a weights-only pickle: a bare one (DiT's releases) or one nested
     under ``ema`` / ``model`` / ``state_dict``. Anything else is a one-line error naming the file."""
-    import torch
-
     p = Path(path)
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(p))
         except Exception as e:  # noqa: BLE001 - any reading problem is the same user fix

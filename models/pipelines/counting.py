@@ -9,9 +9,13 @@ from typing import Any
 
 import torch
 
+from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
 from diffbench.models.families import FAMILIES
 from diffbench.models.pipelines.modules import Pipeline
+from diffbench.models.pipelines.presets import PIPELINES
+from diffbench.models.pipelines.sizing import size_pipeline
 from diffbench.models.pipelines.spec import PipelineSpec
+from diffbench.models.sizing import parse_quantity
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,6 @@ def _tokens(n: int, length: int) -> torch.Tensor:
 
 
 def _row(name: str, component: str, module: Any, call: Any, **kw: Any) -> ComponentCount:
-    from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
-
     return ComponentCount(name, component, count_params(module).total, flops_to_gmacs(count_flops(call)), **kw)
 
 
@@ -63,8 +65,6 @@ def count_pipeline(spec: PipelineSpec) -> list[ComponentCount]:
 
 
 def _prior_rows(pipe: Any, spec: PipelineSpec, meta: torch.device) -> list[ComponentCount]:
-    from diffbench.metrics.counting import count_params
-
     assert spec.prior is not None and pipe.text_proj is not None
     e, length = spec.prior.image_embed_dim, spec.text_length
     args = dict(hidden_states=torch.zeros(1, e, device=meta), timestep=torch.tensor([1], device=meta),
@@ -102,10 +102,6 @@ def component_rows(name: str, scale: str = "paper", params: str | float | None =
     """One row per component of pipeline preset ``name`` (denoisers optionally reshaped to ``params`` in
     total), with the paper's reported count beside the measured one, and one row per network as
     released where a paper reports several components together (``decoder+text_proj``)."""
-    from diffbench.models.pipelines.presets import PIPELINES
-    from diffbench.models.pipelines.sizing import size_pipeline
-    from diffbench.models.sizing import parse_quantity
-
     preset = PIPELINES.get(name)
     spec = preset.spec(scale)
     if params:

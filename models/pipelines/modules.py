@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffbench.core.errors import ConfigError
+from diffbench.core.errors import BadInputError, ConfigError, MissingWeightsError
+from diffbench.models.api import load_into, load_state_dict, read_safetensors, write_safetensors
 from diffbench.models.families import FAMILIES
 from diffbench.models.pipelines.spec import AutoencoderSpec, PipelineSpec, PriorSpec, StageSpec, fingerprint
+from diffbench.models.pretrained import from_local
 
 
 class Stage(nn.Module):
@@ -165,12 +167,9 @@ def build_autoencoder(spec: AutoencoderSpec) -> Any:
     from diffusers import AutoencoderKL
 
     if spec.path:
-        from diffbench.core.errors import MissingWeightsError
-
         if not (Path(spec.path) / "config.json").is_file():
             raise MissingWeightsError(f"no autoencoder at {spec.path} (config.json missing): give a local diffusers "
                                       "AutoencoderKL directory saved with save_pretrained")
-        from diffbench.models.pretrained import from_local
 
         ae = from_local(AutoencoderKL, spec.path, "a diffusers AutoencoderKL", MissingWeightsError)
         factor = 2 ** (len(ae.config.block_out_channels) - 1)
@@ -198,8 +197,6 @@ def _text_proj(prior: PriorSpec, decoder_cfg: Any, text_width: int, pooled_width
 
 def save_pipeline(pipe: Pipeline, path: str | Path) -> None:
     """All weights in one safetensors file (tied weights once), the pipeline's config in its metadata."""
-    from diffbench.models.api import write_safetensors
-
     write_safetensors(path, pipe.state_dict(), {"format": "diffbench-pipeline", "pipeline": pipe.spec.name,
                                                 "spec": fingerprint(pipe.spec)})
 
@@ -207,9 +204,6 @@ def save_pipeline(pipe: Pipeline, path: str | Path) -> None:
 def load_pipeline(pipe: Pipeline, path: str | Path) -> Pipeline:
     """Weights into ``pipe`` from a pipeline checkpoint: safetensors (config checked) or a plain state
     dict loaded with ``weights_only`` (a pickle that needs code execution is refused)."""
-    from diffbench.core.errors import BadInputError
-    from diffbench.models.api import load_into, load_state_dict, read_safetensors
-
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
         state, meta = read_safetensors(path)
@@ -230,9 +224,6 @@ def load_unet_into_stage(pipe: Pipeline, stage: str, folder: str | Path) -> Pipe
     reads the directory."""
     from diffusers import UNet2DConditionModel, UNet2DModel
 
-    from diffbench.core.errors import MissingWeightsError
-    from diffbench.models.api import load_into
-
     if stage not in pipe.stages:
         raise ConfigError(f"the {pipe.spec.name} pipeline has no stage {stage!r} (its stages: "
                           f"{', '.join(pipe.stages)})")
@@ -248,7 +239,6 @@ def load_unet_into_stage(pipe: Pipeline, stage: str, folder: str | Path) -> Pipe
     if not (folder / "config.json").is_file():
         raise MissingWeightsError(f"no U-Net at {folder} (config.json missing): give a local diffusers U-Net "
                                   "directory saved with save_pretrained")
-    from diffbench.models.pretrained import from_local
 
     loaded: Any = from_local(type(net), folder, f"a diffusers {type(net).__name__}")
     unet: Any = net

@@ -11,7 +11,9 @@ import torch
 
 from diffbench.core.errors import ConfigError
 from diffbench.models.families import FAMILIES
+from diffbench.models.pipelines.presets import PIPELINES
 from diffbench.models.pipelines.spec import PipelineSpec, StageSpec
+from diffbench.models.sizing import probe
 
 
 def _reshaped(s: StageSpec, factor: float, depth_delta: int = 0) -> StageSpec | None:
@@ -37,8 +39,6 @@ def _reshaped(s: StageSpec, factor: float, depth_delta: int = 0) -> StageSpec | 
 
 
 def _stage_params(s: StageSpec) -> int:
-    from diffbench.models.sizing import probe  # cached per config: the search probes the same widths again and again
-
     return sum(probe(c, False)[0] for c in s.backbones)
 
 
@@ -112,8 +112,6 @@ def _stage_options(s: StageSpec, f: float) -> list[tuple[StageSpec, int, float]]
 def pipeline_spec(name: str, scale: str = "tiny", budget: float | None = None, tolerance: float = 0.03
                   ) -> PipelineSpec:
     """A pipeline preset at a scale, its denoisers reshaped to ``budget`` params when one is given."""
-    from diffbench.models.pipelines.presets import PIPELINES
-
     spec = PIPELINES.get(name).spec(scale)
     if budget:
         spec, _, _ = size_pipeline(spec, float(budget), tolerance)

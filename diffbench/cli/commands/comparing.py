@@ -6,8 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+import diffbench
+from diffbench.bench.formatting import render
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
+from diffbench.core.files import write_text_atomic
+from diffbench.reports import compare as cmp
 
 
 @command(
@@ -29,10 +33,6 @@ from diffbench.core.errors import ConfigError
               help="also write NEW as github-action-benchmark JSON (smaller.json, bigger.json) into DIR")],
 )
 def run_compare(args: argparse.Namespace) -> int:
-    import diffbench
-    from diffbench.bench.formatting import render
-    from diffbench.reports import compare as cmp
-
     allowed = tuple(m.strip() for m in args.allow_change.split(",") if m.strip())
     result = diffbench.compare(args.base, args.new, args.policy, allowed, args.allow_env_change)
     if args.format == "json":
@@ -47,8 +47,6 @@ def run_compare(args: argparse.Namespace) -> int:
             print(render(table, cmp.COLUMNS))
         print(cmp.summary(result))
     if args.github_benchmark:
-        from diffbench.core.files import write_text_atomic
-
         out = Path(args.github_benchmark)
         gab = cmp.github_benchmark(result.new)
         write_text_atomic(out / "smaller.json", json.dumps(gab["customSmallerIsBetter"], indent=1))
@@ -66,8 +64,6 @@ def run_compare(args: argparse.Namespace) -> int:
           arg("-o", "--out", required=True, help="the baseline file (.json)")],
 )
 def run_baseline(args: argparse.Namespace) -> int:
-    import diffbench
-
     if not args.out.endswith(".json"):
         raise ConfigError(f"-o {args.out}: a baseline is a .json file; give a name ending in .json")
     path = diffbench.baseline(args.run, args.out)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+import diffbench
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
+from diffbench.reports.history import build
+from diffbench.reports.report import FORMATS
 
 
 @command(
@@ -21,16 +25,9 @@ from diffbench.core.errors import ConfigError
           arg("--format", default="md,html,csv,tex", help="comma-separated: md, html, csv, tex (default: all)")],
 )
 def run_report(args: argparse.Namespace) -> int:
-    import sys
-
-    import diffbench
-    from diffbench.reports.report import FORMATS
-
     d = Path(args.run_dir)
     if d.is_dir() and not (d / "records.jsonl").exists() and any(p.is_dir() and (p / "records.jsonl").is_file()
                                                                  for p in d.iterdir()):
-        from diffbench.reports.history import build
-
         files = build(d, args.out or d / "history")
         print(f"history of the runs in {d}: {len(files)} file(s) written to {files[0].parent}")
         return 0

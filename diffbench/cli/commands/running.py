@@ -6,6 +6,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+import diffbench
+from diffbench.api import default_run_dir
 from diffbench.bench.formatting import render
 from diffbench.cli.app import arg, command, non_negative_int, positive_float, positive_int
 from diffbench.core.errors import ConfigError
@@ -51,8 +53,6 @@ from diffbench.core.errors import ConfigError
     ],
 )
 def run_suite(args: argparse.Namespace) -> int:
-    import diffbench
-
     if args.keep_failed and not args.resume:
         raise ConfigError("--keep-failed applies to --resume: it keeps the failed cases of the run being continued")
     if args.resume and not args.out:
@@ -65,7 +65,6 @@ def run_suite(args: argparse.Namespace) -> int:
         print(f"{len(cases)} case(s) on {cases[0].config['device'] if cases else args.device}; "
               "nothing was run (--dry-run)")
         return 0
-    from diffbench.api import default_run_dir
 
     out = args.out or str(default_run_dir(args.suite))
     given = [(flag, key, value) for flag, key, value in (

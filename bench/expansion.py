@@ -1,0 +1,143 @@
+"""Expansion: a suite's sweeps resolved into cases — each model sized (once, here, in the parent), its
+checkpoint checked, and one case per precision and batch size, built by the one case factory."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, case_spec
+from diffbench.bench.suites import Suite, Sweep
+from diffbench.core.errors import ConfigError
+from diffbench.core.files import content_sha256
+from diffbench.metrics.captions import MAX_WORDS
+from diffbench.models.api import check_fits, config_dict, file_sha256, resolve
+from diffbench.models.denoiser import TEXT_DIM
+from diffbench.models.families import family_of
+from diffbench.models.pipelines import fingerprint, pipeline_spec
+from diffbench.models.presets import PRESETS
+from diffbench.models.pretrained import inspect_dir
+from diffbench.models.sizing import Conditioning, match_many, parse_input_shape, parse_target
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # human label, also what --only matches
+    spec: CaseSpec
+
+    @property
+    def case_id(self) -> str:
+        """The hash of the spec (timeout excluded): the identity --resume uses."""
+        return self.spec.case_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The spec as JSON, as records carry it."""
+        return self.spec.to_json()
+
+
+
+def _weights(sweep: Sweep, cfg: Any) -> dict[str, str] | None:
+    """{path, sha256} of a checkpoint that fits the config (keys and shapes checked now, before any case runs), and
+    of the autoencoder that decodes its latents."""
+    path = sweep.checkpoint
+    if path is None:
+        return None
+
+    check_fits(cfg, path)
+    out = {"path": path, "sha256": file_sha256(path)}
+    channels = family_of(cfg).input_shape(cfg)[0]
+    scored = sweep.protocol is not None and "quality" in sweep.settings.measurement.measure
+    if scored and channels != 3 and not sweep.autoencoder:
+        raise ConfigError(f"{path}: the backbone makes {channels}-channel latents; give autoencoder = \"DIR\" (a local "
+                          "diffusers AutoencoderKL, e.g. sd-vae-ft-ema for DiT) to decode them for scoring")
+    if sweep.autoencoder:
+        out.update(autoencoder=sweep.autoencoder, autoencoder_sha256=content_sha256(Path(sweep.autoencoder)))
+    return out
+
+
+def _models(sweep: Sweep, file: str) -> list[ModelRef]:
+    """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
+    out: list[ModelRef] = []
+    for name in sweep.presets:
+        cfg, preset = resolve(name), PRESETS.get(name)
+        out.append(BackboneRef(name, family_of(cfg).name, config_dict(cfg), name, dict(preset.reference),
+                               preset.source, checkpoint=_weights(sweep, cfg)))
+    out.extend(_pipeline_models(sweep, file))
+    out.extend(_directory_models(sweep))
+    by = "params" if sweep.params else "gmacs"
+    tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
+    wanted = [(fam, parse_input_shape(shape_text), t, parse_target(t, by, f"{file}: {by} target"))
+              for fam in sweep.families for shape_text in sweep.inputs for t in sweep.params or sweep.gmacs]
+    found = match_many([(fam, {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
+                               "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted],
+                       series=sweep.scaling == "width")
+    for (fam, shape, t, value), r in zip(wanted, found, strict=True):
+        out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape,
+                               checkpoint=_weights(sweep, r.config)))
+    return out
+
+
+def _directory_models(sweep: Sweep) -> list[DiffusersRef]:
+    """Diffusers pipeline directories: read from their JSON files, identified by the sha256 of their files."""
+    out = []
+    for path in sweep.directories:
+        info = inspect_dir(path)
+        p = sweep.protocol
+        if p is not None and "quality" in sweep.settings.measurement.measure:
+            if p.kind == "captions" and info.cond != "text":
+                raise ConfigError(f"{path}: a {info.class_name} takes no captions; protocol {p.name} is captions")
+            if p.kind == "class" and info.cond != "class":
+                raise ConfigError(f"{path}: a {info.class_name} takes no class labels; protocol {p.name} is class")
+            if p.kind == "class" and info.classes and p.classes > info.classes:
+                raise ConfigError(f"{path}: the pipeline knows {info.classes} classes; protocol {p.name} asks for "
+                                  f"{p.classes}")
+        out.append(DiffusersRef(Path(path).name, path, content_sha256(Path(path)), info.config(), info.output_shape))
+    return out
+
+
+def _pipeline_models(sweep: Sweep, file: str) -> list[PipelineRef]:
+    """Pipelines at a scale, reshaped to each params budget (sized here, once: a budget out of reach
+    fails before any case runs); the case's child process rebuilds the same spec."""
+    out = []
+    for name in sweep.pipelines:
+        for t in sweep.params or (None,):
+            budget = parse_target(t, "params", f"{file}: params budget") if t else None
+            label = name + (f"@{t}" if t else "") + ("" if sweep.scale == "tiny" else "/paper")
+            spec = pipeline_spec(name, sweep.scale, budget, sweep.tolerance)
+            built = {"spec_sha256": hashlib.sha256(fingerprint(spec).encode()).hexdigest()[:16],
+                     "stages": [s.name for s in spec.stages]}
+            out.append(PipelineRef(label, name, sweep.scale, budget, sweep.tolerance, built,
+                                   {"params": budget} if budget else None, spec.output_shape))
+    return out
+
+
+def _conditioning(sweep: Sweep) -> Any:
+    training = {"train", "quality"} & set(sweep.settings.measurement.measure)
+    if sweep.cond == "text" and sweep.settings.training.dataset == "shapes" and training:
+        # size with the text encoder the training will use: the procedural captions' tokens
+
+        return Conditioning("text", sweep.classes, context_dim=TEXT_DIM, context_tokens=MAX_WORDS)
+    return Conditioning(sweep.cond, sweep.classes)
+
+
+def expand(suite: Suite, device: str) -> list[Case]:
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for sweep in suite.sweeps:
+        m = sweep.settings.measurement
+        for model in _models(sweep, suite.source):
+            for prec in m.precisions:
+                for batch in m.batch_sizes:
+                    spec = case_spec(model, sweep.settings, batch_size=batch, precision=prec, device=device,
+                                     cond=sweep.cond, classes=sweep.classes, protocol=sweep.protocol,
+                                     pretrained=bool(sweep.directories or sweep.checkpoint))
+                    if spec.case_id in seen:
+                        continue
+                    seen.add(spec.case_id)
+                    shape = "x".join(map(str, model.input or []))
+                    name = "/".join(p for p in (model.label, shape, f"b{batch}", prec) if p)
+                    cases.append(Case(name, spec))
+    return cases
