@@ -6,14 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from diffbench.bench.protocols import BUILTIN
-from diffbench.bench.suites import builtin_suites
 from diffbench.core.registry import Registry
-from diffbench.metrics.detectors import DETECTORS
-from diffbench.metrics.specs import METRICS
-from diffbench.models.families import FAMILIES
-from diffbench.models.pipelines import PIPELINES
-from diffbench.models.presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -26,10 +19,14 @@ class Listing:
 
 
 def _families() -> list[dict[str, Any]]:
+    from diffbench.models.families import FAMILIES
+
     return [{"name": n, "title": f.title, "description": f.description} for n, f in FAMILIES.items()]
 
 
 def _presets() -> list[dict[str, Any]]:
+    from diffbench.models.presets import PRESETS
+
     rows = []
     for n, p in PRESETS.items():
         ref = p.reference
@@ -39,6 +36,8 @@ def _presets() -> list[dict[str, Any]]:
 
 
 def _pipelines() -> list[dict[str, Any]]:
+    from diffbench.models.pipelines import PIPELINES
+
     rows = []
     for n, p in PIPELINES.items():
         spec = p.spec("paper")
@@ -53,19 +52,27 @@ def _pipelines() -> list[dict[str, Any]]:
 
 
 def _metrics() -> list[dict[str, Any]]:
+    from diffbench.metrics.specs import METRICS
+
     return [m.as_dict() for m in METRICS.values()]
 
 
 def _suites() -> list[dict[str, Any]]:
+    from diffbench.bench.suites import builtin_suites
+
     return [{"name": s.name, "description": s.description} for s in builtin_suites()]
 
 
 def _detectors() -> list[dict[str, Any]]:
+    from diffbench.metrics.detectors import DETECTORS
+
     return [{"name": n, "modes": ", ".join(d.modes), "outputs": ", ".join(d.outputs), "description": d.description}
             for n, d in DETECTORS.items()]
 
 
 def _protocols() -> list[dict[str, Any]]:
+    from diffbench.bench.protocols import BUILTIN
+
     return [{"name": p.name, "kind": p.kind, "samples": p.samples, "sampler": f"{p.scheduler or 'own'} "
              f"{p.sample_steps} steps, guidance {p.guidance}", "detector": f"{p.detector}/{p.mode}",
              "source": p.source} for p in BUILTIN.values()]

@@ -100,9 +100,6 @@ class ModuleSubject:
         raise CaseUnsupported("a user's module is not sampled here")
 
 
-MODULE_MEASURES = ("counts", "speed", "memory")  # what a module is measured for unless told
-
-
 def benchmark(model: nn.Module, inputs: Inputs | None, name: str | None, out: str | Path | None,
               batch_sizes: tuple[int, ...], precision: str, device: str, warmup: int, repeats: int,
               min_time_s: float, measure: tuple[str, ...]) -> Path:

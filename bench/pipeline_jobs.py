@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 
 from diffbench.bench.evaluate import save_pngs
 from diffbench.bench.protocols import read_captions
-from diffbench.bench.settings import DEFAULTS, train_default
+from diffbench.bench.settings import PipelineJob, SampleJob, TrainJob
 from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import atomic_path, output_dir, write_text_atomic
@@ -46,46 +45,6 @@ from diffbench.models.pretrained import (
     to_uint8,
 )
 from diffbench.models.sizing import parse_quantity
-
-
-@dataclass
-class PipelineJob:
-    """What to build: a pipeline preset (or, to sample, a diffusers directory) and where its parts come from."""
-
-    pipeline: str
-    out: str
-    scale: str = "tiny"
-    params: str | None = None  # reshape the denoisers to this many params
-    device: str = "cpu"
-    seed: int = DEFAULTS.measurement.seed
-    text_encoder: str | None = None  # a local Hugging Face directory for the first text encoder
-    autoencoder: str | None = None  # a local diffusers AutoencoderKL directory
-
-
-@dataclass
-class TrainJob(PipelineJob):
-    dataset: str = DEFAULTS.training.dataset
-    steps: int = train_default("steps")
-    train_flops: float = train_default("train_flops")
-    batch_size: int = train_default("batch_size")
-    lr: float = train_default("lr")
-    checkpoint_every: int = train_default("checkpoint_every")
-    autoencoder_steps: int = DEFAULTS.training.autoencoder_steps
-
-
-@dataclass
-class SampleJob(PipelineJob):
-    checkpoint: str | None = None
-    n: int = 16
-    steps: int | None = None  # None: the pipeline's own
-    guidance: float | None = None  # None: the pipeline's own
-    scheduler: str | None = None  # None: ddim (a diffusers directory: its own)
-    stage_weights: list[str] | None = None  # STAGE=DIR
-    captions: list[str] | None = None
-    captions_file: str | None = None
-    labels: str | None = None  # comma-separated
-    batch_size: int = 64  # images per sampling batch
-    format: str = "png"
 
 
 def _spec(args: PipelineJob) -> Any:

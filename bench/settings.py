@@ -21,14 +21,14 @@ from typing import Any, ClassVar
 
 from diffbench.bench.accuracy import check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
-from diffbench.diffusion.pipeline_training import AUTOENCODER_STEPS
-from diffbench.diffusion.training import TrainConfig
+from diffbench.diffusion.config import AUTOENCODER_STEPS, TrainConfig
 
 # a suite's name names its run directory (runs/NAME-TIMESTAMP), as a protocol's names its metrics: a plain file
 # name, never a path
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
 SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler")  # own: a diffusers directory's own scheduler
+MODULE_MEASURES = ("counts", "speed", "memory")  # what benchmark_module measures a user's module for unless told
 DATASETS = ("digits", "shapes")
 PREDICTIONS = ("epsilon", "v_prediction")
 EMAS = ("power", "constant")
@@ -194,3 +194,44 @@ class Settings:
 _CONCERN_OF.update({key: Settings.PARTS[c] for c in CONCERNS for key in keys_of(c)})
 DEFAULTS = Settings()
 
+
+# --- the jobs of 'diffbench train' and 'diffbench sample' (bench/pipeline_jobs.py runs them) ------------------
+
+@dataclass
+class PipelineJob:
+    """What to build: a pipeline preset (or, to sample, a diffusers directory) and where its parts come from."""
+
+    pipeline: str
+    out: str
+    scale: str = "tiny"
+    params: str | None = None  # reshape the denoisers to this many params
+    device: str = "cpu"
+    seed: int = DEFAULTS.measurement.seed
+    text_encoder: str | None = None  # a local Hugging Face directory for the first text encoder
+    autoencoder: str | None = None  # a local diffusers AutoencoderKL directory
+
+
+@dataclass
+class TrainJob(PipelineJob):
+    dataset: str = DEFAULTS.training.dataset
+    steps: int = train_default("steps")
+    train_flops: float = train_default("train_flops")
+    batch_size: int = train_default("batch_size")
+    lr: float = train_default("lr")
+    checkpoint_every: int = train_default("checkpoint_every")
+    autoencoder_steps: int = DEFAULTS.training.autoencoder_steps
+
+
+@dataclass
+class SampleJob(PipelineJob):
+    checkpoint: str | None = None
+    n: int = 16
+    steps: int | None = None  # None: the pipeline's own
+    guidance: float | None = None  # None: the pipeline's own
+    scheduler: str | None = None  # None: ddim (a diffusers directory: its own)
+    stage_weights: list[str] | None = None  # STAGE=DIR
+    captions: list[str] | None = None
+    captions_file: str | None = None
+    labels: str | None = None  # comma-separated
+    batch_size: int = 64  # images per sampling batch
+    format: str = "png"

@@ -6,7 +6,6 @@ Every ``diffbench`` command is a thin wrapper over one of these; bad input raise
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 from collections import Counter
@@ -14,36 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from diffbench.bench import expansion, module_subject, pipeline_jobs, suites
-from diffbench.bench.catalog import LISTINGS
-from diffbench.bench.launchers import launch
-from diffbench.bench.module_subject import MODULE_MEASURES
-from diffbench.bench.placement import device_of, parse_devices
-from diffbench.bench.protocols import read_captions
-from diffbench.bench.runner import Runner, select
-from diffbench.bench.settings import DEFAULTS
-from diffbench.core.distributed import current
-from diffbench.core.errors import BadInputError, ConfigError
-from diffbench.core.files import output_file
-from diffbench.metrics import clip_score as clip
-from diffbench.metrics import inputs, quality, refcache
-from diffbench.metrics.detectors import build_detector, describe
-from diffbench.metrics.device import resolve_device
-from diffbench.metrics.refcache import cached_extract
-from diffbench.metrics.stats import is_stats_file
-from diffbench.models.api import build as _build
-from diffbench.models.api import count as _count
-from diffbench.models.pipelines.counting import component_rows
-from diffbench.models.sizing import SCALINGS, Conditioning, parse_input_shape, parse_target
-from diffbench.models.sizing import match as _match
-from diffbench.models.sizing import match_many as _many
-from diffbench.reports import compare as cmp
-from diffbench.reports import policy as pol
-from diffbench.reports import report as report_module
-from diffbench.reports.baseline import load_side, write_baseline
-from diffbench.reports.load import load_run as _load
+from diffbench.bench.settings import DEFAULTS, MODULE_MEASURES, SampleJob, TrainJob
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +47,8 @@ class Run:
 
 def load_run(run_dir: str | Path) -> Run:
     """Read a run directory written by :func:`run` (partial runs too)."""
+    from diffbench.reports.load import load_run as _load
+
     data = _load(run_dir)
     return Run(data.run_dir, data.long, data.wide, data.provenance, data.device, data.problems)
 
@@ -84,15 +56,23 @@ def load_run(run_dir: str | Path) -> Run:
 def plan(suite: str | Path, device: str = "auto", only: str | None = None) -> list[Any]:
     """The cases a suite expands to on ``device`` (``only``: comma-separated globs over case names),
     each with its ``name``, ``case_id`` and typed ``spec``; nothing is run."""
+    from diffbench.bench import suites
+
     return _cases(suites.load(str(suite)), device, only)
 
 
 def _cases(suite: Any, device: str, only: str | None) -> list[Any]:
-    return select(expansion.expand(suite, resolve_device(device)), only)
+    from diffbench.bench import suites
+    from diffbench.bench.runner import select
+    from diffbench.metrics.device import resolve_device
+
+    return select(suites.expand(suite, resolve_device(device)), only)
 
 
 def default_run_dir(suite: str | Path) -> Path:
     """``runs/NAME-TIMESTAMP``, NAME the suite's own name (a file's ``name =``, else its stem)."""
+    from diffbench.bench import suites
+
     return Path(f"runs/{suites.load(str(suite)).name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
 
 
@@ -110,6 +90,11 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     job array, or submitit's local executor where there is no Slurm) or ``ray`` (one task per case);
     ``launcher_options`` are that launcher's (see :mod:`diffbench.bench.launchers`).
     """
+    from diffbench.bench import suites
+    from diffbench.bench.placement import device_of, parse_devices
+    from diffbench.bench.runner import Runner
+    from diffbench.core.errors import ConfigError
+
     slots = parse_devices(devices) if devices is not None else None
     if slots is not None:
         chosen = device_of(slots)
@@ -127,6 +112,8 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
         summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress, devices=slots).run(resume,
                                                                                                    keep_failed)
     else:
+        from diffbench.bench.launchers import launch
+
         if slots is not None:
             raise ConfigError(f"--devices is for the local launcher; with --launcher {launcher} each case gets "
                               "its devices from the cluster (--gpus-per-case)")
@@ -147,6 +134,8 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
     ``model(**inputs(batch_size, device, dtype))``, or with the module's ``diffbench_inputs`` method. One case
     per batch size, recorded in ``out`` (default ``runs/module-NAME-TIMESTAMP``) like a suite's cases, so
     ``report``, ``compare`` and ``load_run`` read it. Runs in this process (no isolation, no timeout)."""
+    from diffbench.bench import module_subject
+
     return load_run(module_subject.benchmark(model, inputs, name, out, batch_sizes, precision, device, warmup,
                                              repeats, min_time_s, measure))
 
@@ -154,11 +143,14 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
 def report(run: Run | str | Path, out: str | Path | None = None,
            formats: tuple[str, ...] = ("md", "html", "csv", "tex")) -> list[Path]:
     """Write the tables, fits, plots and report of a run (from its records alone); return the files."""
-    bad = [f for f in formats if f not in report_module.FORMATS]
+    from diffbench.core.errors import ConfigError
+    from diffbench.reports.report import FORMATS, build
+
+    bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ConfigError(f"formats {formats!r}: expected a non-empty subset of {', '.join(report_module.FORMATS)}")
+        raise ConfigError(f"formats {formats!r}: expected a non-empty subset of {', '.join(FORMATS)}")
     run_dir = run.run_dir if isinstance(run, Run) else Path(run)
-    return report_module.build(run_dir, Path(out) if out is not None else run_dir / "report", formats)
+    return build(run_dir, Path(out) if out is not None else run_dir / "report", formats)
 
 
 def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None, weights: str | None = None,
@@ -168,39 +160,51 @@ def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None,
     """FID between ``a`` and ``b`` (image folders, ``.npz`` batches, statistics files, or uint8 NCHW tensors);
     with ``kid``/``isc``/``sfid``/``prc`` also KID, IS, sFID and precision/recall. The result names the
     detector, its weights' sha256 and whether they are the published ones (``verified``)."""
+    from diffbench.core.errors import BadInputError
+    from diffbench.metrics.detectors import build_detector, describe
+    from diffbench.metrics.device import resolve_device
+    from diffbench.metrics.quality import compare, compare_stats_files, extract, load_side
+    from diffbench.metrics.stats import is_stats_file
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadInputError(f"batch size must be a positive integer, got {batch_size!r}")
     for side in (a, b):
         if isinstance(side, (str, Path)) and not Path(side).exists():
             raise BadInputError(f"{side}: no such file or folder")
     if all(isinstance(side, (str, Path)) and is_stats_file(Path(side)) for side in (a, b)):
-        return quality.compare_stats_files(Path(a), Path(b), kid, isc, sfid, prc)  # no image read: no detector needed
+        return compare_stats_files(Path(a), Path(b), kid, isc, sfid, prc)  # no image read: no detector needed
     device = resolve_device(device)
     det = build_detector(detector, mode, weights, allow_unverified_weights, device)
     keep = kid or prc
 
     def load(side: Any) -> Any:
         if isinstance(side, (str, Path)):
-            return quality.load_side(side, det, keep, batch_size, progress)
-        return quality.extract(side, det, keep, batch_size, progress=progress)
+            return load_side(side, det, keep, batch_size, progress)
+        return extract(side, det, keep, batch_size, progress=progress)
 
     def reference(side: Any) -> Any:  # B, the reference: its features from the cache (metrics/refcache.py)
+        from diffbench.metrics.refcache import cached_extract
+
         if isinstance(side, (str, Path)) and is_stats_file(Path(side)):
             return load(side)
         return cached_extract(side, det, keep, batch_size, progress=progress).side
 
-    return {**quality.compare(load(a), reference(b), kid, isc, sfid, prc, seed), **describe(det)}
+    return {**compare(load(a), reference(b), kid, isc, sfid, prc, seed), **describe(det)}
 
 
 def count(spec: Any, **overrides: Any) -> ModelCounts:
     """Params (all, trainable, per module) and GMACs of one evaluation at batch 1 of a preset name
     (``"DiT-XL/2"``), a family name with overrides (``count("dit", depth=12)``) or a config; on ``meta``."""
+    from diffbench.models.api import count as _count
+
     return _count(spec, **overrides)
 
 
 def count_pipeline(name: str, scale: str = "paper", params: str | float | None = None) -> list[dict[str, Any]]:
     """One row per component of a pipeline preset (``"ldm"``, ``"imagen"``, ...), optionally with its
     denoisers reshaped to ``params`` in total; papers' reported counts beside the measured ones."""
+    from diffbench.models.pipelines.counting import component_rows
+
     return component_rows(name, scale, params)
 
 
@@ -208,9 +212,14 @@ def match(family: str, params: float | str | None = None, gmacs: float | str | N
           input_shape: str | tuple[int, int, int] = "4x32x32", cond: str = "class", num_classes: int = 1000,
           patch: int | None = None, tolerance: float = 0.02) -> MatchResult:
     """The config of ``family`` closest to a parameter count or GMACs target (``"130M"``, ``6e9``...)."""
+    from diffbench.models.sizing import Conditioning, parse_input_shape, parse_target
+    from diffbench.models.sizing import match as _match
+
     by = "params" if params is not None else "gmacs"
     raw = params if params is not None else gmacs
     if raw is None or (params is not None and gmacs is not None):
+        from diffbench.core.errors import ConfigError
+
         raise ConfigError("give exactly one of params= or gmacs=")
     target = parse_target(raw, by, by) if isinstance(raw, str) else float(raw)
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
@@ -223,6 +232,10 @@ def match_many(families: list[str], targets: list[float], by: str = "params",
                patch: int | None = None, tolerance: float = 0.02, scaling: str = "free") -> list[MatchResult]:
     """:func:`match` for every family x target (in that order), the families searched in parallel; ``scaling``
     ``"width"``: each family's targets share one structure and depth and differ in width alone."""
+    from diffbench.core.errors import ConfigError
+    from diffbench.models.sizing import SCALINGS, Conditioning, parse_input_shape
+    from diffbench.models.sizing import match_many as _many
+
     if by not in ("params", "gmacs"):
         raise ConfigError(f"by must be params or gmacs, got {by!r}")
     if scaling not in SCALINGS:
@@ -238,6 +251,13 @@ def compare(base: str | Path, new: str | Path, policy: str | Path | None = None,
     """Compare two runs of a suite (run directories, records files or baselines): a ``Comparison`` whose
     ``verdicts`` say per case and metric what moved, and ``failed`` whether anything regressed. Runs from
     different devices, drivers, torch/CUDA versions or dirty trees are refused unless ``allow_env_change``."""
+    import dataclasses
+
+    from diffbench.core.errors import ConfigError
+    from diffbench.reports import compare as cmp
+    from diffbench.reports import policy as pol
+    from diffbench.reports.baseline import load_side
+
     rules = pol.load(policy)
     rules = dataclasses.replace(rules, allow_change=rules.allow_change + tuple(allow_change))
     a, b = load_side(base), load_side(new)
@@ -252,26 +272,34 @@ def compare(base: str | Path, new: str | Path, policy: str | Path | None = None,
 
 def baseline(run: str | Path, out: str | Path) -> Path:
     """Write a run's records as a compact baseline file to commit or keep as a CI artifact."""
+    from diffbench.reports.baseline import write_baseline
+
     return write_baseline(run, out)
 
 
 def build(spec: Any, device: str | None = None, **overrides: Any) -> nn.Module:
     """A randomly initialised backbone (preset name, family name with overrides, or config)."""
+    from diffbench.models.api import build as _build
+
     return _build(spec, device, **overrides)
 
 
 def train(pipeline: str, out: str | Path, **options: Any) -> dict[str, Any]:
     """Train a pipeline part by part to a fixed budget (``steps`` or ``train_flops`` per part; the options are
-    :class:`diffbench.bench.pipeline_jobs.TrainJob`'s fields), resuming from its checkpoints in ``out``; writes
+    :class:`diffbench.bench.settings.TrainJob`'s fields), resuming from its checkpoints in ``out``; writes
     ``pipeline.safetensors`` and ``train.json``. Returns the parts' steps, losses and times."""
-    return pipeline_jobs.train(pipeline_jobs.TrainJob(pipeline, str(out), **options))
+    from diffbench.bench import pipeline_jobs
+
+    return pipeline_jobs.train(TrainJob(pipeline, str(out), **options))
 
 
 def sample(pipeline: str, out: str | Path, **options: Any) -> dict[str, Any]:
     """Sample a pipeline preset or a diffusers pipeline directory into PNGs or one ``.npz`` in ``out`` (image k seeded
-    by (seed, k); the options are :class:`diffbench.bench.pipeline_jobs.SampleJob`'s fields). Returns the time per
+    by (seed, k); the options are :class:`diffbench.bench.settings.SampleJob`'s fields). Returns the time per
     image of each component."""
-    return pipeline_jobs.sample(pipeline_jobs.SampleJob(pipeline, str(out), **options))
+    from diffbench.bench import pipeline_jobs
+
+    return pipeline_jobs.sample(SampleJob(pipeline, str(out), **options))
 
 
 def stats(source: str | Path, out: str | Path, detector: str = "inception-v3", mode: str | None = None,
@@ -279,6 +307,13 @@ def stats(source: str | Path, out: str | Path, detector: str = "inception-v3", m
           device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """A detector's feature statistics of images (a folder or an ``.npz`` batch) saved to ``out`` (.npz), through the
     reference cache (which it fills); under torchrun every rank extracts its share and rank 0 writes."""
+    from diffbench.core.distributed import current
+    from diffbench.core.errors import BadInputError
+    from diffbench.core.files import output_file
+    from diffbench.metrics.detectors import build_detector, describe
+    from diffbench.metrics.device import resolve_device
+    from diffbench.metrics.refcache import cached_extract
+
     if not Path(source).exists():
         raise BadInputError(f"{source}: no such file or folder")
     path = output_file(out, ".npz", "-o")  # np.savez would add .npz to any other name
@@ -295,6 +330,13 @@ def clip_score(images: str | Path, captions: str | Path, model: str = "embedded"
     """CLIP score (100 x max(cos, 0), averaged) of images (a folder or an ``.npz`` batch) against a captions file
     (one per line, or JSONL), image k with caption k; ``model``: a Hugging Face CLIP directory, an open_clip
     checkpoint, or ``embedded`` (the shapes-CLIP)."""
+    import torch
+
+    from diffbench.bench.protocols import read_captions
+    from diffbench.core.errors import BadInputError
+    from diffbench.metrics import clip_score as clip
+    from diffbench.metrics import inputs
+
     cap_path = Path(captions)
     if not cap_path.is_file():
         raise BadInputError(f"{cap_path}: no such captions file")
@@ -313,12 +355,16 @@ def clip_score(images: str | Path, captions: str | Path, model: str = "embedded"
 
 def cache_entries() -> tuple[Path | None, list[dict[str, Any]]]:
     """(the reference cache's folder, or None when DIFFBENCH_CACHE=off; one row per entry)."""
+    from diffbench.metrics import refcache
+
     where = refcache.cache_dir()
     return where, refcache.entries() if where is not None else []
 
 
 def clear_cache() -> tuple[Path | None, int]:
     """Remove the reference cache's entries: (its folder, or None when off; how many were removed)."""
+    from diffbench.metrics import refcache
+
     where = refcache.cache_dir()
     return where, refcache.clear() if where is not None else 0
 
@@ -326,5 +372,7 @@ def clear_cache() -> tuple[Path | None, int]:
 def listings(kind: str | None = None) -> list[tuple[Any, list[dict[str, Any]]]]:
     """What diffbench knows, by kind (families, presets, pipelines, metrics, suites, detectors, protocols, and the
     CLI's commands when it is loaded): (listing, rows) for ``kind``, or for every kind."""
+    from diffbench.bench.catalog import LISTINGS
+
     chosen = [LISTINGS.get(kind)] if kind else [LISTINGS.get(k) for k in LISTINGS.names()]  # validated first
     return [(listing, listing.rows()) for listing in chosen]

@@ -25,6 +25,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.diffusion import datasets
+from diffbench.diffusion.config import AUTOENCODER_STEPS
 from diffbench.diffusion.process import TRAIN_STEPS, noise_augment
 from diffbench.diffusion.training import TrainConfig, TrainResult, model_range, train
 from diffbench.metrics import clip_score
@@ -33,8 +34,6 @@ from diffbench.models.api import read_safetensors, write_safetensors
 from diffbench.models.pipelines import Pipeline, count_pipeline, fingerprint
 from diffbench.models.pipelines.modules import encode_text, null_image_embed, stage_inputs
 from diffbench.models.text_encoders import attention_mask
-
-AUTOENCODER_STEPS = 200  # a latent pipeline's autoencoder: its training steps, before the stages
 
 AUG_MAX = 0.5  # training draws the augmentation timestep uniformly from [0, AUG_MAX * 1000)
 

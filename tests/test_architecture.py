@@ -43,7 +43,19 @@ DEFERRED = {
     "fcntl": "POSIX only",
 }
 # modules whose function-level imports of diffbench itself are their purpose
-LAZY = {"diffbench/__init__.py": "import diffbench stays cheap: the API (and torch) load with the first function"}
+LAZY = {
+    "diffbench/__init__.py": "import diffbench stays cheap: the API (and torch) load with the first function",
+    # the CLI registers all of its commands at start-up; a command loads what only it needs when it runs, so that
+    # 'diffbench list families' does not pay for diffusers' schedulers (1.4 s, through the pipelines' registry),
+    # pandas and scipy (0.9 s, the reports)
+    "diffbench/api.py": "one module, many entry points: each function loads its own machinery (the runner, the "
+                        "pipelines and diffusers, torchmetrics, the reports) when it is called",
+    "bench/catalog.py": "each listing loads its own registry when it is listed",
+    "diffbench/cli/commands/comparing.py": "the reports' comparison",
+    "diffbench/cli/commands/counting.py": "the pipelines' registry",
+    "diffbench/cli/commands/matching.py": "the families' registry",
+    "diffbench/cli/commands/reporting.py": "the reports",
+}
 OLD_TOP_LEVEL = {"bench", "models", "metrics", "reports", "diffusion", "core", "api"}
 
 

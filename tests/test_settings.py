@@ -1,5 +1,5 @@
 """Every setting's default is written once: in its concern's dataclass (bench/settings.py) or, for what the
-training loop also takes, in diffusion's TrainConfig (and AUTOENCODER_STEPS beside the pipeline training).
+training loop also takes, in diffusion's TrainConfig and AUTOENCODER_STEPS (diffusion/config.py).
 
 The check reads the source of every module: a literal default for a name that is a setting — a dataclass
 field, a function parameter, a CLI option's ``default=``, a ``.get(name, fallback)`` — is a second
@@ -17,10 +17,10 @@ import pytest
 from diffbench.bench import settings
 from diffbench.bench.settings import DEFAULTS, SETTING_KEYS, Settings
 from diffbench.core.errors import ConfigError
-from diffbench.diffusion.training import TrainConfig
+from diffbench.diffusion.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-OWNERS = {"bench/settings.py", "diffusion/training.py"}
+OWNERS = {"bench/settings.py", "diffusion/config.py"}
 SETTINGS = {f.name for c in settings.CONCERNS for f in dataclasses.fields(c)} | \
     {f.name for f in dataclasses.fields(TrainConfig)}
 # (module, name): why the literal there is not a default of the setting of that name
@@ -30,7 +30,7 @@ NOT_THE_SETTING = {
     ("models/pipelines/spec.py", "prediction"): "what a pipeline stage predicts, from its paper",
     ("diffbench/cli/commands/quality.py", "seed"): "the seed of KID's random subsets",
     ("diffbench/cli/commands/quality.py", "batch_size"): "images per detector batch",
-    ("bench/pipeline_jobs.py", "batch_size"): "SampleJob: images per sampling batch of 'diffbench sample'",
+    ("bench/settings.py", "batch_size"): "SampleJob: images per sampling batch of 'diffbench sample'",
     ("diffbench/api.py", "seed"): "fid(): the seed of KID's random subsets",
     ("diffbench/api.py", "batch_size"): "fid(): images per detector batch",
 }
@@ -77,7 +77,7 @@ def test_no_setting_has_a_second_default():
     files = [p for d in ("bench", "models", "metrics", "reports", "diffusion", "diffbench/core")
              for p in (ROOT / d).rglob("*.py")] + [ROOT / "diffbench" / "api.py"]
     bad = [hit for p in files if p.relative_to(ROOT).as_posix() not in OWNERS for hit in second_definitions(p)]
-    assert not bad, "a setting's default written outside bench/settings.py or TrainConfig: " + "; ".join(bad)
+    assert not bad, "a setting's default written outside bench/settings.py or diffusion/config.py: " + "; ".join(bad)
 
 
 def test_the_check_finds_a_second_default(tmp_path):

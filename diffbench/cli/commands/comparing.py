@@ -11,7 +11,6 @@ from diffbench.bench.formatting import render
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
 from diffbench.core.files import write_text_atomic
-from diffbench.reports import compare as cmp
 
 
 @command(
@@ -33,6 +32,8 @@ from diffbench.reports import compare as cmp
               help="also write NEW as github-action-benchmark JSON (smaller.json, bigger.json) into DIR")],
 )
 def run_compare(args: argparse.Namespace) -> int:
+    from diffbench.reports import compare as cmp
+
     allowed = tuple(m.strip() for m in args.allow_change.split(",") if m.strip())
     result = diffbench.compare(args.base, args.new, args.policy, allowed, args.allow_env_change)
     if args.format == "json":

@@ -8,8 +8,6 @@ import diffbench
 from diffbench.bench.formatting import FORMATS, render
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
-from diffbench.models.api import resolve
-from diffbench.models.pipelines import PIPELINES
 
 COLUMNS = ("name", "family", "params", "params_trainable", "gmacs", "flops")
 PIPELINE_COLUMNS = ("pipeline", "name", "component", "params", "gmacs", "per_step", "reported_params")
@@ -31,6 +29,9 @@ PIPELINE_COLUMNS = ("pipeline", "name", "component", "params", "gmacs", "per_ste
           arg("--format", choices=FORMATS, default="table", help="output format (default: table)")],
 )
 def run_count(args: argparse.Namespace) -> int:
+    from diffbench.models.api import resolve
+    from diffbench.models.pipelines import PIPELINES
+
     is_pipe = [n in PIPELINES for n in args.names]
     if any(is_pipe):
         if not all(is_pipe):

@@ -8,7 +8,6 @@ import diffbench
 from diffbench.bench.formatting import FORMATS, render
 from diffbench.cli.app import arg, command, names, number, positive_int
 from diffbench.core.errors import ConfigError
-from diffbench.models.families import FAMILIES
 from diffbench.models.sizing import SCALINGS, parse_input_shape, parse_target
 
 COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
@@ -47,6 +46,8 @@ def shape_summary(config: dict) -> str:
     ],
 )
 def run_match(args: argparse.Namespace) -> int:
+    from diffbench.models.families import FAMILIES
+
     by = args.by or ("gmacs" if args.gmacs and not args.params else "params")
     raw = args.params if by == "params" else args.gmacs
     if not raw:

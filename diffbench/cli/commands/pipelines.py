@@ -9,8 +9,7 @@ from typing import Any
 
 import diffbench
 from diffbench.bench.formatting import render
-from diffbench.bench.pipeline_jobs import PipelineJob, SampleJob, TrainJob
-from diffbench.bench.settings import DEFAULTS, train_default
+from diffbench.bench.settings import DEFAULTS, PipelineJob, SampleJob, TrainJob, train_default
 from diffbench.cli.app import (
     arg,
     command,

@@ -9,8 +9,6 @@ from pathlib import Path
 import diffbench
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
-from diffbench.reports.history import build
-from diffbench.reports.report import FORMATS
 
 
 @command(
@@ -25,6 +23,9 @@ from diffbench.reports.report import FORMATS
           arg("--format", default="md,html,csv,tex", help="comma-separated: md, html, csv, tex (default: all)")],
 )
 def run_report(args: argparse.Namespace) -> int:
+    from diffbench.reports.history import build
+    from diffbench.reports.report import FORMATS
+
     d = Path(args.run_dir)
     if d.is_dir() and not (d / "records.jsonl").exists() and any(p.is_dir() and (p / "records.jsonl").is_file()
                                                                  for p in d.iterdir()):

@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import diffbench
-from diffbench.api import default_run_dir
 from diffbench.bench.formatting import render
 from diffbench.cli.app import arg, command, non_negative_int, positive_float, positive_int
 from diffbench.core.errors import ConfigError
@@ -66,7 +65,7 @@ def run_suite(args: argparse.Namespace) -> int:
               "nothing was run (--dry-run)")
         return 0
 
-    out = args.out or str(default_run_dir(args.suite))
+    out = args.out or str(diffbench.default_run_dir(args.suite))
     given = [(flag, key, value) for flag, key, value in (
         ("--partition", "partition", args.partition), ("--gpus-per-case", "gpus_per_case", args.gpus_per_case),
         ("--cpus-per-case", "cpus_per_case", args.cpus_per_case), ("--max-parallel", "max_parallel", args.max_parallel),
