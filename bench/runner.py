@@ -229,9 +229,9 @@ class Runner:
         self.log_path = run_dir / "run.log"
         self._log_lock = threading.Lock()
         self.executor = CaseExecutor(self.run_id, suite.name, self.log, timeout_s)
-        too_big = [c for c in cases if c.spec.devices_per_case > max(1, len(self.devices))]
+        too_big = [c for c in cases if c.spec.placement.devices_per_case > max(1, len(self.devices))]
         if too_big:
-            raise ConfigError(f"case {too_big[0].name} needs {too_big[0].spec.devices_per_case} devices "
+            raise ConfigError(f"case {too_big[0].name} needs {too_big[0].spec.placement.devices_per_case} devices "
                               f"(devices_per_case) but the run has {max(1, len(self.devices))}; "
                               "give more with --devices")
 
@@ -327,7 +327,7 @@ class Runner:
 
         try:
             for case in todo:
-                need = case.spec.devices_per_case
+                need = case.spec.placement.devices_per_case
                 with cond:
                     while len(free) < need and not failures:
                         cond.wait(0.5)

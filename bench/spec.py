@@ -21,7 +21,7 @@ from typing import Any, Union
 
 from diffbench.bench.accuracy import bands
 from diffbench.bench.protocols import Protocol
-from diffbench.bench.settings import DEFAULTS, SamplingSettings, Settings, TrainingSettings
+from diffbench.bench.settings import DEFAULTS, Placement, SamplingSettings, Settings, TrainingSettings
 from diffbench.core.errors import ConfigError
 
 
@@ -146,8 +146,8 @@ class CaseSpec:
     oom_retry_from: int | None = None  # set by the runner when it halved the batch after an OOM
     # > 1: the case runs that many times, each in a fresh process (bench/repetitions.py)
     repetitions: int = DEFAULTS.measurement.repetitions
-    # devices the runner reserves for the case (all visible to its process)
-    devices_per_case: int = DEFAULTS.placement.devices_per_case
+    # where it runs (the devices the runner reserves for it, all visible to its process): apart from what it measures
+    placement: Placement = DEFAULTS.placement
     # accuracy bands (bench/accuracy.py); not part of the identity
     accept: tuple[tuple[str, float, float], ...] = bands(DEFAULTS.measurement.accept)
     protocol: Protocol | None = field(default=None, hash=False)  # scoring a pretrained system (bench/protocols)
@@ -177,8 +177,8 @@ class CaseSpec:
         # only then: the ids of cases without repetitions (or placement) stay what they were
         if self.repetitions != DEFAULTS.measurement.repetitions:
             out["repetitions"] = self.repetitions
-        if self.devices_per_case != DEFAULTS.placement.devices_per_case:
-            out["devices_per_case"] = self.devices_per_case
+        if self.placement != DEFAULTS.placement:
+            out.update(dataclasses.asdict(self.placement))
         if self.accept:
             out["accept"] = {name: [low, high] for name, low, high in self.accept}
         if self.protocol is not None:
@@ -197,7 +197,7 @@ class CaseSpec:
             return cls(model=model, **{k: d[k] for k in cls.FLAT}, measure=tuple(d["measure"]), training=training,
                        sampler=sampler, oom_retry_from=d.get("oom_retry_from"),
                        repetitions=d.get("repetitions", DEFAULTS.measurement.repetitions),
-                       devices_per_case=d.get("devices_per_case", DEFAULTS.placement.devices_per_case),
+                       placement=_part(Placement, d),
                        accept=bands(d.get("accept")),
                        protocol=Protocol.from_json(d["protocol"]) if d.get("protocol") is not None else None)
         except (KeyError, TypeError) as e:
@@ -248,5 +248,5 @@ def case_spec(model: ModelRef, settings: Settings, *, batch_size: int, precision
                     cond=cond, classes=classes, timeout_s=m.timeout_s,
                     training=settings.training if trains and not pretrained else None,
                     sampler=settings.sampling if samples else None, repetitions=m.repetitions,
-                    devices_per_case=settings.placement.devices_per_case, accept=bands(m.accept),
+                    placement=settings.placement, accept=bands(m.accept),
                     protocol=protocol if protocol is not None and "quality" in m.measure else None)

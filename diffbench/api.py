@@ -62,11 +62,11 @@ def plan(suite: str | Path, device: str = "auto", only: str | None = None) -> li
 
 
 def _cases(suite: Any, device: str, only: str | None) -> list[Any]:
-    from diffbench.bench import suites
+    from diffbench.bench.expansion import expand
     from diffbench.bench.runner import select
     from diffbench.metrics.device import resolve_device
 
-    return select(suites.expand(suite, resolve_device(device)), only)
+    return select(expand(suite, resolve_device(device)), only)
 
 
 def default_run_dir(suite: str | Path) -> Path:
