@@ -19,19 +19,21 @@ TRAIN_STEPS = 1000
 SCHEDULERS: Registry[Callable[..., Any]] = Registry("scheduler", "samplers from diffusers")
 
 
-def _register() -> None:
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+def _diffusers(name: str) -> Any:
+    """A diffusers scheduler class, imported when a scheduler is made (diffusers takes 1.4 s to load: a case that
+    samples nothing does not pay it)."""
+    import diffusers
 
-    common = dict(num_train_timesteps=TRAIN_STEPS, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-    SCHEDULERS.add("ddpm", lambda pred: DDPMScheduler(**common, prediction_type=pred, clip_sample=False))
-    SCHEDULERS.add("ddim", lambda pred: DDIMScheduler(**common, prediction_type=pred, clip_sample=False,
-                                                      set_alpha_to_one=False))
-    SCHEDULERS.add("dpm-solver++", lambda pred: DPMSolverMultistepScheduler(**common, prediction_type=pred,
-                                                                            algorithm_type="dpmsolver++"))
-    SCHEDULERS.add("euler", lambda pred: EulerDiscreteScheduler(**common, prediction_type=pred))
+    return getattr(diffusers, name)
 
 
-_register()
+COMMON = dict(num_train_timesteps=TRAIN_STEPS, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+SCHEDULERS.add("ddpm", lambda pred: _diffusers("DDPMScheduler")(**COMMON, prediction_type=pred, clip_sample=False))
+SCHEDULERS.add("ddim", lambda pred: _diffusers("DDIMScheduler")(**COMMON, prediction_type=pred, clip_sample=False,
+                                                                set_alpha_to_one=False))
+SCHEDULERS.add("dpm-solver++", lambda pred: _diffusers("DPMSolverMultistepScheduler")(
+    **COMMON, prediction_type=pred, algorithm_type="dpmsolver++"))
+SCHEDULERS.add("euler", lambda pred: _diffusers("EulerDiscreteScheduler")(**COMMON, prediction_type=pred))
 
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")  # sample: the clean x0 (unCLIP's prior)

@@ -17,7 +17,6 @@ from diffbench.metrics.frechet import frechet_distance
 from diffbench.metrics.isc import inception_score
 from diffbench.metrics.kid import kernel_inception_distance
 from diffbench.metrics.prc import precision_recall
-from diffbench.metrics.sharded import extract_sharded
 from diffbench.metrics.stats import FeatureStats, is_stats_file
 
 
@@ -73,6 +72,8 @@ def extract(source: Any, detector: Detector, keep_features: bool = False, batch_
 
 def _extract_sharded(source: Any, detector: Detector, keep_features: bool, batch_size: int,
                      value_range: tuple[float, float] | None, label: str | None, world: Any) -> Side:
+    from diffbench.metrics.sharded import extract_sharded  # torchmetrics: 1.2 s, for torchrun's ranks only
+
     own = inputs.indexed_batches(source, batch_size, value_range, world.mine)
     got = extract_sharded(own, detector, world, keep_features, None)
     stats = got["stats"]

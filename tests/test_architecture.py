@@ -51,6 +51,8 @@ LAZY = {
     "diffbench/api.py": "one module, many entry points: each function loads its own machinery (the runner, the "
                         "pipelines and diffusers, torchmetrics, the reports) when it is called",
     "bench/catalog.py": "each listing loads its own registry when it is listed",
+    # every case is a fresh process: what it imports at start it pays once per case
+    "metrics/quality.py": "torchmetrics (1.2 s, metrics/sharded.py) only for features sharded over torchrun's ranks",
     "diffbench/cli/commands/comparing.py": "the reports' comparison",
     "diffbench/cli/commands/counting.py": "the pipelines' registry",
     "diffbench/cli/commands/matching.py": "the families' registry",
