@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ from diffbench.models.pipelines import (
     save_pipeline,
     size_pipeline,
 )
+from diffbench.models.pipelines.spec import PipelineSpec
 from diffbench.models.pretrained import (
     Instrument,
+    PipelineDir,
     call_arguments,
     call_defaults,
     inspect_dir,
@@ -46,8 +49,10 @@ from diffbench.models.pretrained import (
 )
 from diffbench.models.sizing import parse_quantity
 
+Maker = Callable[[int, int], torch.Tensor]  # make(b0, b1): uint8 NCHW images b0..b1-1
 
-def _spec(args: PipelineJob) -> Any:
+
+def _spec(args: PipelineJob) -> PipelineSpec:
     spec = PIPELINES.get(args.pipeline).spec(args.scale)
     args.device = resolve_device(args.device)
     for option, path in (("--text-encoder", args.text_encoder), ("--autoencoder", args.autoencoder)):
@@ -105,7 +110,7 @@ def sample(args: SampleJob) -> dict[str, Any]:
     return _write_samples(args, make, timings, labels)
 
 
-def _pipeline_sampler(args: Any) -> tuple[Any, Any, Any]:
+def _pipeline_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.Tensor | None]:
     """(make(b0, b1) -> uint8 NCHW images b0..b1-1, seconds per component, labels) of a built-in pipeline."""
     spec = _spec(args)
     steps = spec.steps if args.steps is None else args.steps
@@ -131,7 +136,7 @@ def _pipeline_sampler(args: Any) -> tuple[Any, Any, Any]:
         print(f"diffbench: note: no --checkpoint, so the weights are random (untrained){loaded}", file=sys.stderr)
     timings = Timings(args.device)
 
-    def make(b0: int, b1: int) -> Any:
+    def make(b0: int, b1: int) -> torch.Tensor:
         return next(sample_pipeline(pipe, b1 - b0, None if tokens is None else tokens[b0:b1],
                                     None if labels is None else labels[b0:b1], scheduler, steps, guidance,
                                     args.seed, args.batch_size, args.device, start=b0, timings=timings))
@@ -139,7 +144,7 @@ def _pipeline_sampler(args: Any) -> tuple[Any, Any, Any]:
     return make, timings.seconds, labels
 
 
-def _directory_sampler(args: Any) -> tuple[Any, Any, Any]:
+def _directory_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.Tensor | None]:
     """The same for a diffusers pipeline directory: loaded from local files only, its own scheduler unless
     --scheduler names one, image k seeded by (seed, k), time per component from its calls."""
     for option in ("checkpoint", "text_encoder", "autoencoder", "params"):
@@ -161,7 +166,7 @@ def _directory_sampler(args: Any) -> tuple[Any, Any, Any]:
     inst = Instrument(args.device).attach(pipe)
 
     @torch.no_grad()
-    def make(b0: int, b1: int) -> Any:
+    def make(b0: int, b1: int) -> torch.Tensor:
         kw = call_arguments(pipe, info, b1 - b0, None if labels is None else labels[b0:b1].tolist(),
                             None if captions is None else captions[b0:b1], steps, guidance,
                             generators(args.seed, list(range(b0, b1))))
@@ -173,11 +178,11 @@ def _directory_sampler(args: Any) -> tuple[Any, Any, Any]:
 class _DirSpec:
     """What ``_conditions`` reads of a pipeline, for a diffusers directory."""
 
-    def __init__(self, info: Any) -> None:
+    def __init__(self, info: PipelineDir) -> None:
         self.name, self.cond, self.num_classes = info.class_name, info.cond, max(info.classes, 1)
 
 
-def _stage_weights(args: Any) -> list[tuple[str, str]]:
+def _stage_weights(args: SampleJob) -> list[tuple[str, str]]:
     out = []
     for item in getattr(args, "stage_weights", None) or []:
         stage, sep, folder = item.partition("=")
@@ -187,10 +192,11 @@ def _stage_weights(args: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _write_samples(args: Any, make: Any, seconds: dict[str, float], labels: Any) -> dict[str, Any]:
+def _write_samples(args: SampleJob, make: Maker, seconds: dict[str, float],
+                   labels: torch.Tensor | None) -> dict[str, Any]:
     out = output_dir(args.out)
     world = current()  # under torchrun: batch j is made by rank j mod world size, written by rank 0
-    kept: dict[int, Any] = {}  # first index -> images, for the .npz
+    kept: dict[int, np.ndarray] = {}  # first index -> images, for the .npz
     written = 0
     batches = list(shard(args.n, args.batch_size, world))
     rounds = math.ceil(math.ceil(args.n / args.batch_size) / world.size)  # every rank joins every gather
@@ -222,7 +228,7 @@ def _write_samples(args: Any, make: Any, seconds: dict[str, float], labels: Any)
     assert written == args.n, (written, args.n)
     if args.format == "npz":
         arr = np.concatenate([kept[b0] for b0 in sorted(kept)])
-        extra = {"arr_1": labels.numpy()} if labels is not None else {}
+        extra: dict[str, Any] = {"arr_1": labels.numpy()} if labels is not None else {}
         with atomic_path(out / "samples.npz") as tmp:
             np.savez(tmp, arr_0=arr, **extra)
     rows = [{"component": k, "ms_per_image": v * 1e3 / args.n} for k, v in total.items()]
@@ -230,11 +236,11 @@ def _write_samples(args: Any, make: Any, seconds: dict[str, float], labels: Any)
     return {**result, "components": rows}
 
 
-def _conditions(spec: Any, args: Any) -> tuple[list[str] | None, Any]:
+def _conditions(spec: PipelineSpec | _DirSpec, args: SampleJob) -> tuple[list[str] | None, torch.Tensor | None]:
     """(captions, labels) for the ``--n`` samples, cycled from the arguments or defaulted."""
     captions = labels = None
     given = args.captions
-    if getattr(args, "captions_file", None):
+    if args.captions_file:
         if args.captions:
             raise BadInputError("give --captions or --captions-file, not both")
         if not Path(args.captions_file).is_file():
@@ -252,15 +258,15 @@ def _conditions(spec: Any, args: Any) -> tuple[list[str] | None, Any]:
     if spec.cond == "class":
         if args.labels:
             try:
-                given = [int(v) for v in args.labels.split(",")]
+                classes = [int(v) for v in args.labels.split(",")]
             except ValueError:
                 raise BadInputError(f"--labels must be comma-separated integers, got {args.labels!r}") from None
-            bad = [v for v in given if not 0 <= v < spec.num_classes]
+            bad = [v for v in classes if not 0 <= v < spec.num_classes]
             if bad:
                 raise BadInputError(f"--labels {bad} outside 0..{spec.num_classes - 1} of the {spec.name} pipeline")
         else:
-            given = list(range(spec.num_classes))
-        labels = torch.tensor([given[k % len(given)] for k in range(args.n)])
+            classes = list(range(spec.num_classes))
+        labels = torch.tensor([classes[k % len(classes)] for k in range(args.n)])
     elif args.labels:
         raise BadInputError(f"the {spec.name} pipeline is not class-conditional; drop --labels")
     return captions, labels
