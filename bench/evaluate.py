@@ -4,12 +4,12 @@ embedded CLIP (CLIP score with the samples' own captions and with captions shift
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -20,10 +20,9 @@ from diffbench.bench.spec import CaseSpec
 from diffbench.bench.subjects import Held, Subject, held_out
 from diffbench.core.files import atomic_path, output_dir
 from diffbench.diffusion.conditioning import condition_gain
-from diffbench.metrics import clip_score
+from diffbench.metrics import clip_score, quality
 from diffbench.metrics.detectors import build_detector, describe
-from diffbench.metrics.frechet import frechet_distance
-from diffbench.metrics.intervals import BOOTSTRAP, bootstrap, fid_interval, kid_interval
+from diffbench.metrics.intervals import bootstrap
 from diffbench.metrics.quality import extract, load_side
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.refcache import cached_extract
@@ -65,27 +64,21 @@ def condition_reading(subject: Subject, spec: CaseSpec) -> Reading | None:
 
 def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int,
           kid: bool = True, ref: Any = None) -> dict[str, Reading]:
-    """Quality of uint8 samples with the dataset's embedded detector, each number with its 95% interval over the
-    generated samples (``metrics/intervals.py``): FID (bootstrap), KID (unbiased at small N; half-samples),
-    and the floor FID reaches at this sample count (as many real images as samples, against the reference). For
-    captioned samples the embedded CLIP score with their own captions and with captions shifted by 7."""
+    """Quality of uint8 samples with the dataset's embedded detector, through the one scorer
+    (:func:`diffbench.metrics.quality.score`), each number with its 95% interval over the generated samples: FID
+    (bootstrap), KID (unbiased at small N; half-samples), and the floor FID reaches at this sample count (as many
+    real images as samples, against the reference). For captioned samples the embedded CLIP score with their own
+    captions and with captions shifted by 7."""
     det = build_detector(dataset)
     gen = extract(samples, det, keep_features=True)
     if ref is None:  # the reference's features: passed in by a caller that scores several times
         ref = extract(reference, det, keep_features=True)
-    assert gen.pool is not None and ref.pool is not None
     ident = {**describe(det), "n_generated": len(samples), "n_reference": len(reference)}
-    fid = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed)
-    out = {metric_name("fid", det.name): Reading(fid.value, "1", extra={**ident, **fid.extra()})}
-    if not kid:  # an evaluation along training: FID only
-        return out
-    k = kid_interval(gen.pool, ref.pool, seed=seed)
-    rng = np.random.default_rng(seed)
-    real = ref.pool[rng.choice(len(ref.pool), min(len(samples), len(ref.pool)), replace=False)]
-    floor = frechet_distance(real.mean(0), np.cov(real, rowvar=False), ref.stats.mu, ref.stats.sigma)
-    out[metric_name("kid", det.name)] = Reading(k.value, "1", extra={**ident, **k.extra()})
-    out[metric_name("fid_real", det.name)] = Reading(floor, "1", extra={**ident, "n_real": len(real)})
-    if captions is not None:
+    # an evaluation along training (kid False): FID only
+    readings = quality.score(gen, ref, quality.Asked(kid=kid, fid_real=kid, intervals=True), seed)
+    out = {metric_name(name, det.name): dataclasses.replace(r, extra={**ident, **r.extra})
+           for name, r in readings.items()}
+    if kid and captions is not None:
         out.update(clip_readings(clip_score.load("embedded"), samples, captions, seed))
     return out
 
@@ -224,13 +217,11 @@ def save_pngs(samples: Any, folder: Path, start: int = 0) -> None:
             Image.fromarray(img).save(tmp, format="PNG")
 
 
-BOOTSTRAP_MAX_DIM = 512  # a FID bootstrap repeats a sqrtm of the feature dimension: at 2048-d that takes minutes
-
-
 def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: int, device: str
                ) -> dict[str, Reading]:
-    """FID and KID of ``samples`` with the protocol's detector against its reference, computed as
-    ``diffbench fid SAMPLES REFERENCE`` computes them (same extraction, same formula), and the CLIP scores."""
+    """FID and KID of ``samples`` with the protocol's detector against its reference, through the one scorer
+    (:func:`diffbench.metrics.quality.score`, as ``diffbench fid SAMPLES REFERENCE`` scores them), and the CLIP
+    scores."""
     det = build_detector(p.detector, p.mode or None, p.weights or None, p.allow_unverified, device)
     reference = Path(p.reference)
     stats_only = is_stats_file(reference)
@@ -245,18 +236,9 @@ def score_with(samples: torch.Tensor, p: Any, captions: list[str] | None, seed: 
     q = p.qualifier(det.name, det.mode)
     ident = {**describe(det), "protocol": p.name, "protocol_source": p.source, "n_generated": len(samples),
              "n_reference": ref.count, "seed": seed, **({"reference_cache": cache} if cache else {})}
-    assert gen.pool is not None
-    fid = frechet_distance(gen.stats.mu, gen.stats.sigma, ref.stats.mu, ref.stats.sigma)
-    if gen.pool.shape[1] <= BOOTSTRAP_MAX_DIM:
-        # the value is the running-sums FID that 'diffbench fid' prints; the interval's spread is the bootstrap's
-        fid_extra = fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed).extra()
-    else:
-        fid_extra = {"ci95": None, "interval": f"not computed: a bootstrap of {gen.pool.shape[1]}-d features repeats "
-                                               f"a sqrtm of that size {BOOTSTRAP} times"}
-    out = {metric_name("fid", q): Reading(fid, "1", extra={**ident, **fid_extra})}
-    if keep and ref.pool is not None:
-        k = kid_interval(gen.pool, ref.pool, seed=seed)
-        out[metric_name("kid", q)] = Reading(k.value, "1", extra={**ident, **k.extra()})
+    readings = quality.score(gen, ref, quality.Asked(kid=keep, intervals=True), seed)
+    out = {metric_name(name, q): dataclasses.replace(r, extra={**ident, **r.extra})
+           for name, r in readings.items()}
     if captions is not None:
         out.update(clip_readings(clip_score.load(p.clip, p.clip_arch, p.allow_unverified), samples, captions, seed,
                                  protocol=p.name))

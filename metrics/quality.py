@@ -14,9 +14,11 @@ from diffbench.core.progress import progress as bar_for
 from diffbench.metrics import inputs
 from diffbench.metrics.detectors import Detector, describe
 from diffbench.metrics.frechet import frechet_distance
+from diffbench.metrics.intervals import BOOTSTRAP, fid_interval, kid_interval
 from diffbench.metrics.isc import inception_score
 from diffbench.metrics.kid import kernel_inception_distance
 from diffbench.metrics.prc import precision_recall
+from diffbench.metrics.reading import Reading
 from diffbench.metrics.stats import FeatureStats, is_stats_file
 
 
@@ -103,31 +105,104 @@ def load_side(path: str | Path, detector: Detector, keep_features: bool, batch_s
     return extract(p, detector, keep_features, batch_size, progress=progress)
 
 
+BOOTSTRAP_MAX_DIM = 512  # a FID bootstrap repeats a sqrtm of the feature dimension: at 2048-d that takes minutes
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The quality metrics a case or a command asks for, besides FID (always)."""
+
+    kid: bool = False
+    fid_real: bool = False  # the floor: as many real images as were generated, against the reference
+    isc: bool = False
+    sfid: bool = False
+    prc: bool = False
+    intervals: bool = False  # 95% intervals over the generated samples: FID bootstrap, KID half-samples
+
+
+def score(gen: Side, ref: Side, asked: Asked, seed: int = 0) -> dict[str, Reading]:
+    """Every quality metric ``asked`` for, ``gen`` against ``ref``, from their detector statistics (and their
+    features where a metric needs them), keyed by the registry's base names (``fid``, ``kid``, ``fid_real``,
+    ``isc``, ``sfid``, ``precision``, ``recall``). FID is the Frechet distance of the running statistics (what
+    ``diffbench fid`` prints and the reference libraries compute); with ``intervals`` its 95% interval is a
+    bootstrap of the generated features, KID's a half-sampling one. A metric that cannot be computed from what
+    the sides hold is a Reading without a value, and the reason."""
+    if gen.stats.dim != ref.stats.dim:
+        raise BadInputError(f"feature dimensions differ ({gen.stats.dim} vs {ref.stats.dim}): different detectors")
+    out = {"fid": Reading(frechet_distance(gen.stats.mu, gen.stats.sigma, ref.stats.mu, ref.stats.sigma), "1",
+                          extra=_fid_interval(gen, ref, seed) if asked.intervals else {})}
+    both = gen.pool is not None and ref.pool is not None
+    if asked.kid:
+        out["kid"] = _kid(gen, ref, asked.intervals, seed) if both else \
+            Reading.unavailable("1", "needs images on both sides, not a statistics file")
+    if asked.fid_real:
+        out["fid_real"] = _floor(gen, ref, seed) if ref.pool is not None else \
+            Reading.unavailable("1", "needs the reference's images, not a statistics file")
+    if asked.prc:
+        if both:
+            assert gen.pool is not None and ref.pool is not None
+            precision, recall = precision_recall(ref.pool, gen.pool)
+            out["precision"], out["recall"] = Reading(precision, "1"), Reading(recall, "1")
+        else:
+            out["precision"] = Reading.unavailable("1", "needs images on both sides, not a statistics file")
+    if asked.isc:
+        out["isc"] = Reading.unavailable("1", "the detector has no class logits (Inception-v3 torch-fidelity mode "
+                                              "has)") if gen.logits is None else \
+            _inception_score(gen.logits)
+    if asked.sfid:
+        out["sfid"] = Reading(frechet_distance(gen.spatial.mu, gen.spatial.sigma, ref.spatial.mu, ref.spatial.sigma),
+                              "1") if gen.spatial is not None and ref.spatial is not None else \
+            Reading.unavailable("1", "needs spatial features on both sides (Inception-v3, torch-fidelity mode, from "
+                                     "images)")
+    return out
+
+
+def _fid_interval(gen: Side, ref: Side, seed: int) -> dict[str, Any]:
+    if gen.pool is None:
+        return {"ci95": None, "interval": "not computed: the generated side is a statistics file"}
+    if gen.pool.shape[1] > BOOTSTRAP_MAX_DIM:
+        return {"ci95": None, "interval": f"not computed: a bootstrap of {gen.pool.shape[1]}-d features repeats a "
+                                          f"sqrtm of that size {BOOTSTRAP} times"}
+    return fid_interval(gen.pool, ref.stats.mu, ref.stats.sigma, seed=seed).extra()
+
+
+def _kid(gen: Side, ref: Side, intervals: bool, seed: int) -> Reading:
+    assert gen.pool is not None and ref.pool is not None
+    if intervals:
+        k = kid_interval(gen.pool, ref.pool, seed=seed)
+        return Reading(k.value, "1", extra=k.extra())
+    value, std = kernel_inception_distance(gen.pool, ref.pool, seed=seed)
+    return Reading(value, "1", extra={"std": std})
+
+
+def _floor(gen: Side, ref: Side, seed: int) -> Reading:
+    """FID of as many real images as were generated against the whole reference: FID's small-sample floor."""
+    assert ref.pool is not None
+    rng = np.random.default_rng(seed)
+    real = ref.pool[rng.choice(len(ref.pool), min(gen.count, len(ref.pool)), replace=False)]
+    floor = frechet_distance(real.mean(0), np.cov(real, rowvar=False), ref.stats.mu, ref.stats.sigma)
+    return Reading(floor, "1", extra={"n_real": len(real)})
+
+
+def _inception_score(logits: np.ndarray) -> Reading:
+    value, std = inception_score(logits, splits=min(10, len(logits)))
+    return Reading(value, "1", extra={"std": std})
+
+
 def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool = False, prc: bool = False,
             seed: int = 0) -> dict[str, Any]:
-    if a.stats.dim != b.stats.dim:
-        raise BadInputError(f"feature dimensions differ ({a.stats.dim} vs {b.stats.dim}): different detectors")
-    out: dict[str, Any] = {"fid": frechet_distance(a.stats.mu, a.stats.sigma, b.stats.mu, b.stats.sigma),
-                           "n_a": a.count, "n_b": b.count}
+    """:func:`score` as ``diffbench fid`` prints it: plain numbers (KID's and IS's standard deviations beside them),
+    the sample counts, and what was not available with the reason."""
+    readings = score(a, b, Asked(kid=kid, isc=isc, sfid=sfid, prc=prc), seed)
+    out: dict[str, Any] = {"fid": readings["fid"].value, "n_a": a.count, "n_b": b.count}
     notes = {}
-    if kid or prc:
-        if a.pool is None or b.pool is None:
-            notes["kid" if kid else "prc"] = "needs images on both sides, not a statistics file"
-        else:
-            if kid:
-                out["kid"], out["kid_std"] = kernel_inception_distance(a.pool, b.pool, seed=seed)
-            if prc:
-                out["precision"], out["recall"] = precision_recall(b.pool, a.pool)  # a is the generated side
-    if isc:
-        if a.logits is None:
-            notes["isc"] = "the detector has no class logits (Inception-v3 torch-fidelity mode has)"
-        else:
-            out["isc"], out["isc_std"] = inception_score(a.logits, splits=min(10, len(a.logits)))
-    if sfid:
-        if a.spatial is None or b.spatial is None:
-            notes["sfid"] = "needs spatial features on both sides (Inception-v3, torch-fidelity mode, from images)"
-        else:
-            out["sfid"] = frechet_distance(a.spatial.mu, a.spatial.sigma, b.spatial.mu, b.spatial.sigma)
+    for name, reading in readings.items():
+        if not reading.available:
+            notes["prc" if name == "precision" else name] = reading.reason
+            continue
+        out[name] = reading.value
+        if "std" in reading.extra:
+            out[f"{name}_std"] = reading.extra["std"]
     if notes:
         out["not_available"] = notes
     return out

@@ -211,7 +211,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
     """
     path = Path(path)
     if not path.is_file():
-        raise BadInputError(f"no records file at {path}: give a run directory written by 'diffbench run'")
+        raise BadInputError(f"no records file at {path}: give a run directory, one a suite's run wrote (records.jsonl)")
     records: list[Record] = []
     problems: list[str] = []
     unreadable: list[str] = []
