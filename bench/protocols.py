@@ -192,15 +192,17 @@ def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
 
 def read_captions(path: Path) -> list[str]:
     """Captions, in order: one per non-empty line of a text file, or the ``caption`` (or ``text``) field of each
-    line of a ``.jsonl``. Binary or non-UTF-8 files are refused in one line."""
+    line of a ``.jsonl``. Lines end at ``\n`` (or ``\r\n``) only: ``str.splitlines`` also splits at U+2028,
+    U+0085 and form feeds, which a caption may hold, and every later image would be scored against the wrong
+    caption. A leading byte-order mark is dropped. Binary or non-UTF-8 files are refused in one line."""
     data = path.read_bytes()
     if b"\x00" in data:
         raise BadInputError(f"{path}: a binary file (it holds NUL bytes), not a text file of captions")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BadInputError(f"{path}: not UTF-8 text (byte {e.start}); save the captions as UTF-8") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
     if path.suffix.lower() != ".jsonl":
         return lines
     out = []
