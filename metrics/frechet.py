@@ -6,12 +6,17 @@ L^T S2 L for S1 = L L^T (similar matrices). A Cholesky factor and one ``eigvalsh
 ``scipy.linalg.sqrtm`` (a Schur decomposition of a non-symmetric matrix, with its complex
 round-off): over 10x faster at 2048-d, and no ``disp=`` argument (removed in SciPy 1.18).
 When S1 is singular (fewer images than dimensions) the factor is S1^(1/2) from ``eigh``.
-Tiny negative eigenvalues from round-off are clamped at 0.
+Tiny negative eigenvalues from round-off are clamped at 0. A distance below zero by more than
+round-off cannot come from two covariance matrices: it is refused, never reported as 0 (issue #30).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from diffbench.core.errors import BadInputError
+
+ROUND_OFF = 1e-6  # relative to the distance's terms: how far below zero float64 round-off can take it
 
 
 def _sqrt_psd(s: np.ndarray) -> np.ndarray:
@@ -34,4 +39,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     eig = np.linalg.eigvalsh((m + m.T) / 2)
     tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
     diff = mu1 - mu2
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean, 0.0))
+    scale = float(diff @ diff + np.trace(s1) + np.trace(s2))
+    fd = scale - 2 * float(tr_covmean)
+    if fd < -ROUND_OFF * max(abs(scale), 1e-12):
+        raise BadInputError(f"the Frechet distance came out negative ({fd:.6g}): a covariance matrix is not positive "
+                            "semi-definite, so the statistics are damaged; extract them again (or remove the "
+                            "reference-cache entry: diffbench cache clear)")
+    return max(fd, 0.0)

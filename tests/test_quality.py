@@ -180,3 +180,19 @@ def test_open_clip_checkpoint_loads_offline_and_scores(tmp_path):
     # the formula is torchmetrics': 100 * max(cos, 0) of unit embeddings
     cos = (model.embed_images(s.images) * model.embed_texts(s.captions)).sum(-1)
     np.testing.assert_allclose(per, (100 * cos.clamp(min=0)).double().numpy(), rtol=1e-6)
+
+
+def test_a_negative_frechet_distance_is_refused_not_reported_as_zero():
+    """Statistics whose covariance is not PSD (a damaged cache entry) cannot give FID 0.0 (issue #30)."""
+    import numpy as np
+
+    from diffbench.core.errors import BadInputError
+    from diffbench.metrics.frechet import frechet_distance
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8))
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)  # round-off stays a 0
+    broken = sigma - 3 * np.eye(8)  # negative eigenvalues: no set of images has this covariance
+    with pytest.raises(BadInputError, match="negative"):
+        frechet_distance(mu, broken, mu, sigma)
