@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,13 +157,21 @@ def _stats(f: Any, prefix: str) -> FeatureStats | None:
     return s
 
 
+ENTRY = re.compile(r"[0-9a-f]{32}\.npz")  # what diffbench writes here: its key, as a file name
+
+
+def _entries(folder: Path | None) -> list[Path]:
+    """The files of the cache that diffbench wrote: named by a key, regular files, not links; nothing when the
+    cache folder is itself a link (it would lead out of the cache)."""
+    if folder is None or folder.is_symlink() or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if ENTRY.fullmatch(p.name) and not p.is_symlink() and p.is_file())
+
+
 def entries() -> list[dict[str, Any]]:
     """One row per entry: key, source, detector, mode, images, raw features kept, size, written."""
-    folder = cache_dir()
-    if folder is None or not folder.is_dir():
-        return []
     rows = []
-    for p in sorted(folder.glob("*.npz")):
+    for p in _entries(cache_dir()):
         try:
             with np.load(p, allow_pickle=False) as f:
                 meta = json.loads(str(f["meta"]))
@@ -177,11 +186,9 @@ def entries() -> list[dict[str, Any]]:
 
 
 def clear() -> int:
-    folder = cache_dir()
-    if folder is None or not folder.is_dir():
-        return 0
+    """Remove the entries diffbench wrote (a user's own files in the folder, and links, are left alone)."""
     n = 0
-    for p in folder.glob("*.npz"):
-        p.unlink()
+    for p in _entries(cache_dir()):
+        p.unlink(missing_ok=True)
         n += 1
     return n

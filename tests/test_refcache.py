@@ -92,3 +92,31 @@ def test_a_folder_is_keyed_by_every_file_and_cache_cli_lists_and_clears(tmp_path
     assert "0 entries" in cli("cache", "list").stdout
     a, b = np.load(tmp_path / "s.npz"), np.load(tmp_path / "s2.npz")
     assert not np.array_equal(a["mu"], b["mu"])
+
+
+def test_cache_clear_removes_only_what_diffbench_wrote_and_follows_no_link(tmp_path, cache):
+    """A user's own .npz beside the entries, a link to a file outside, and a cache folder that is itself a link
+    are left alone (issue #30)."""
+    from diffbench.metrics import refcache
+
+    folder = refcache.cache_dir()
+    assert folder is not None
+    folder.mkdir(parents=True)
+    ours = folder / f"{'a' * 32}.npz"
+    ours.write_bytes(b"entry")
+    mine = folder / "my_reference.npz"
+    mine.write_bytes(b"user data")
+    outside = tmp_path / "precious.npz"
+    outside.write_bytes(b"outside the cache")
+    (folder / f"{'b' * 32}.npz").symlink_to(outside)
+    assert [r["key"] for r in refcache.entries()] == ["a" * 32]
+    assert refcache.clear() == 1
+    assert not ours.exists() and mine.read_bytes() == b"user data" and outside.read_bytes() == b"outside the cache"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / f"{'c' * 32}.npz").write_bytes(b"x")
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    folder.symlink_to(elsewhere)  # the cache folder leads out of the cache: nothing there is ours to delete
+    assert refcache.entries() == [] and refcache.clear() == 0 and (elsewhere / f"{'c' * 32}.npz").exists()
