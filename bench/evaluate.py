@@ -94,8 +94,8 @@ def clip_readings(clip: Any, samples: torch.Tensor, captions: list[str], seed: i
     out = {}
     for name, per in (("clip_score", own), ("clip_score_shuffled", shuffled)):
         iv = bootstrap(lambda x: float(x.mean()), per, seed=seed)
-        out[metric_name(name, f"{protocol}:{clip.name}") if protocol else name] = Reading(iv.value, "1",
-                                                                              extra={**meta, **iv.extra()})
+        key = metric_name(name, f"{protocol}:{clip.name}") if protocol else name
+        out[key] = Reading(iv.value, "1", extra={**meta, **iv.extra()})
     return out
 
 

@@ -38,14 +38,12 @@ class Case:
         return self.spec.to_json()
 
 
-
 def _weights(sweep: Sweep, cfg: Any) -> dict[str, str] | None:
     """{path, sha256} of a checkpoint that fits the config (keys and shapes checked now, before any case runs), and
     of the autoencoder that decodes its latents."""
     path = sweep.checkpoint
     if path is None:
         return None
-
     check_fits(cfg, path)
     out = {"path": path, "sha256": file_sha256(path)}
     channels = family_of(cfg).input_shape(cfg)[0]
@@ -118,7 +116,6 @@ def _conditioning(sweep: Sweep) -> Any:
     training = {"train", "quality"} & set(sweep.settings.measurement.measure)
     if sweep.cond == "text" and sweep.settings.training.dataset == "shapes" and training:
         # size with the text encoder the training will use: the procedural captions' tokens
-
         return Conditioning("text", sweep.classes, context_dim=TEXT_DIM, context_tokens=MAX_WORDS)
     return Conditioning(sweep.cond, sweep.classes)
 

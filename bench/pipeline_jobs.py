@@ -16,7 +16,7 @@ import torch
 
 from diffbench.bench.evaluate import save_pngs
 from diffbench.bench.protocols import read_captions
-from diffbench.bench.settings import PipelineJob, SampleJob, TrainJob
+from diffbench.bench.settings import DEFAULTS, PipelineJob, SampleJob, TrainJob
 from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import atomic_path, output_dir, write_text_atomic
@@ -115,7 +115,7 @@ def _pipeline_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.T
     spec = _spec(args)
     steps = spec.steps if args.steps is None else args.steps
     guidance = spec.guidance if args.guidance is None else args.guidance
-    scheduler = args.scheduler or "ddim"
+    scheduler = args.scheduler or DEFAULTS.sampling.scheduler
     check_sampling(steps, guidance, args.batch_size)
     make_scheduler(scheduler)
     output_dir(args.out)  # checked before the work, not after
@@ -184,7 +184,7 @@ class _DirSpec:
 
 def _stage_weights(args: SampleJob) -> list[tuple[str, str]]:
     out = []
-    for item in getattr(args, "stage_weights", None) or []:
+    for item in args.stage_weights or []:
         stage, sep, folder = item.partition("=")
         if not sep or not stage or not folder:
             raise BadInputError(f"--stage-weights {item!r}: expected STAGE=DIR (a diffusers U-Net directory)")

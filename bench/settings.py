@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from diffbench.bench.accuracy import check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
@@ -154,16 +154,9 @@ class SamplingSettings:
     guidance: float = setting(1.0, number, "a non-negative number (1 = no guidance)")
 
 
-CONCERNS: tuple[type, ...] = (Measurement, Placement, TrainingSettings, SamplingSettings)
-
-
 def keys_of(concern: type) -> dict[str, tuple[Check, str]]:
     """{key: (check, expected)} of a concern's settings."""
     return {f.name: (f.metadata["check"], f.metadata["expected"]) for f in dataclasses.fields(concern)}
-
-
-SETTING_KEYS: dict[str, tuple[Check, str]] = {k: v for c in CONCERNS for k, v in keys_of(c).items()}
-_CONCERN_OF: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -174,9 +167,6 @@ class Settings:
     placement: Placement = Placement()
     training: TrainingSettings = TrainingSettings()
     sampling: SamplingSettings = SamplingSettings()
-
-    PARTS: ClassVar[dict[type, str]] = {Measurement: "measurement", Placement: "placement",
-                                        TrainingSettings: "training", SamplingSettings: "sampling"}
 
     def get(self, key: str) -> Any:
         return getattr(getattr(self, _CONCERN_OF[key]), key)
@@ -191,7 +181,11 @@ class Settings:
                                             for part, values in parts.items()})
 
 
-_CONCERN_OF.update({key: Settings.PARTS[c] for c in CONCERNS for key in keys_of(c)})
+# derived from Settings' own fields: each concern, and which of them a flat key belongs to
+_PARTS = {f.name: type(f.default) for f in dataclasses.fields(Settings)}
+CONCERNS: tuple[type, ...] = tuple(_PARTS.values())
+SETTING_KEYS: dict[str, tuple[Check, str]] = {k: v for c in CONCERNS for k, v in keys_of(c).items()}
+_CONCERN_OF: dict[str, str] = {key: part for part, c in _PARTS.items() for key in keys_of(c)}
 DEFAULTS = Settings()
 
 

@@ -12,6 +12,8 @@ round-off cannot come from two covariance matrices: it is refused, never reporte
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from diffbench.core.errors import BadInputError
@@ -29,6 +31,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"shapes do not match: mu {mu1.shape} / {mu2.shape}, sigma {s1.shape} / {s2.shape}")
+    if not all(np.isfinite(x).all() for x in (mu1, mu2, s1, s2)):  # LAPACK fails on them ("did not converge")
+        raise BadInputError("the statistics hold NaN or infinite values, so they are damaged; extract them again "
+                            "(or remove the reference-cache entry: diffbench cache clear)")
     s1 = (s1 + s1.T) / 2
     try:
         a = np.linalg.cholesky(s1)
@@ -41,6 +46,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     diff = mu1 - mu2
     scale = float(diff @ diff + np.trace(s1) + np.trace(s2))
     fd = scale - 2 * float(tr_covmean)
+    if not math.isfinite(fd):  # NaN passes every comparison below (finite inputs can still overflow)
+        raise BadInputError(f"the Frechet distance is not finite ({fd}): the statistics are out of range; extract "
+                            "them again (or remove the reference-cache entry: diffbench cache clear)")
     if fd < -ROUND_OFF * max(abs(scale), 1e-12):
         raise BadInputError(f"the Frechet distance came out negative ({fd:.6g}): a covariance matrix is not positive "
                             "semi-definite, so the statistics are damaged; extract them again (or remove the "

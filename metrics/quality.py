@@ -146,14 +146,19 @@ def score(gen: Side, ref: Side, asked: Asked, seed: int = 0) -> dict[str, Readin
         else:
             out["precision"] = Reading.unavailable("1", "needs images on both sides, not a statistics file")
     if asked.isc:
-        out["isc"] = Reading.unavailable("1", "the detector has no class logits (Inception-v3 torch-fidelity mode "
-                                              "has)") if gen.logits is None else \
-            _inception_score(gen.logits)
+        if gen.logits is None:
+            out["isc"] = Reading.unavailable("1", "the detector has no class logits (Inception-v3 torch-fidelity "
+                                                  "mode has)")
+        else:
+            value, std = inception_score(gen.logits, splits=min(10, len(gen.logits)))
+            out["isc"] = Reading(value, "1", extra={"std": std})
     if asked.sfid:
-        out["sfid"] = Reading(frechet_distance(gen.spatial.mu, gen.spatial.sigma, ref.spatial.mu, ref.spatial.sigma),
-                              "1") if gen.spatial is not None and ref.spatial is not None else \
-            Reading.unavailable("1", "needs spatial features on both sides (Inception-v3, torch-fidelity mode, from "
-                                     "images)")
+        if gen.spatial is None or ref.spatial is None:
+            out["sfid"] = Reading.unavailable("1", "needs spatial features on both sides (Inception-v3, "
+                                                   "torch-fidelity mode, from images)")
+        else:
+            a, b = gen.spatial, ref.spatial
+            out["sfid"] = Reading(frechet_distance(a.mu, a.sigma, b.mu, b.sigma), "1")
     return out
 
 
@@ -182,11 +187,6 @@ def _floor(gen: Side, ref: Side, seed: int) -> Reading:
     real = ref.pool[rng.choice(len(ref.pool), min(gen.count, len(ref.pool)), replace=False)]
     floor = frechet_distance(real.mean(0), np.cov(real, rowvar=False), ref.stats.mu, ref.stats.sigma)
     return Reading(floor, "1", extra={"n_real": len(real)})
-
-
-def _inception_score(logits: np.ndarray) -> Reading:
-    value, std = inception_score(logits, splits=min(10, len(logits)))
-    return Reading(value, "1", extra={"std": std})
 
 
 def compare(a: Side, b: Side, kid: bool = False, isc: bool = False, sfid: bool = False, prc: bool = False,

@@ -63,13 +63,9 @@ def content_hash(source: Any) -> tuple[str, str]:
         files = list_images(path)
         for f in files:
             h.update(str(f.relative_to(path)).encode() + b"\0")
-            h.update(_file_hash(f).encode())
+            h.update(sha256_file(f).encode())
         return h.hexdigest(), f"folder {path} ({len(files)} images)"
-    return _file_hash(path), f"file {path}"
-
-
-def _file_hash(path: Path) -> str:
-    return sha256_file(path)
+    return sha256_file(path), f"file {path}"
 
 
 def key(content: str, resolution: tuple[int, ...] | None, identity: dict[str, Any]) -> str:

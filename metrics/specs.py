@@ -149,10 +149,6 @@ class MetricKey:
         return f"{self.base}[{self.qualifier}]" if self.qualifier else self.base
 
     @property
-    def known(self) -> bool:
-        return self.base in METRICS
-
-    @property
     def spec(self) -> MetricSpec:
         return METRICS.get(self.base)
 

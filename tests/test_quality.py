@@ -196,3 +196,8 @@ def test_a_negative_frechet_distance_is_refused_not_reported_as_zero():
     broken = sigma - 3 * np.eye(8)  # negative eigenvalues: no set of images has this covariance
     with pytest.raises(BadInputError, match="negative"):
         frechet_distance(mu, broken, mu, sigma)
+    nan_sigma = sigma.copy()
+    nan_sigma[0, 1] = np.nan
+    for bad in ((np.full(8, np.nan), sigma, mu, sigma), (mu, nan_sigma, mu, sigma), (mu, sigma, mu, nan_sigma)):
+        with pytest.raises(BadInputError, match="NaN or infinite"):  # NaN passes a "< 0" check; LAPACK fails on it
+            frechet_distance(*bad)
