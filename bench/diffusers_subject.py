@@ -19,6 +19,7 @@ from diffbench.core.errors import CaseUnsupported
 from diffbench.core.files import content_sha256
 from diffbench.core.progress import progress
 from diffbench.diffusion.sampling import generators
+from diffbench.metrics.counting import no_fused_fast_paths
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.specs import metric_name
 from diffbench.models.pretrained import (
@@ -76,7 +77,7 @@ class DiffusersSubject:
             inst.reset()
             inst.enabled = inst.counting = True
             try:
-                with torch.no_grad():
+                with no_fused_fast_paths(), torch.no_grad():  # diffusers loads modules in eval mode
                     self._call(1, labels, captions, steps, guidance)
             finally:
                 inst.enabled = inst.counting = False

@@ -5,7 +5,7 @@ The protocol: the module is called as ``model(**inputs(batch_size, device, dtype
 is given to ``benchmark_module`` or is the module's own ``diffbench_inputs(batch_size, device, dtype)``
 method, returning a dict of tensors (a denoiser's ``x``, ``t``, ``y`` or ``context``). It is counted
 (parameters, and GMACs of one call at batch 1 by torch's flop counter) and timed and measured for
-memory like any backbone. It runs in the calling process: a module object cannot be sent to a fresh
+memory like any backbone, in eval mode (the module's own modes are restored after). It runs in the calling process: a module object cannot be sent to a fresh
 one, so there is no timeout and an abort ends the caller (suites' cases are isolated; this is not).
 """
 
@@ -30,7 +30,7 @@ from diffbench.bench.subjects import Evaluation, Held
 from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
 from diffbench.core.files import output_dir
-from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
+from diffbench.metrics.counting import count_flops, count_params, eval_mode, flops_to_gmacs
 from diffbench.metrics.device import resolve_device
 from diffbench.metrics.reading import Reading
 
@@ -70,12 +70,13 @@ class ModuleSubject:
         p = count_params(self.model)
         device = next((q.device for q in self.model.parameters()), torch.device("cpu"))
         args = self._call_inputs(1, device, torch.float32)
-        with torch.no_grad():
-            flops = count_flops(lambda: self.model(**args))
+        with eval_mode(self.model) as model:
+            flops = count_flops(lambda: model(**args))
         return {"params": Reading(p.total, "count", extra={"by_module": p.by_module}),
                 "params_trainable": Reading(p.trainable, "count"),
                 "gmacs": Reading(flops_to_gmacs(flops), "GMAC",
-                                 extra={"convention": "FlopCounterMode/2, batch 1, one call"}),
+                                 extra={"convention": "FlopCounterMode/2, batch 1, one call, eval mode, "
+                                                      "fused fast paths off"}),
                 "flops": Reading(flops, "FLOP")}
 
     def flops_per_image(self, counts: dict[str, Reading]) -> float | None:
@@ -83,7 +84,7 @@ class ModuleSubject:
 
     def evaluations(self) -> list[Evaluation]:
         device = torch.device(self.spec.device)
-        model = self.model.to(device).eval()
+        model = self.model.to(device).eval()  # benchmark() restores the caller's mode
         args = self._call_inputs(self.spec.batch_size, device, torch.float32)
         return [Evaluation(lambda: model(**args), self.spec.batch_size)]
 
@@ -124,17 +125,18 @@ def benchmark(model: nn.Module, inputs: Inputs | None, name: str | None, out: st
     settings = DEFAULTS.updated({"warmup": warmup, "repeats": repeats, "min_time_s": min_time_s,
                                  "measure": tuple(measure)})
     ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
-    for batch in batch_sizes:
-        # in this process: no out-of-memory retry in a fresh process
-        spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none", classes=0,
-                         oom_retry=False)
-        started = records.utc_now()
-        subject = ModuleSubject(model, call, spec)
-        t0 = time.perf_counter()
-        readings = subject.counts() if "counts" in measure else {}
-        if {"speed", "memory", "energy"} & set(measure):
-            readings.update(measure_subject(subject, spec, readings))
-        readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
-        records.append(run_dir / "records.jsonl",
-                       case_records(spec, run_id, "module", spec.case_id, started, readings))
+    with eval_mode(model):  # counted and timed in eval mode; the caller's module keeps its own mode after
+        for batch in batch_sizes:
+            # in this process: no out-of-memory retry in a fresh process
+            spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none",
+                             classes=0, oom_retry=False)
+            started = records.utc_now()
+            subject = ModuleSubject(model, call, spec)
+            t0 = time.perf_counter()
+            readings = subject.counts() if "counts" in measure else {}
+            if {"speed", "memory", "energy"} & set(measure):
+                readings.update(measure_subject(subject, spec, readings))
+            readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
+            records.append(run_dir / "records.jsonl",
+                           case_records(spec, run_id, "module", spec.case_id, started, readings))
     return run_dir

@@ -55,3 +55,32 @@ def test_inputs_can_be_given_and_mistakes_are_user_errors(tmp_path):
     with pytest.raises(diffbench.UserError, match="already holds records"):
         diffbench.benchmark_module(plain, inputs=lambda b, d, t: {"input": torch.randn(b, 8)}, out=tmp_path / "lin",
                                    device="cpu")
+
+
+class FastPathEncoder(nn.Module):
+    """PyTorch's encoder: in eval mode without autograd it takes a fused kernel the flop counter cannot see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.1, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Dropout(0.1)
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+
+    def diffbench_inputs(self, batch, device, dtype):
+        return {"x": torch.randn(batch, 16, 64, device=device, dtype=dtype)}
+
+
+def test_a_module_with_a_fused_fast_path_counts_the_same_at_every_batch_size(tmp_path):
+    model = FastPathEncoder()
+    model.head.eval()  # the caller's own mix of modes, restored after
+    run = diffbench.benchmark_module(model, out=tmp_path / "run", batch_sizes=(1, 2, 3), device="cpu", repeats=2,
+                                     warmup=0, min_time_s=0.0)
+    assert run.statuses == {"ok": 3}
+    tokens, dim, ff = 16, 64, 128
+    per_layer = tokens * dim * 3 * dim + tokens * dim * dim + 2 * tokens * dim * ff + 2 * tokens * tokens * dim
+    # the first case was counted before any evaluation (train mode before the fix), the others after it
+    assert list(run.cases.sort_values("batch_size")["gmacs"]) == pytest.approx([2 * per_layer / 1e9] * 3, rel=1e-9)
+    assert model.training and model.enc.training and not model.head.training

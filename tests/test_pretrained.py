@@ -101,6 +101,13 @@ def test_a_diffusers_directory_is_a_system_counted_timed_and_scored_as_diffbench
     # three steps of two passes (guidance 3) of the one-evaluation count, plus the text encoder and the decoder
     unet = by_component["unet"]["gmacs_per_image"]
     assert unet == pytest.approx(by_metric["gmacs"]["value"] * 3 * 2, rel=1e-9)
+    # attention counted too (the fused CPU kernel counted as zero: the text encoder read 38% low): the prompt and the
+    # empty prompt of guidance, each one call of the text encoder at its full length
+    ids = torch.zeros(1, pipe.tokenizer.model_max_length, dtype=torch.long)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH), torch.no_grad(), \
+            torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        pipe.text_encoder(ids)
+    assert by_component["text_encoder"]["gmacs_per_image"] == pytest.approx(2 * counter.get_total_flops() / 2e9)
     assert {"component_ms_per_image[unet]", "component_ms_per_image[text_encoder]",
             "component_ms_per_image[vae.decode]", "latency_ms_unguided"} <= set(by_metric)
 
