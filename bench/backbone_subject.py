@@ -59,6 +59,7 @@ class BackboneSubject:
         c = count(self.config)
         return {"params": Reading(c.params, "count", extra={"by_module": c.params_by_module}),
                 "params_trainable": Reading(c.params_trainable, "count"),
+                "model_bytes": Reading(c.weights_bytes, "bytes"),
                 "gmacs": Reading(c.gmacs, "GMAC", extra={"convention": "FlopCounterMode/2, batch 1, one evaluation"}),
                 "flops": Reading(c.flops, "FLOP")}
 

@@ -5,8 +5,9 @@ The protocol: the module is called as ``model(**inputs(batch_size, device, dtype
 is given to ``benchmark_module`` or is the module's own ``diffbench_inputs(batch_size, device, dtype)``
 method, returning a dict of tensors (a denoiser's ``x``, ``t``, ``y`` or ``context``). It is counted
 (parameters, and GMACs of one call at batch 1 by torch's flop counter) and timed and measured for
-memory like any backbone, in eval mode (the module's own modes are restored after). It runs in the calling process: a module object cannot be sent to a fresh
-one, so there is no timeout and an abort ends the caller (suites' cases are isolated; this is not).
+memory like any backbone, in eval mode (the module's own modes are restored after). It runs in the calling
+process: a module object cannot be sent to a fresh one, so there is no timeout and an abort ends the caller
+(suites' cases are isolated; this is not).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class ModuleSubject:
             flops = count_flops(lambda: model(**args))
         return {"params": Reading(p.total, "count", extra={"by_module": p.by_module}),
                 "params_trainable": Reading(p.trainable, "count"),
+                "model_bytes": Reading(p.bytes, "bytes"),
                 "gmacs": Reading(flops_to_gmacs(flops), "GMAC",
                                  extra={"convention": "FlopCounterMode/2, batch 1, one call, eval mode, "
                                                       "fused fast paths off"}),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from diffbench.bench.protocols import BUILTIN
 from diffbench.bench.protocols import parse as parse_protocol
 from diffbench.bench.settings import SETTING_KEYS, SUITE_NAME, Check, Settings, choices, number, pos_int
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
+from diffbench.metrics.specs import HEADLINE, is_headline
 from diffbench.models.families import FAMILIES
 from diffbench.models.pipelines import PIPELINES
 from diffbench.models.presets import PRESETS
@@ -57,6 +58,7 @@ class Suite:
     description: str
     source: str
     sweeps: tuple[Sweep, ...]
+    report: dict[str, str] = field(default_factory=dict)  # [report]: choices of the report (its headline metric)
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -84,7 +86,19 @@ SWEEP_KEYS: dict[str, tuple[Check, str]] = {
     "protocol": (lambda v: isinstance(v, str) and bool(v.strip()), "the name of a protocol ([protocols.NAME])"),
     **SETTING_KEYS,
 }
-TOP_KEYS = {"name", "description", "defaults", "sweeps", "protocols"}
+TOP_KEYS = {"name", "description", "defaults", "sweeps", "protocols", "report"}
+REPORT_KEYS = {"metric": f"the headline quality metric: {HEADLINE}"}
+
+
+def _report(raw: Any, file: str) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: report: expected a table, got {raw!r}")
+    for key, value in raw.items():
+        if key not in REPORT_KEYS:
+            raise ConfigError(f"{file}: report.{key}: unknown key (expected one of {', '.join(sorted(REPORT_KEYS))})")
+        if not is_headline(value):
+            raise ConfigError(f"{file}: report.{key}: expected {REPORT_KEYS[key]}, got {value!r}")
+    return dict(raw)
 
 
 def _check_table(table: Any, allowed: dict[str, tuple[Check, str]], where: str, file: str) -> None:
@@ -127,7 +141,8 @@ def parse(text: str, file: str, name: str) -> Suite:
         _check_table(raw, SWEEP_KEYS, where, file)
         explicit = set(data.get("defaults", {})) | set(raw)  # settings the suite gives, not Settings' defaults
         sweeps.append(_sweep(raw, defaults, where, file, protocols, explicit))
-    return Suite(str(data.get("name", name)), str(data.get("description", "")), file, tuple(sweeps))
+    return Suite(str(data.get("name", name)), str(data.get("description", "")), file, tuple(sweeps),
+                 _report(data.get("report", {}), file))
 
 
 def _protocols(raw: Any, file: str) -> dict[str, Any]:

@@ -141,16 +141,22 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
 
 
 def report(run: Run | str | Path, out: str | Path | None = None,
-           formats: tuple[str, ...] = ("md", "html", "csv", "tex")) -> list[Path]:
-    """Write the tables, fits, plots and report of a run (from its records alone); return the files."""
+           formats: tuple[str, ...] = ("md", "html", "csv", "tex"), metric: str = "") -> list[Path]:
+    """Write the tables, fits, plots and report of a run (from its records alone); return the files. ``metric``
+    (``fid``, ``kid``, ``fid[digits]``) heads the report over the suite's ``[report] metric``."""
     from diffbench.core.errors import ConfigError
+    from diffbench.metrics.specs import HEADLINE, is_headline
     from diffbench.reports.report import FORMATS, build
 
+    if isinstance(formats, str) or not isinstance(formats, (tuple, list)):
+        raise ConfigError(f"formats {formats!r}: a tuple of names such as ('md', 'html'), not a string")
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ConfigError(f"formats {formats!r}: expected a non-empty subset of {', '.join(FORMATS)}")
+    if metric and not is_headline(metric):
+        raise ConfigError(f"metric {metric!r}: expected {HEADLINE}")
     run_dir = run.run_dir if isinstance(run, Run) else Path(run)
-    return build(run_dir, Path(out) if out is not None else run_dir / "report", formats)
+    return build(run_dir, Path(out) if out is not None else run_dir / "report", tuple(formats), metric)
 
 
 def fid(a: Any, b: Any, detector: str = "inception-v3", mode: str | None = None, weights: str | None = None,

@@ -37,18 +37,21 @@ class ParamCount:
     total: int
     trainable: int
     by_module: dict[str, int] = field(default_factory=dict)  # top-level children, in definition order
+    bytes: int = 0  # parameters and buffers as held (their own dtypes): the model's own memory, exactly
 
 
 def count_params(model: nn.Module) -> ParamCount:
     """Every parameter (shared ones once), trainable ones, and the split over top-level modules."""
     seen: set[int] = set()
-    total = trainable = 0
+    total = trainable = size = 0
     for p in model.parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
+        size += p.numel() * p.element_size()
+    size += sum(b.numel() * b.element_size() for b in {id(b): b for b in model.buffers()}.values())
     by_module: dict[str, int] = {}
     for name, child in model.named_children():
         n = sum(p.numel() for p in child.parameters())
@@ -57,7 +60,7 @@ def count_params(model: nn.Module) -> ParamCount:
     direct = sum(p.numel() for p in model.parameters(recurse=False))
     if direct:
         by_module["(own)"] = direct
-    return ParamCount(total, trainable, by_module)
+    return ParamCount(total, trainable, by_module, size)
 
 
 @contextmanager

@@ -57,7 +57,7 @@ _add("params", "count", _E, "", "every nn.Parameter of the denoiser(s), frozen o
      "stage, expert and prior", column="params (M)", scale=1e-6, pipeline_column="denoiser params (M)")
 _add("params_trainable", "count", _E, "", "parameters with requires_grad")
 _add("params_all", "count", _E, "", "pipelines: every component (text encoders and autoencoder too)",
-     pipeline_column="params, all (M)")
+     pipeline_column="params, all (M)", scale=1e-6)
 _add("gmacs", "GMAC", _E, "lower", "multiply-accumulates of one network evaluation at batch 1 (FlopCounterMode / "
      "2); pipelines: one step of every stage (the largest expert) and the prior", column="GMACs",
      pipeline_column="GMACs/step")
@@ -85,7 +85,7 @@ _add("component_ms_per_image", "ms", _T, "lower", "pipelines: time per image in 
      "sampling (text encoder, prior, each stage, decoder)", qualifier="component")
 _add("case_wall_s", "s", _T, "lower", "wall time of the case's speed, memory and energy measurements")
 _add("sample_ms_per_image", "ms", _T, "lower", "sampling the images that are scored, per image")
-_add("train_seconds", "s", _T, "lower", "wall time of training (all parts)")
+_add("train_seconds", "s", _T, "lower", "wall time of training (all parts)", column="train time (s)")
 _add("phase_seconds", "s", _T, "lower", "wall time of one phase of the case, in its process: train, sample, score, "
      "counts, measure (speed, memory, energy), total; compare with the device's calibration in device.json",
      qualifier="phase")
@@ -96,8 +96,11 @@ _add("peak_mem_reserved_bytes", "bytes", _M, "lower", "torch CUDA allocator peak
 _add("nvml_peak_used_bytes", "bytes", _M, "lower", "NVML device memory in use, peak of a background sampler",
      column="NVML peak (MiB)", scale=MIB)
 _add("nvml_process_peak_bytes", "bytes", _M, "lower", "NVML memory of this process, peak of a background sampler")
-_add("cpu_peak_rss_bytes", "bytes", _M, "lower", "peak resident set size of the case's process",
-     column="peak RSS (MiB)", scale=MIB)
+_add("cpu_peak_rss_bytes", "bytes", _M, "lower", "peak resident set size of the case's whole process (Python, "
+     "torch and its libraries, data, the model): not the model's own memory", column="process peak RSS (MiB)",
+     scale=MIB)
+_add("model_bytes", "bytes", _E, "lower", "the network's own parameters and buffers as built (fp32), counted exactly",
+     column="weights (MiB)", scale=MIB)
 # energy and efficiency
 _add("energy_j_per_image", "J", "energy", "lower", "NVML total-energy counter over a window of at least 1 s, "
      "per image", column="J/image")
@@ -116,8 +119,8 @@ _add("clip_score", "1", "quality", "higher", "100 x max(cos, 0) of image and own
 _add("clip_score_shuffled", "1", "quality", "", "CLIP score against captions shifted by 7 (a chance baseline)",
      column="CLIP score, shuffled captions", qualifier="detector")
 # training
-_add("train_steps", "steps", _E, "", "optimiser steps (per part for pipelines)")
-_add("train_flops", "FLOP", _E, "", "3 x forward FLOPs x images seen (denoising parts)")
+_add("train_steps", "steps", _E, "", "optimiser steps (per part for pipelines)", column="train steps")
+_add("train_flops", "FLOP", _E, "", "3 x forward FLOPs x images seen (denoising parts)", column="train FLOPs")
 _add("train_loss_first", "1", "training", "lower", "mean loss of the first steps (all steps as samples)",
      qualifier="part")
 _add("train_loss_last", "1", "training", "lower", "mean loss of the last steps", column="final train loss",
@@ -137,6 +140,13 @@ class MetricKey:
 
     base: str
     qualifier: str = ""
+
+    @classmethod
+    def read(cls, name: str) -> MetricKey | None:
+        """The key of a well-formed name (``fid[digits]``, ``params``), None for anything else (``fid[digits] se``,
+        a wide frame's interval column)."""
+        key = cls.parse(name)
+        return key if str(key) == name and "[" not in key.qualifier and "]" not in key.qualifier else None
 
     @classmethod
     def parse(cls, name: str) -> MetricKey:
@@ -199,9 +209,18 @@ def qualified(kind: str = "", qualifier: str = "", better: str = "") -> tuple[st
 
 def is_detector_quality(name: str, better: str = "lower") -> bool:
     """True for a quality metric qualified by its detector that is better ``lower`` (``fid[digits]``, ``kid[..]``):
-    those the report fits and plots."""
-    key = MetricKey.parse(name)
-    return bool(key.qualifier) and key.base in qualified("quality", "detector", better)
+    those the report fits and plots. An interval column (``fid[digits] se``) is not one."""
+    key = MetricKey.read(name)
+    return key is not None and bool(key.qualifier) and key.base in qualified("quality", "detector", better)
+
+
+HEADLINE = "fid or kid (of the run's detector), or one qualified name such as fid[digits]"
+
+
+def is_headline(name: object) -> bool:
+    """A name the report can head with (a suite's ``[report] metric``, ``report --metric``): HEADLINE."""
+    key = MetricKey.read(name) if isinstance(name, str) else None
+    return key is not None and key.base in qualified("quality", "detector", "lower")
 
 
 def columns(attribute: str = "column") -> list[tuple[str, str, float]]:

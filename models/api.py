@@ -66,6 +66,7 @@ class ModelCounts:
     flops: int  # one network evaluation, batch 1 (2 FLOPs per MAC)
     gmacs: float  # flops / 2 / 1e9
     config: dict[str, Any]
+    weights_bytes: int = 0  # parameters and buffers as built (fp32)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,7 +85,7 @@ def count(spec: Any, name: str | None = None, **overrides: Any) -> ModelCounts:
         flops = count_flops(lambda: family.denoise(model, inputs))
     label = name or (spec if isinstance(spec, str) else family.name)
     return ModelCounts(label, family.name, params.total, params.trainable, params.by_module, flops,
-                       flops_to_gmacs(flops), config_dict(config))
+                       flops_to_gmacs(flops), config_dict(config), params.bytes)
 
 
 def config_dict(config: Any) -> dict[str, Any]:

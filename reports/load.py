@@ -19,7 +19,8 @@ from diffbench.core.errors import BadInputError
 from diffbench.metrics.specs import METRICS, metric_name
 
 UNCERTAINTY = ("se", "ci_lo", "ci_hi")  # a metric's interval, from its record's extra (se, ci95)
-IDENTITY = ["case_id", "label", "family", "preset", "pipeline", "input", "batch_size", "precision", "device"]
+IDENTITY = ["case_id", "label", "family", "preset", "pipeline", "input", "batch_size", "precision", "device",
+            "matched_by", "budget", "train_batch"]
 
 
 @dataclass
@@ -30,6 +31,16 @@ class RunData:
     problems: list[str]  # unreadable lines (a torn last line, ...), reported and skipped
     device: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, Any] = field(default_factory=dict)  # the suite's [report] table (suite.resolved.json)
+
+
+def _matched(target: Any) -> tuple[str, float] | None:
+    """(params or gmacs, value): the sizing target a case was matched to, from its config."""
+    if isinstance(target, dict) and len(target) == 1:
+        [(by, size)] = target.items()
+        if isinstance(by, str) and isinstance(size, (int, float)) and not isinstance(size, bool) and _finite(size):
+            return by, float(size)
+    return None
 
 
 def _row(r: records.Record) -> dict[str, Any]:
@@ -45,7 +56,7 @@ def _row(r: records.Record) -> dict[str, Any]:
     shape = model.get("input")
     if shape is not None and not (isinstance(shape, list) and all(isinstance(v, int) for v in shape)):
         raise ValueError("config.model.input must be a list of integers")
-    for key, kind in (("batch_size", int), ("precision", str), ("device", str)):
+    for key, kind in (("batch_size", int), ("precision", str), ("device", str), ("train_batch", int)):
         v = r.config.get(key)
         if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
             raise ValueError(f"config.{key} must be {'an integer' if kind is int else 'a string'}")
@@ -56,6 +67,7 @@ def _row(r: records.Record) -> dict[str, Any]:
     for key in ("detector", "weights_sha256"):
         if r.extra.get(key) is not None and not isinstance(r.extra[key], str):
             raise ValueError(f"extra.{key} must be a string")
+    matched = _matched(model.get("target"))
     raw_se, raw_ci = r.extra.get("se"), r.extra.get("ci95")
     se = float(raw_se) if isinstance(raw_se, (int, float)) and _finite(raw_se) else None
     ci: list[Any] = raw_ci if isinstance(raw_ci, list) and len(raw_ci) == 2 and all(map(_finite, raw_ci)) else []
@@ -67,6 +79,9 @@ def _row(r: records.Record) -> dict[str, Any]:
         "pipeline": model.get("pipeline") or (model.get("label") if model.get("diffusers") else None),
         "input": "x".join(map(str, model.get("input") or [])) or None,
         "batch_size": r.config.get("batch_size"), "precision": r.config.get("precision"),
+        # the size a case was matched to (its sizing target: params or gmacs, and its value), the batch it trained with
+        "matched_by": matched[0] if matched else None, "budget": matched[1] if matched else None,
+        "train_batch": r.config.get("train_batch"),
         "device": r.config.get("device"), "metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,
         "error": r.error, "detector": r.extra.get("detector"), "weights_sha256": r.extra.get("weights_sha256"),
         "verified": r.extra.get("verified"), "paper_params": ref.get("params", ref.get("paper_params")),
@@ -150,7 +165,22 @@ def load_run(run_dir: str | Path) -> RunData:
     ]
     device = _device_facts(d / "device.json", got.problems)
     prov = dict(got.records[-1].provenance)
-    return RunData(d, long, _wide(long), got.problems, device, prov)
+    return RunData(d, long, _wide(long), got.problems, device, prov, _choices(d / "suite.resolved.json", got.problems))
+
+
+def _choices(path: Path, problems: list[str]) -> dict[str, Any]:
+    """The suite's report choices (its ``[report]`` table, as the runner wrote it), or {}."""
+    if not path.is_file():
+        return {}
+    try:
+        got = json.loads(path.read_bytes()).get("report", {})
+    except (ValueError, RecursionError, AttributeError):
+        problems.append(f"{path}: unreadable, the suite's report choices ignored")
+        return {}
+    if not isinstance(got, dict) or not all(isinstance(v, str) for v in got.values()):
+        problems.append(f"{path}: report is not an object of strings, ignored")
+        return {}
+    return got
 
 
 def _device_facts(path: Path, problems: list[str]) -> dict[str, Any]:

@@ -66,7 +66,8 @@ def speed_memory_vs_params(wide: pd.DataFrame, out: Path) -> list[Path]:
     mem = next((c for c in ("peak_mem_allocated_bytes", "cpu_peak_rss_bytes") if c in wide and wide[c].notna().any()),
                None)
     for col, label, name in (("throughput_img_s", "images/s", "throughput_vs_params"),
-                             (mem, "peak memory (MiB)", "memory_vs_params")):
+                             (mem, "process peak RSS (MiB)" if mem == "cpu_peak_rss_bytes" else
+                              "CUDA allocator peak (MiB)", "memory_vs_params")):
         if col is None or col not in wide or wide[col].isna().all() or "params" not in wide:
             continue
         df = wide[["family", "params", col]].dropna().copy()
@@ -83,21 +84,23 @@ def speed_memory_vs_params(wide: pd.DataFrame, out: Path) -> list[Path]:
 
 def pareto(wide: pd.DataFrame, quality: str, out: Path) -> list[Path]:
     """Quality vs latency, with the Pareto front (lower is better on both axes)."""
-    df = wide[["label", "family", "latency_ms", quality]].dropna().sort_values("latency_ms")
+    if "latency_per_image_ms" not in wide:  # records older than the per-image latency: median batch latency / batch
+        wide = wide.assign(latency_per_image_ms=wide["latency_ms"] / pd.to_numeric(wide["batch_size"]))
+    df = wide[["label", "family", "latency_per_image_ms", quality]].dropna().sort_values("latency_per_image_ms")
     if df.empty:
         return []
     front: list[tuple[float, float]] = []
     best = np.inf
-    for lat, q in zip(df["latency_ms"], df[quality], strict=True):
+    for lat, q in zip(df["latency_per_image_ms"], df[quality], strict=True):
         if q < best:
             best = q
             front.append((lat, q))
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for fam, g in df.groupby("family", sort=True):
-        ax.scatter(g["latency_ms"], g[quality], label=str(fam))
+        ax.scatter(g["latency_per_image_ms"], g[quality], label=str(fam))
     ax.plot([f[0] for f in front], [f[1] for f in front], "k-", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("latency per network evaluation (ms)")
+    ax.set_xlabel("latency per image, one network evaluation (ms; median batch latency / batch)")
     ax.set_ylabel(quality)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
@@ -131,7 +134,9 @@ def quality_vs_training_compute(curves: list[tuple[str, str, float, list[tuple[f
     ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap when the range is under a decade
     ax.set_xlabel("training compute (FLOPs: 3 x forward x images seen)")
     ax.set_ylabel(quality)
-    ax.set_title(f"{quality} vs training compute (one line per model)")
+    one_point = all(len(pts) == 1 for _, _, _, pts in curves)
+    ax.set_title(f"{quality} vs training compute (" + ("each model at its final step)" if one_point else
+                                                        "one line per model, scored along training)"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, out, "quality_vs_training_compute")

@@ -17,8 +17,8 @@ import pandas as pd
 
 from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.metrics.specs import MetricKey, is_detector_quality, spec_of
-from diffbench.reports import plots, tables
-from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_family, fit_power_law, fixed_effects_slope
+from diffbench.reports import plots, tables, verdict
+from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_family, fixed_effects_slope
 from diffbench.reports.load import RunData, load_run, unavailable_reasons
 
 FORMATS = ("md", "html", "csv", "tex")
@@ -31,50 +31,28 @@ class Section:
     table: pd.DataFrame | None = None
     index: bool = False
     images: list[Path] = field(default_factory=list)
+    name: str = ""  # its table's file name (without the order prefix); from the title when empty
+    bullets: list[str] = field(default_factory=list)  # a short list after the text (the summary's findings)
 
-
-def _relative_uncertainty(wide: pd.DataFrame, col: str) -> float:
-    """The median of se / value over the cases: which quality metric tells sizes apart best."""
-    if f"{col} se" not in wide:
-        return float("inf")
-    r = (wide[f"{col} se"] / wide[col].abs()).replace([np.inf, -np.inf], np.nan).dropna()
-    return float(r.median()) if len(r) else float("inf")
-
-
-def _quality_column(wide: pd.DataFrame) -> tuple[str | None, str]:
-    wide = _backbones(wide)
-    measured = [c for c in wide.columns if isinstance(c, str) and is_detector_quality(c) and wide[c].notna().sum() >= 3]
-    if measured:  # the one whose relative uncertainty is lowest (KID is unbiased at small N; FID is not)
-        rel = {c: _relative_uncertainty(wide, c) for c in measured}
-        best = min(measured, key=lambda c: (rel[c], not c.startswith("fid")))
-        if len(measured) > 1 and np.isfinite(rel[best]):
-            others = ", ".join(f"{c} {rel[c]:.1%}" for c in measured if c != best)
-            return best, f"measured; chosen for the lowest median relative uncertainty: {rel[best]:.1%} (vs {others})"
-        return best, "measured"
-    if "paper_fid" in wide and wide["paper_fid"].notna().sum() >= 3:
-        return "paper_fid", "reported by the paper (beside measured GMACs)"
-    return None, ""
+    @property
+    def stem(self) -> str:
+        return self.name or "".join(c if c.isalnum() else "_" for c in self.title.lower()).strip("_")
 
 
 def _backbones(wide: pd.DataFrame) -> pd.DataFrame:
-    """Backbone cases only: a pipeline's GMACs (one step of every stage) and its denoisers' params are not
-    one network's, so pipelines stay out of the scaling fit and get a table of their own."""
+    """Backbone cases only (failed ones kept, for their status): pipelines are compared apart."""
     return wide[wide["pipeline"].isna()]
 
 
 def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> tuple[Section, PowerLaw]:
     df = _backbones(wide)[["family", "gmacs", "params", quality]].dropna()
     best, fits = best_power_law(df["gmacs"], df[quality])
+    # one exponent interval per table: here over the models (resampled), in 'Scaling by family' over each family's
+    # points' measurement intervals; per-family rows here would give the same exponent a second interval
     rows = [{"models": "all", "law": "floored" if f.floor else "power", "formula": f.formula(), "exponent": f.b,
-             "exponent 95% CI": f"[{f.b_ci[0]:.3f}, {f.b_ci[1]:.3f}]", "AIC": f.aic, "LOO RMSE (log)": f.loo_rmse,
-             "chosen": "yes" if f is best else ""} for f in fits]
-    for fam, g in df.groupby("family", sort=True):  # within a family, size is the only thing that changes
-        if g["gmacs"].nunique() >= 3:
-            f = fit_power_law(g["gmacs"], g[quality])
-            rows.append({"models": str(fam), "law": "power", "formula": f.formula(), "exponent": f.b,
-                         "exponent 95% CI": f"[{f.b_ci[0]:.3f}, {f.b_ci[1]:.3f}]", "AIC": f.aic,
-                         "LOO RMSE (log)": f.loo_rmse, "chosen": ""})
-    text = f"{quality} ({origin}) against GMACs over {len(df)} models. "
+             "exponent 95% CI (resampling models)": f"[{f.b_ci[0]:.3f}, {f.b_ci[1]:.3f}]", "AIC": f.aic,
+             "LOO RMSE (log)": f.loo_rmse, "chosen": "yes" if f is best else ""} for f in fits]
+    text = f"{quality} ({origin}) against GMACs over {len(df)} models, all families pooled. "
     if len(df) >= 4:  # a correlation's interval needs n - 3 > 0
         cg = correlation(np.log10(df["gmacs"]), df[quality])
         cp = correlation(np.log10(df["params"]), df[quality])
@@ -86,8 +64,8 @@ def _fit_section(wide: pd.DataFrame, quality: str, origin: str) -> tuple[Section
         text += "Too few models for a correlation with an interval (4 or more are needed). "
     text += ("Quality improves with compute in the fit (negative exponent)." if best.b < 0 and best.b_ci[1] < 0 else
              "The fit does NOT show quality improving with compute at 95% confidence.")
-    if len(rows) > len(fits):
-        text += " Per-family rows fit each family's own sizes; with so few points their intervals are indicative only."
+    text += (" Each family's own exponent, with its interval over its points' measurement noise, is in 'Scaling by "
+             "family'.")
     return Section("Scaling fit", text, pd.DataFrame(rows)), best
 
 
@@ -112,7 +90,7 @@ def _curves(run: RunData, quality: str) -> list[tuple[str, str, float, list[tupl
     return out
 
 
-def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
+def _family_section(wide: pd.DataFrame, quality: str) -> tuple[Section | None, str]:
     """DiT's view within each family: does the quality metric improve with compute, beyond the noise of its own
     measurements? One exponent per family (its interval from the points' own uncertainty), monotonicity shown
     explicitly, and one exponent shared by all families with a fixed offset each."""
@@ -130,7 +108,7 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
         fams.append(f)
         values = " -> ".join(f"{v:.4g}" for v in g[quality])
         rows.append({"family": fam, "sizes": len(g), f"{quality} (small -> large)": values, "exponent": f.b,
-                     "exponent 95% CI": f"[{f.b_ci[0]:+.3f}, {f.b_ci[1]:+.3f}]",
+                     "exponent 95% CI (measurement noise)": f"[{f.b_ci[0]:+.3f}, {f.b_ci[1]:+.3f}]",
                      "improves at every step": "yes" if f.monotone else "no",
                      "supports scaling": "yes" if f.supports else "no"})
         if "cond_gain" in g and g["cond_gain"].notna().any():
@@ -138,10 +116,12 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
                 "n/a" if pd.isna(v) else f"{100 * v:.1f}%" for v in g["cond_gain"])
         sentences.append(f.sentence(quality, better))
     if not fams:
-        return None
+        return None, ""
     text = " ".join(sentences) + _unlearned_conditions(df, fams)
     n_ok = sum(f.supports for f in fams)
-    text += f" {n_ok} of {len(fams)} families show {quality} improving with compute beyond their measurements' noise."
+    scaling = (f"{n_ok} of {len(fams)} families show {quality} improving with compute beyond their measurements' "
+               f"noise{' (' + ', '.join(f.family for f in fams if f.supports) + ')' if 0 < n_ok < len(fams) else ''}.")
+    text += " " + scaling
     if len(fams) > 1 and len(df) > len(fams) + 1:
         b, (lo, hi) = fixed_effects_slope(df["gmacs"], df[quality], df["family"],
                                           df.get(se_col))
@@ -150,7 +130,7 @@ def _family_section(wide: pd.DataFrame, quality: str) -> Section | None:
     if se_col not in df:
         text += " The records carry no intervals for this metric: each point is given a 5% uncertainty."
     text += _best_against_floor(wide, quality)
-    return Section("Scaling by family", text, pd.DataFrame(rows))
+    return Section("Scaling by family", text, pd.DataFrame(rows)), scaling
 
 
 UNLEARNED = 0.25  # a family whose condition gain stays under this fraction of the best family's at every size
@@ -208,16 +188,38 @@ def _provenance(run: RunData) -> Section:
                    f"host {p.get('host')}. Device facts: {facts or 'not recorded'}.")
 
 
-def _tables(wide: pd.DataFrame) -> list[Section]:
-    """The pipelines' table, and DiT's grids (measured GMACs, and the paper's Gflops and FID) where there are any."""
+PIPELINES_NOTE = ("Denoiser params count every stage, expert and prior (text encoders and autoencoders apart, in "
+                  "'params, all'); GMACs/step is one step of every stage; GMACs/image the whole sample (denoisers x "
+                  "steps x guidance passes, text encoders and decoder once). Time per image by component, guided "
+                  "sampling. Pipelines are compared apart from backbones and left out of the scaling fit (their "
+                  "GMACs are not one network's).")
+TITLES = {"size and speed": "Size and speed", "quality": "Quality (95% intervals beside their values)",
+          "training budget": "Training budget"}
+
+
+def _comparison(wide: pd.DataFrame, reasons: dict[str, str], pipelines: bool) -> list[Section]:
+    """The per-case tables, split by concern; the pipelines' own size-and-speed table replaces the backbones'."""
+    rows = wide[wide["pipeline"].notna() if pipelines else wide["pipeline"].isna()]
     out = []
-    pipes = tables.pipelines(wide)
-    if pipes is not None:
-        out.append(Section("Pipelines", "Denoiser params count every stage, expert and prior (text encoders and "
-                           "autoencoders apart, in 'params, all'); GMACs/step is one step of every stage; "
-                           "GMACs/image the whole sample (denoisers x steps x guidance passes, text encoders and "
-                           "decoder once). Time per image by component, guided sampling. Pipelines are left out "
-                           "of the scaling fit (their GMACs are not one network's).", pipes))
+    for concern, table, dropped in tables.comparison(rows, reasons) if not rows.empty else []:
+        if pipelines and concern == "size and speed":
+            pipes = tables.pipelines(wide)
+            if pipes is not None:
+                out.append(Section("Pipelines: size and speed", PIPELINES_NOTE, pipes, name="pipelines"))
+            continue
+        note = "; ".join(f"{h}: {r}" for h, r in dropped.items())
+        text = ("One row per finished case." + (" Training budget: what each case's quality was bought with; images "
+                "seen = steps x train batch; FLOPs = 3 x forward FLOPs x images seen." if concern == "training budget"
+                else "") + (f" Columns left out, with the reason: {note}." if note else ""))
+        title = TITLES[concern]
+        out.append(Section(f"Pipelines: {title[0].lower()}{title[1:]}" if pipelines else title, text, table,
+                           name=("pipelines_" if pipelines else "") + concern.replace(" ", "_")))
+    return out
+
+
+def _grids(wide: pd.DataFrame) -> list[Section]:
+    """DiT's grids (measured GMACs, and the paper's Gflops and FID) where there are any."""
+    out = []
     for value, title in (("gmacs", "DiT grid: GMACs (measured)"), ("paper_gflops", "DiT grid: Gflops (paper)"),
                          ("paper_fid", "DiT grid: FID-50K (paper)")):
         grid = tables.dit_grid(wide, value)
@@ -226,34 +228,55 @@ def _tables(wide: pd.DataFrame) -> list[Section]:
     return out
 
 
-def sections(run: RunData, out: Path) -> list[Section]:
-    """The report's sections, in order, from the run's records alone (plots written under ``out/plots``)."""
+def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str) -> list[Section]:
+    """The answer first: the headline metric and why, who is best at matched size and per unit of compute, whether
+    that is beyond noise (the head-to-head table), and whether quality improves with size."""
+    if quality is None:
+        why = f" ({origin})" if origin else ""
+        return [Section("Summary", "No quality metric was measured on two or more backbones" + why + ": this run "
+                        "compares size and speed only (tables below).")]
+    h2h = verdict.head_to_head(wide, quality) if quality != "paper_fid" else None
+    head = (f"Headline metric: {MetricKey.parse(quality).header()}, {verdict.qualified_direction(quality)} is better "
+            f"({origin}; a suite fixes it with [report] metric, 'diffbench report --metric' overrides). Intervals are "
+            "95%. " + (verdict.scale_note(quality) if quality != "paper_fid" else ""))
+    found = verdict.at_matched_size(wide, quality, h2h) if quality != "paper_fid" else []
+    found += [verdict.per_compute(wide, quality), scaling]
+    out = [Section("Summary", head.strip(), bullets=[f for f in found if f])]
+    if h2h is not None:
+        out.append(Section("Head to head", "Each system against the best at its matched size. The difference's "
+                           "interval takes the two values' bootstrap errors as independent; they share the reference "
+                           "images, so it is wider than the truth: 'beyond noise' here is conservative.", h2h))
+    return out
+
+
+def sections(run: RunData, out: Path, metric: str = "") -> list[Section]:
+    """The report's sections, in order, from the run's records alone (plots written under ``out/plots``); ``metric``
+    fixes the headline quality metric over the suite's choice."""
     wide, reasons = run.wide, unavailable_reasons(run.long)
-    secs: list[Section] = [_provenance(run)]
-    if run.problems:
-        secs.append(Section("Unreadable record lines (skipped)", "; ".join(run.problems)))
-    comp, dropped = tables.comparison(wide, reasons)
-    note = "; ".join(f"{h}: {r}" for h, r in dropped.items())
-    secs.append(Section("Comparison", f"One row per case. Columns left out, with the reason: {note}." if note else
-                        "One row per case.", comp))
-    secs += _tables(wide)
-    quality, origin = _quality_column(wide)
+    quality, origin = verdict.headline(wide, metric or run.choices.get("metric", ""))
+    if metric and quality:
+        origin = "fixed by --metric"
     imgs_dir = out / "plots"
     imgs_dir.mkdir(parents=True, exist_ok=True)
     images: list[Path] = []
     backbones = _backbones(wide)  # per-network GMACs, latency and throughput: pipelines are not comparable
-    if quality and "gmacs" in wide:
+    analysis: list[Section] = []
+    scaling = ""
+    if quality and "gmacs" in wide and backbones[quality].notna().sum() >= 3:
         fit, best = _fit_section(wide, quality, origin)
-        secs.append(fit)
-        family = _family_section(wide, quality)
-        if family is not None:
-            secs.append(family)
+        family, scaling = _family_section(wide, quality)
+        analysis += [fit] + ([family] if family is not None else [])
         images += plots.quality_vs_gmacs(backbones, quality, imgs_dir, best)
         if "latency_ms" in wide:
             images += plots.pareto(backbones, quality, imgs_dir)
     else:
-        secs.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
-    fids = [c for c in backbones.columns if isinstance(c, str) and is_detector_quality(c)
+        analysis.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
+    secs = _summary(wide, quality, origin, scaling)
+    if run.problems:
+        secs.append(Section("Unreadable record lines (skipped)", "; ".join(run.problems)))
+    secs += _comparison(wide, reasons, pipelines=False) + _comparison(wide, reasons, pipelines=True)
+    secs += _grids(wide) + analysis
+    fids = [c for c in backbones.columns if is_detector_quality(c)
             and MetricKey.parse(c).base == "fid" and backbones[c].notna().any()]
     if fids:  # DiT's Figure 9 (FID along training, or each model's final point at its training compute)
         images += plots.quality_vs_training_compute(_curves(run, fids[0]), fids[0], imgs_dir)
@@ -266,7 +289,7 @@ def sections(run: RunData, out: Path) -> list[Section]:
                             "provenance).", placed.reset_index(drop=True)))
     fails = tables.failures(wide)
     secs.append(Section("Failed cases", "None." if fails.empty else "", None if fails.empty else fails))
-    return secs
+    return secs + [_provenance(run)]
 
 
 def _md(secs: list[Section], out: Path) -> str:
@@ -275,6 +298,8 @@ def _md(secs: list[Section], out: Path) -> str:
         parts.append(f"\n## {s.title}\n")
         if s.text:
             parts.append(s.text + "\n")
+        if s.bullets:
+            parts.append("\n".join(f"- {b}" for b in s.bullets) + "\n")
         if s.table is not None:
             parts.append(tables.to_markdown(s.table, s.index) + "\n")
         for img in s.images:
@@ -288,23 +313,28 @@ def _html(secs: list[Section]) -> str:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         if s.text:
             body.append(f"<p>{html.escape(s.text)}</p>")
+        if s.bullets:
+            body.append("<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in s.bullets) + "</ul>")
         if s.table is not None:
-            body.append(s.table.to_html(index=s.index, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0))
+            body.append(s.table.to_html(index=s.index, float_format=tables.number, na_rep="-", border=0))
         for img in s.images:
             data = base64.b64encode(img.read_bytes()).decode()
             body.append(f'<figure><img alt="{img.stem}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{img.stem}</figcaption></figure>")
+    # a table wider than the page scrolls inside it (display:block + overflow): the page itself never does
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;} table{border-collapse:collapse;"
-             "font-size:13px} td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+             "font-size:13px;display:block;max-width:100%;overflow-x:auto} td,th{padding:3px 8px;"
+             "border-bottom:1px solid #ddd;text-align:right}"
              " img{max-width:560px;margin:8px} figure{display:inline-block}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>diffbench report</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def build(run_dir: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+def build(run_dir: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = FORMATS,
+          metric: str = "") -> list[Path]:
     run = load_run(run_dir)
     out = output_dir(Path(out_dir) if out_dir else Path(run_dir) / "report")
-    secs = sections(run, out)
+    secs = sections(run, out, metric)
     written = sorted((out / "plots").glob("*"))
     if "md" in formats:
         write_text_atomic(out / "report.md", _md(secs, out))
@@ -313,7 +343,7 @@ def build(run_dir: str | Path, out_dir: str | Path | None = None, formats: tuple
         write_text_atomic(out / "report.html", _html(secs))
         written.append(out / "report.html")
     for i, s in enumerate(t for t in secs if t.table is not None):
-        stem = f"{i:02d}_{''.join(c if c.isalnum() else '_' for c in s.title.lower()).strip('_')}"
+        stem = f"{i:02d}_{s.stem}"
         if "csv" in formats:
             write_text_atomic(out / f"{stem}.csv", s.table.to_csv(index=s.index))  # type: ignore[union-attr]
             written.append(out / f"{stem}.csv")

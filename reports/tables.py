@@ -13,50 +13,99 @@ IDENTITY_COLUMNS = [("label", "model", None), ("family", "family", None), ("batc
                     ("precision", "precision", None)]
 # what the papers report, shown after the measured metric it is compared with
 REFERENCES = {"params": ("paper_params", "paper params (M)", 1e-6), "gmacs": ("paper_gflops", "paper Gflops", 1.0)}
-FINAL = [("paper_fid", "paper FID", 1.0)]
-
-
-def _comparison_columns() -> list[tuple[str, str, float | None]]:
-    """(column of the wide frame, header, scale): identity, then every metric with a report column in the
-    metric registry (in its order), each paper reference beside its metric."""
-    out: list[tuple[str, str, float | None]] = list(IDENTITY_COLUMNS)
-    for metric, header, scale in specs.columns():
-        out.append((metric, header, scale))
-        if metric in REFERENCES:
-            out.append(REFERENCES[metric])
-    return out + FINAL
+# the comparison, split by concern so that no table is wider than a page: these metrics' columns go to the quality
+# and training tables, every other registry column to size and speed
+QUALITY = ("cond_gain",)
+TRAINING = ("train_steps", "train_flops", "train_loss_last", "train_seconds")
+Column = tuple[str, str, "float | None"]
 
 
 def _by_detector(column: object) -> bool:
     """One column per detector for the metrics qualified by their detector (``fid[digits]``)."""
-    if not isinstance(column, str):
-        return False
-    key = specs.MetricKey.parse(column)
-    return bool(key.qualifier) and key.base in specs.qualified(qualifier="detector")
+    key = specs.MetricKey.read(column) if isinstance(column, str) else None
+    return key is not None and bool(key.qualifier) and key.base in specs.qualified(qualifier="detector")
 
 
-def comparison(wide: pd.DataFrame, reasons: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The per-case table; columns with no value anywhere are dropped and their reason returned."""
+def _size_and_speed_columns() -> list[Column]:
+    out: list[Column] = list(IDENTITY_COLUMNS)
+    for metric, header, scale in specs.columns():
+        if metric not in QUALITY + TRAINING and specs.METRICS.get(metric).kind != "quality":
+            out.append((metric, header, scale))
+            if metric in REFERENCES:
+                out.append(REFERENCES[metric])
+    return out
+
+
+def _quality_columns(wide: pd.DataFrame) -> list[Column]:
+    """The model, then each quality value with its 95% interval beside it: per detector (FIDs from different
+    detectors never share a column), the paper's FID, the condition gain."""
+    out: list[Column] = [("label", "model", None)]
+    for c in sorted(c for c in wide.columns if _by_detector(c)):
+        out.append((c, specs.MetricKey.parse(c).header(), 1.0))
+        out.append((f"{c} 95% CI", f"{specs.MetricKey.parse(c).header()} 95% CI", None))
+    out.append(("paper_fid", "paper FID", 1.0))
+    for metric, header, scale in specs.columns():  # unqualified quality columns (older records) and the gain
+        if metric in QUALITY or specs.METRICS.get(metric).kind == "quality":
+            out += [(metric, header, scale), (f"{metric} 95% CI", f"{header} 95% CI", scale)]
+    return out
+
+
+def _training_columns() -> list[Column]:
+    cols = dict((m, (m, h, s)) for m, h, s in specs.columns() if m in TRAINING)
+    out: list[Column] = [("label", "model", None)]
+    out += [cols[m] for m in ("train_steps",) if m in cols]
+    out += [("train_batch", "train batch", None), ("train_images", "images seen", None)]
+    return out + [cols[m] for m in TRAINING[1:] if m in cols]
+
+
+def _intervals(wide: pd.DataFrame, scales: dict[str, float]) -> pd.DataFrame:
+    """``<metric> 95% CI`` columns, "[lo, hi]" (scaled like their value), from the wide frame's ci_lo/ci_hi."""
+    out = {}
+    for c in wide.columns:
+        if isinstance(c, str) and c.endswith(" ci_lo") and f"{c[:-6]} ci_hi" in wide:
+            m, k = c[:-6], scales.get(c[:-6], 1.0)
+            out[f"{m} 95% CI"] = [f"[{lo * k:.4g}, {hi * k:.4g}]" if pd.notna(lo) and pd.notna(hi) else None
+                                  for lo, hi in zip(wide[c], wide[f"{m} ci_hi"], strict=True)]
+    return pd.DataFrame(out, index=wide.index)
+
+
+def _table(wide: pd.DataFrame, cols: list[Column], reasons: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The columns of ``cols`` present in the run; those with no value anywhere are dropped, their reason returned
+    (a metric some case recorded as unavailable, or never measured). Identity columns are kept."""
     measured = set(reasons) | set(wide.columns)
-    cols = [(c, h, s) for c, h, s in _comparison_columns() if c in measured]
+    cols = [(c, h, s) for c, h, s in cols if c in measured]
     wide = wide.assign(**{c: np.nan for c, _, _ in cols if c not in wide.columns})
-    # one column per detector: FIDs from different detectors never share a column
-    qualified = [c for c in sorted(wide.columns) if _by_detector(c)]
-    cols += [(c, specs.MetricKey.parse(c).header(), 1.0) for c in qualified]
-    out = pd.DataFrame({h: wide[c] * s if s not in (None, 1.0) else wide[c] for c, h, s in cols})
-    for c in qualified + ["clip_score"]:  # a quality number's 95% interval, where its record has one
-        if f"{c} ci_lo" in wide:
-            head = specs.MetricKey.parse(c).header() if c != "clip_score" else "CLIP score"
-            out[f"{head} 95% CI"] = [f"[{lo:.4g}, {hi:.4g}]" if pd.notna(lo) else None
-                                     for lo, hi in zip(wide[f"{c} ci_lo"], wide[f"{c} ci_hi"], strict=True)]
-    out = out[wide["status"] == "ok"].reset_index(drop=True)
+    out = pd.DataFrame({h: wide[c] * s if s not in (None, 1.0) and not c.endswith(" 95% CI") else wide[c]
+                        for c, h, s in cols}).reset_index(drop=True)
     dropped = {}
     for c, h, _ in cols:
-        if h in out and out[h].isna().all():
+        if c in ("label", "family", "batch_size", "precision") or c.endswith(" 95% CI"):
+            continue
+        if out[h].isna().all():
             default = "no preset with reported numbers in this run" if c.startswith("paper_") else "not measured"
             dropped[h] = reasons.get(c, default)
             out = out.drop(columns=h)
-    return out, dropped
+    return out.dropna(axis=1, how="all"), dropped
+
+
+def comparison(wide: pd.DataFrame, reasons: dict[str, str]) -> list[tuple[str, pd.DataFrame, dict[str, str]]]:
+    """The per-case comparison of the finished cases in ``wide``, split by concern: (title, table, columns left out
+    with their reasons) for size and speed, quality (each value beside its interval) and training budget (steps,
+    images seen, FLOPs: what each case's quality was bought with)."""
+    ok = wide[wide["status"] == "ok"]
+    if "train_steps" in ok and "train_batch" in ok:
+        ok = ok.assign(train_images=ok["train_steps"] * pd.to_numeric(ok["train_batch"], errors="coerce"))
+    scales = {m: s for m, _, s in specs.columns()}
+    ok = pd.concat([ok, _intervals(ok, scales)], axis=1)
+    out = []
+    for title, cols in (("size and speed", _size_and_speed_columns()), ("quality", _quality_columns(ok)),
+                        ("training budget", _training_columns())):
+        if title == "training budget" and ok.get("train_steps", pd.Series(dtype=float)).isna().all():
+            continue  # nothing trained: the training batch alone is a setting, not a budget
+        table, dropped = _table(ok, cols, reasons)
+        if len(table.columns) > 1 or title == "size and speed":
+            out.append((title, table, dropped))
+    return out
 
 
 DIT_NAME = re.compile(r"^DiT-(S|B|L|XL)/(\d+)$")
@@ -98,14 +147,22 @@ def failures(wide: pd.DataFrame) -> pd.DataFrame:
     return f[["label", "batch_size", "precision", "status", "error"]].reset_index(drop=True)
 
 
+def number(v: float) -> str:
+    """A table's number: 4 significant digits; a whole number under ten million in full (steps, images seen);
+    anything larger in exponent form (FLOPs), never a 15-digit run of digits."""
+    if np.isnan(v):
+        return "-"
+    if float(v).is_integer() and abs(v) < 1e7:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
 def to_markdown(df: pd.DataFrame, index: bool = False) -> str:
     d = df.reset_index() if index else df
 
     def cell(v: object) -> str:
-        if isinstance(v, float):
-            if np.isnan(v):
-                return "-"
-            return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+        if isinstance(v, (float, np.floating)):
+            return number(float(v))
         return str(v).replace("|", "\\|")
 
     head = "| " + " | ".join(map(str, d.columns)) + " |"

@@ -84,7 +84,7 @@ def test_two_concurrent_runs_measure_each_case_once(tmp_path: Path):
     loser = next(err for p, (_, err) in zip(procs, results, strict=True) if p.returncode == 2)
     assert ("being written by another diffbench run" in loser or "already holds a run" in loser), loser
     got = [(r.case_id, r.metric) for r in records.read(out / RECORDS).records]
-    assert len(got) == len(set(got)) == 8  # 2 cases x 4 counts, each once
+    assert len(got) == len(set(got)) == 10  # 2 cases x 5 counts, each once
 
 
 # --- resume retries what failed ---------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_resume_retries_failed_cases_unless_keep_failed(tmp_path: Path):
     proc = run([str(suite), "--out", str(out), "--resume"])
     assert proc.returncode == 0 and "1 already complete" in proc.stdout and "ok 1" in proc.stdout, proc.stdout
     now = records.read(out / RECORDS).records
-    assert all(r.status == "ok" for r in now) and len(now) == 8
+    assert all(r.status == "ok" for r in now) and len(now) == 10
     kept = records.read(out / RETRIED).records  # the failed attempt is kept, not lost
     assert [(r.case_id, r.status) for r in kept] == [(failed[0].case_id, "error")]
     assert "retrying 1 failed case(s)" in (out / "run.log").read_text()
@@ -240,7 +240,7 @@ def test_fuzzed_records_never_crash_report_or_resume(text, tmp_path_factory):
     try:
         complete_cases(run_dir / RECORDS, retry_failed=True)
         data = load_run(run_dir)
-        comparison(data.wide, unavailable_reasons(data.long))
+        comparison(data.wide, unavailable_reasons(data.long))  # the three per-case tables
     except UserError:
         pass
 

@@ -20,7 +20,10 @@ from diffbench.core.errors import ConfigError
               "diffbench report runs/nightly/   (a directory of runs of one suite: their history)"],
     args=[arg("run_dir", metavar="RUN_DIR", help="a directory written by 'diffbench run' (partial runs work)"),
           arg("--out", help="output directory (default: RUN_DIR/report)"),
-          arg("--format", default="md,html,csv,tex", help="comma-separated: md, html, csv, tex (default: all)")],
+          arg("--format", default="md,html,csv,tex", help="comma-separated: md, html, csv, tex (default: all)"),
+          arg("--metric", default="", help="the headline quality metric: fid or kid (of the run's detector), or a "
+                                           "qualified name such as fid[digits] (default: the suite's [report] metric,"
+                                           " else the first of fid, kid measured on 3 or more models)")],
 )
 def run_report(args: argparse.Namespace) -> int:
     from diffbench.reports.history import build
@@ -42,6 +45,6 @@ def run_report(args: argparse.Namespace) -> int:
         more = f" (and {len(run.problems) - 1} more, listed in the report)" if len(run.problems) > 1 else ""
         print(f"diffbench: warning: set aside: {' '.join(run.problems[0].split())[:300]}{more}", file=sys.stderr)
     out = args.out or f"{args.run_dir.rstrip('/')}/report"
-    written = diffbench.report(run, out, formats)
+    written = diffbench.report(run, out, formats, metric=args.metric)
     print(f"{len(written)} file(s) written to {out}")
     return 0
