@@ -276,11 +276,12 @@ def compare(base: str | Path, new: str | Path, policy: str | Path | None = None,
     return cmp.compare(a, b, rules)
 
 
-def baseline(run: str | Path, out: str | Path) -> Path:
-    """Write a run's records as a compact baseline file to commit or keep as a CI artifact."""
+def baseline(run: str | Path, out: str | Path, allow_failed: bool = False) -> Path:
+    """Write a run's records as a compact baseline file to commit or keep as a CI artifact; a run with a case that
+    did not finish ok is refused unless ``allow_failed``."""
     from diffbench.reports.baseline import write_baseline
 
-    return write_baseline(run, out)
+    return write_baseline(run, out, allow_failed)
 
 
 def build(spec: Any, device: str | None = None, **overrides: Any) -> nn.Module:

@@ -1,7 +1,10 @@
 """The two sides of a comparison: a run directory, its ``records.jsonl``, or a baseline file.
 
 A baseline is a run's records made compact enough to commit: per case its identity, config and
-one provenance, per metric its value, unit, status, error and raw samples (``extra`` is left out).
+one provenance, per metric its value, unit, status, error, raw samples and whatever of ``extra`` the
+gate tests with (KEPT_EXTRA: the per-process values of a run with repetitions, without which a
+baseline-vs-run comparison pooled one process's samples and reached another verdict than run-vs-run
+on the same data); and the run's device facts (its calibration, for the noise warning).
 ``diffbench baseline RUN -o baselines/NAME.json`` writes one; ``compare`` reads any of the three.
 """
 
@@ -19,7 +22,8 @@ from diffbench.core.errors import BadInputError
 from diffbench.core.files import write_text_atomic
 
 FORMAT = "diffbench-baseline"
-VERSION = 1
+VERSION = 2  # 2: extra.repetitions and the device facts kept (1 is still read)
+KEPT_EXTRA = ("repetitions",)
 
 
 @dataclass
@@ -48,6 +52,11 @@ class Side:
     source: str
     suite: str
     cases: dict[str, Case]  # case_id -> case
+    device: dict[str, Any] = field(default_factory=dict)  # device.json of the run (its calibration), if known
+
+    def not_ok(self) -> dict[str, str]:
+        """label -> status of each case that did not finish ok."""
+        return {c.label: c.status for c in self.cases.values() if c.status != "ok"}
 
 
 def _label(config: dict[str, Any], case_id: str) -> str:
@@ -85,7 +94,28 @@ def load_side(path: str | os.PathLike[str]) -> Side:
     if p.suffix == ".json":
         return _read_baseline(p)
     got = records.read(p)
-    return _from_records(got.records, str(path))
+    side = _from_records(got.records, str(path))
+    side.device = _device(p.parent / "device.json")
+    return side
+
+
+def _device(path: Path) -> dict[str, Any]:
+    try:
+        facts = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _extra(m: dict[str, Any], where: str) -> dict[str, Any]:
+    extra = m.get("extra", {})
+    if not isinstance(extra, dict) or set(extra) - set(KEPT_EXTRA):
+        raise ValueError(f"{where}: extra may hold only {', '.join(KEPT_EXTRA)}")
+    reps = extra.get("repetitions")
+    if reps is not None and not (isinstance(reps, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                and math.isfinite(x) for x in reps)):
+        raise ValueError(f"{where}: extra.repetitions must be a list of finite numbers")
+    return extra
 
 
 def _read_baseline(p: Path) -> Side:
@@ -106,21 +136,36 @@ def _read_baseline(p: Path) -> Side:
                     raise ValueError(f"case {c['case_id']}, {m['metric']}: samples must be finite numbers")
                 recs.append(records.Record(c["run_id"], c["case_id"], d["suite"], c["config"], m["metric"],
                                            m["value"], m["unit"], m["status"], m.get("error"), m.get("samples"),
+                                           extra=_extra(m, f"case {c['case_id']}, {m['metric']}"),
                                            provenance=c["provenance"], case_size=len(c["metrics"])))
+        device = d.get("device", {})
+        if not isinstance(device, dict):
+            raise ValueError("device must be an object")
     except (KeyError, TypeError, ValueError) as e:
         raise BadInputError(f"{p}: malformed baseline ({type(e).__name__}: {str(e)[:80]})") from None
-    return _from_records(recs, str(p))
+    side = _from_records(recs, str(p))
+    side.device = device
+    return side
 
 
-def write_baseline(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Write the run's latest records of every case as a compact baseline; returns the file."""
+def write_baseline(run: str | os.PathLike[str], out: str | os.PathLike[str], allow_failed: bool = False) -> Path:
+    """Write the run's latest records of every case as a compact baseline; returns the file. A run with a case that
+    did not finish ok is refused unless ``allow_failed``: a broken main must not become the reference."""
     side = load_side(run)
+    failed = side.not_ok()
+    if failed and not allow_failed:
+        first = next(iter(failed.items()))
+        raise BadInputError(f"{run}: {len(failed)} of {len(side.cases)} case(s) did not finish ok ({first[0]}: "
+                            f"{first[1]}); fix and rerun them, or pass --allow-failed to keep them as failed")
     cases = []
     for c in side.cases.values():
         any_rec = next(iter(c.metrics.values()))
         cases.append({"case_id": c.case_id, "run_id": any_rec.run_id, "config": c.config,
                       "provenance": c.provenance,
                       "metrics": [{"metric": r.metric, "value": r.value, "unit": r.unit, "status": r.status,
-                                   "error": r.error, "samples": r.samples} for r in c.metrics.values()]})
-    doc = {"format": FORMAT, "version": VERSION, "suite": side.suite, "source": str(run), "cases": cases}
+                                   "error": r.error, "samples": r.samples,
+                                   **({"extra": kept} if (kept := {k: r.extra[k] for k in KEPT_EXTRA if k in r.extra})
+                                      else {})} for r in c.metrics.values()]})
+    doc = {"format": FORMAT, "version": VERSION, "suite": side.suite, "source": str(run), "device": side.device,
+           "cases": cases}
     return write_text_atomic(out, json.dumps(doc, separators=(",", ":")) + "\n")

@@ -26,6 +26,7 @@ from typing import Any
 from diffbench.core import records
 from diffbench.core.errors import BadInputError
 from diffbench.metrics.specs import METRICS, MetricSpec, base_name
+from diffbench.reports import noise
 from diffbench.reports.baseline import Case, Side
 from diffbench.reports.policy import Policy, Rules
 
@@ -45,6 +46,8 @@ class Verdict:
     p_value: float | None = None
     note: str = ""
     allowed: bool = False  # a change that --allow-change allows
+    spread: float | None = None  # timings: the larger max/min of the two sides' per-process values (or samples)
+    detectable: float | None = None  # timings: the smallest relative change this comparison could find (inf: none)
 
     @property
     def fails(self) -> bool:
@@ -52,7 +55,8 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("case", "metric", "verdict", "base", "new", "unit", "change",
-                                             "p_value", "note", "allowed")} | {"fails": self.fails}
+                                             "p_value", "note", "allowed", "spread", "detectable")} | {
+            "fails": self.fails}
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Comparison:
     new: Side
     verdicts: list[Verdict] = field(default_factory=list)
     env: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # what differs: key -> (base, new)
+    warnings: list[str] = field(default_factory=list)  # noise the verdicts should be read with
 
     @property
     def failed(self) -> bool:
@@ -102,6 +107,16 @@ def _worse(spec: MetricSpec, base: float, new: float) -> float:
 
 
 def _timing(spec: MetricSpec, a: records.Record, b: records.Record, rules: Rules, thr: float) -> Verdict:
+    v = _timing_verdict(spec, a, b, rules, thr)
+    (va, pa), (vb, pb) = noise.values(a), noise.values(b)
+    na, nb = noise.noise(va, pa), noise.noise(vb, pb)
+    if na is not None and nb is not None:
+        v.spread, v.detectable = max(na.spread, nb.spread), noise.detectable(va, vb, rules.alpha)
+        v.note = "; ".join(x for x in (v.note, noise.describe(na, nb, v.detectable)) if x)
+    return v
+
+
+def _timing_verdict(spec: MetricSpec, a: records.Record, b: records.Record, rules: Rules, thr: float) -> Verdict:
     assert a.value is not None and b.value is not None
     v = Verdict("", "", "same", a.value, b.value, a.unit, b.value / a.value - 1 if a.value else None)
     ra, rb = a.extra.get("repetitions"), b.extra.get("repetitions")
@@ -221,7 +236,33 @@ def compare(base: Side, new: Side, policy: Policy) -> Comparison:
         result.verdicts += _compare_case(base.cases[cid], new.cases[cid], policy, cpu)
     result.verdicts += [Verdict(c.label, "case", "added") for cid, c in new.cases.items() if cid not in base.cases]
     result.verdicts += [Verdict(c.label, "case", "removed") for cid, c in base.cases.items() if cid not in new.cases]
+    result.warnings = _warnings(result, policy.rules)
     return result
+
+
+def _warnings(result: Comparison, rules: Rules) -> list[str]:
+    """The noise to read the verdicts with: the widest spread between processes, timings whose comparison could
+    not detect the threshold's change, and machines whose calibrations differ."""
+    out = []
+    timed = [v for v in result.verdicts if v.spread is not None]
+    if timed:
+        worst = max(timed, key=lambda v: v.spread or 0.0)
+        if (worst.spread or 0.0) > rules.spread_warning:
+            out.append(f"noisy: {worst.case} {worst.metric} spread {worst.spread:.3g}x between its slowest and fastest "
+                       f"values (warning above {rules.spread_warning:g}x): a quiet machine or more repetitions")
+        blind = [v for v in timed if (v.detectable or 0.0) > rules.threshold]
+        if blind:
+            finite = [v.detectable for v in blind if v.detectable is not None and math.isfinite(v.detectable)]
+            most = f"up to +-{max(finite):.0%}" if finite else "none at all"
+            out.append(f"{len(blind)} of {len(timed)} timing comparison(s) could not detect a {rules.threshold:.0%} "
+                       f"change (smallest detectable: {most}); 'same' there means 'not seen', not 'unchanged'")
+    drift = noise.calibration_drift(result.base.device, result.new.device)
+    if drift is not None and abs(drift) > rules.calibration_tolerance:
+        out.append(f"the machines differ: the new run's matmul calibration is {drift:+.0%} from the base's "
+                   f"(warning beyond +-{rules.calibration_tolerance:.0%}); timings moved by the machine, not the code")
+    elif drift is None and (result.base.device or result.new.device):
+        out.append("one side records no machine calibration (device.json): machine drift cannot be told apart")
+    return out
 
 
 ORDER = ("broken", "regression", "changed", "inconclusive", "removed", "added", "fixed", "improvement", "same")
@@ -256,6 +297,7 @@ def markdown(result: Comparison, everything: bool = False) -> str:
     lines = [f"### diffbench compare: {summary(result)}", "",
              f"base: `{result.base.source}` ({ea['commit']}, {ea['device_name']}, torch {ea['torch_version']})  ",
              f"new: `{result.new.source}` ({eb['commit']}, {eb['device_name']}, torch {eb['torch_version']})", ""]
+    lines += [f"- **warning**: {w}" for w in result.warnings] + ([""] if result.warnings else [])
     table = rows(result, everything)
     if table:
         lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

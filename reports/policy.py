@@ -52,6 +52,10 @@ class Rules:
     energy_threshold: float = 0.05
     quality_rel: float | None = None  # None: exact when both sides ran on the CPU, else 0.05
     quality_abs: float = 0.0
+    # noise warnings (reports/noise.py): per-process medians spread more than this factor; the two machines'
+    # calibrations (device.json) differ by more than this fraction
+    spread_warning: float = 2.0
+    calibration_tolerance: float = 0.2
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def run_compare(args: argparse.Namespace) -> int:
     allowed = tuple(m.strip() for m in args.allow_change.split(",") if m.strip())
     result = diffbench.compare(args.base, args.new, args.policy, allowed, args.allow_env_change)
     if args.format == "json":
-        print(json.dumps({"summary": cmp.summary(result), "failed": result.failed,
+        print(json.dumps({"summary": cmp.summary(result), "failed": result.failed, "warnings": result.warnings,
                           "environment": {"base": cmp.environment(result.base), "new": cmp.environment(result.new)},
                           "verdicts": [v.as_dict() for v in result.verdicts]}, indent=1, default=str))
     elif args.format == "md":
@@ -47,6 +47,8 @@ def run_compare(args: argparse.Namespace) -> int:
         if table:
             print(render(table, cmp.COLUMNS))
         print(cmp.summary(result))
+        for w in result.warnings:
+            print(f"warning: {w}")
     if args.github_benchmark:
         out = Path(args.github_benchmark)
         gab = cmp.github_benchmark(result.new)
@@ -62,11 +64,13 @@ def run_compare(args: argparse.Namespace) -> int:
          "commit or keep as a CI artifact; 'diffbench compare' takes it on either side",
     examples=["diffbench baseline runs/main -o baselines/ci-cpu.json"],
     args=[arg("run", metavar="RUN", help="a run directory or its records.jsonl"),
-          arg("-o", "--out", required=True, help="the baseline file (.json)")],
+          arg("-o", "--out", required=True, help="the baseline file (.json)"),
+          arg("--allow-failed", action="store_true", help="keep a run whose cases did not all finish ok (refused "
+                                                          "by default: a broken run must not become the reference)")],
 )
 def run_baseline(args: argparse.Namespace) -> int:
     if not args.out.endswith(".json"):
         raise ConfigError(f"-o {args.out}: a baseline is a .json file; give a name ending in .json")
-    path = diffbench.baseline(args.run, args.out)
+    path = diffbench.baseline(args.run, args.out, allow_failed=args.allow_failed)
     print(f"baseline of {args.run} -> {path} ({path.stat().st_size:,} bytes)")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from diffbench.core.errors import ConfigError
         arg("--keep-failed", action="store_true",
             help="with --resume: keep cases that failed (timeout, error, crash, oom) instead of retrying them"),
         arg("--no-progress", action="store_true", help="no progress bar"),
+        arg("--strict", action="store_true", help="exit 1 when any case of the run did not finish ok (by default "
+                                                  "only when none did)"),
         arg("--devices", metavar="LIST",
             help="run one case per device concurrently: CUDA indices (0,1,2,3) or cpu,cpu (two CPU workers)"),
         arg("--launcher", choices=("local", "submitit", "ray"), default="local",
@@ -85,4 +88,18 @@ def run_suite(args: argparse.Namespace) -> int:
     parts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(call.get("statuses", {})).items())) or "nothing to run"
     print(f"{call.get('total', 0)} case(s), {call.get('skipped', 0)} already complete; {parts}; "
           f"records: {Path(out) / 'records.jsonl'}")
+    return _exit_status(run.statuses if not run.cases.empty else {}, args.strict, out)
+
+
+def _exit_status(statuses: dict[str, int], strict: bool, out: str) -> int:
+    """1 when no case of the run finished ok (a broken build must not pass a CI step), or with ``strict`` when any
+    did not; 0 otherwise. What was measured is kept either way."""
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()) if k != "ok")
+    if statuses and not statuses.get("ok"):
+        print(f"diffbench: no case of the run finished ok ({failed}); see 'diffbench report {out}'", file=sys.stderr)
+        return 1
+    if strict and failed:
+        print(f"diffbench: --strict: not every case finished ok ({failed}); see 'diffbench report {out}'",
+              file=sys.stderr)
+        return 1
     return 0
