@@ -283,6 +283,12 @@ def sections(run: RunData, out: Path, metric: str = "") -> list[Section]:
     if not backbones.empty:
         images += plots.speed_memory_vs_params(backbones, imgs_dir)
     secs.append(Section("Plots", "", images=[i for i in images if i.suffix == ".png"]))
+    timing = tables.timing_noise(run.long)
+    if timing is not None:
+        secs.append(Section("Timing noise", "How far apart each case's latencies were, and the smallest change a rerun "
+                            "of the same design could tell from that noise (one-sided Mann-Whitney at 5%, 80% power; "
+                            "reports/noise.py). Samples of one process hide the noise between processes: run with "
+                            "repetitions >= 4 to see it.", timing))
     placed = run.long.groupby("case_id", sort=False)[["label", "batch_size", "precision", "where"]].first()
     if set(placed["where"]) - {"local", f"local on {run.provenance.get('host')}"}:  # on workers, jobs or nodes
         secs.append(Section("Where cases ran", "Launcher, worker or job, and node of each case (from its records' "

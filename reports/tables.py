@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -140,6 +141,26 @@ def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
              if k.base == "component_ms_per_image" and k.qualifier]
     out = pd.DataFrame({h: rows[c] * s if s not in (None, 1.0) else rows[c] for c, h, s in cols})
     return out.dropna(axis=1, how="all").reset_index(drop=True)
+
+
+def timing_noise(long: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame | None:
+    """Per case, how noisy its latency was and the smallest change a rerun of the same design could show
+    (reports/noise.py): over its processes where it ran with repetitions, else over one process's samples."""
+    from diffbench.reports import noise
+
+    rows = []
+    lat = long[(long["metric"] == "latency_ms") & (long["status"] == "ok")]
+    for label, batch, reps, samples in lat[["label", "batch_size", "repetitions", "samples"]].itertuples(index=False):
+        per_process = isinstance(reps, list) and len(reps) >= 2
+        vals = [float(x) for x in (reps if per_process else samples if isinstance(samples, list) else [])]
+        n = noise.noise(vals, per_process)
+        if n is None:
+            continue
+        seen = noise.detectable(vals, vals, alpha)
+        rows.append({"model": label, "batch": batch, "timed over": f"{n.n} {'processes' if per_process else 'samples'}",
+                     "spread (max / min)": n.spread,
+                     "smallest change a rerun could show": "none" if math.isinf(seen) else f"+-{seen:.1%}"})
+    return pd.DataFrame(rows) if rows else None
 
 
 def failures(wide: pd.DataFrame) -> pd.DataFrame:
