@@ -58,9 +58,17 @@ def _metrics() -> list[dict[str, Any]]:
 
 
 def _suites() -> list[dict[str, Any]]:
-    from diffbench.bench.suites import builtin_suites
+    """Name and description of each built-in suite, read from its TOML without validating it (validation builds
+    the families, which imports torch; tests/test_suites.py validates every built-in suite)."""
+    from pathlib import Path
 
-    return [{"name": s.name, "description": s.description} for s in builtin_suites()]
+    import tomllib
+
+    out = []
+    for path in sorted((Path(__file__).resolve().parent / "suites").glob("*.toml")):  # bench.suites.BUILTIN_DIR
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        out.append({"name": str(data.get("name", path.stem)), "description": str(data.get("description", ""))})
+    return out
 
 
 def _detectors() -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from diffbench.models.families import family_of
 from diffbench.models.pipelines import fingerprint, pipeline_spec
 from diffbench.models.presets import PRESETS
 from diffbench.models.pretrained import inspect_dir
-from diffbench.models.sizing import Conditioning, match_many, parse_input_shape, parse_target
+from diffbench.models.quantities import parse_input_shape, parse_target
+from diffbench.models.sizing import Conditioning, match_many
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from diffbench.models.pretrained import (
     load_dir,
     to_uint8,
 )
-from diffbench.models.sizing import parse_quantity
+from diffbench.models.quantities import parse_quantity
 
 Maker = Callable[[int, int], torch.Tensor]  # make(b0, b1): uint8 NCHW images b0..b1-1
 

@@ -5,24 +5,25 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
 from diffbench.core.errors import CaseUnsupported
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# setting name -> torch.nn.attention.SDPBackend member (by name: settings are read without importing torch)
 ATTENTION_BACKENDS = {
     "auto": None,
-    "math": SDPBackend.MATH,
-    "flash": SDPBackend.FLASH_ATTENTION,
-    "efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": "MATH",
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
 }
 
 
 @contextlib.contextmanager
 def precision(mode: str, device: str, attention: str) -> Iterator[None]:
     """fp32 (tf32 explicitly off), tf32 (CUDA only), or bf16 / fp16 autocast; plus an SDPA backend."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     if mode not in PRECISIONS:
         raise ValueError(f"unknown precision {mode!r}")
     cuda = device.startswith("cuda")
@@ -37,7 +38,7 @@ def precision(mode: str, device: str, attention: str) -> Iterator[None]:
                 stack.enter_context(torch.autocast(device_type="cuda" if cuda else "cpu", dtype=dtype))
             backend = ATTENTION_BACKENDS[attention]
             if backend is not None:
-                stack.enter_context(sdpa_kernel(backend))
+                stack.enter_context(sdpa_kernel(getattr(SDPBackend, backend)))
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -10,7 +10,6 @@ import platform
 import socket
 import subprocess
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 
 from diffbench.bench import placement
 from diffbench.core.records import utc_now
+from diffbench.core.version import diffbench_version
 from diffbench.metrics.device import device_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,13 +88,6 @@ def nvidia_driver_version() -> str | None:
             pynvml.nvmlShutdown()
     except Exception:  # no library, no driver, no GPU: not available, never guessed
         return None
-
-
-def diffbench_version() -> str:
-    try:
-        return version("diffbench")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def collect(device: str = "cpu", precision: dict[str, Any] | None = None, seed: int | None = None,

@@ -23,7 +23,7 @@ from diffbench.models.families import FAMILIES
 from diffbench.models.pipelines import PIPELINES
 from diffbench.models.presets import PRESETS
 from diffbench.models.pretrained import is_pipeline_dir
-from diffbench.models.sizing import SCALINGS
+from diffbench.models.quantities import SCALINGS
 
 if sys.version_info >= (3, 11):
     import tomllib

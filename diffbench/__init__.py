@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "__version__":
-        from diffbench.bench.provenance import diffbench_version
+        from diffbench.core.version import diffbench_version
 
         return diffbench_version()
     raise AttributeError(f"module 'diffbench' has no attribute {name!r}")

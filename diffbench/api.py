@@ -218,7 +218,8 @@ def match(family: str, params: float | str | None = None, gmacs: float | str | N
           input_shape: str | tuple[int, int, int] = "4x32x32", cond: str = "class", num_classes: int = 1000,
           patch: int | None = None, tolerance: float = 0.02) -> MatchResult:
     """The config of ``family`` closest to a parameter count or GMACs target (``"130M"``, ``6e9``...)."""
-    from diffbench.models.sizing import Conditioning, parse_input_shape, parse_target
+    from diffbench.models.quantities import parse_input_shape, parse_target
+    from diffbench.models.sizing import Conditioning
     from diffbench.models.sizing import match as _match
 
     by = "params" if params is not None else "gmacs"
@@ -239,7 +240,8 @@ def match_many(families: list[str], targets: list[float], by: str = "params",
     """:func:`match` for every family x target (in that order), the families searched in parallel; ``scaling``
     ``"width"``: each family's targets share one structure and depth and differ in width alone."""
     from diffbench.core.errors import ConfigError
-    from diffbench.models.sizing import SCALINGS, Conditioning, parse_input_shape
+    from diffbench.models.quantities import SCALINGS, parse_input_shape
+    from diffbench.models.sizing import Conditioning
     from diffbench.models.sizing import match_many as _many
 
     if by not in ("params", "gmacs"):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from diffbench.core.errors import ConfigError
-from diffbench.diffusion.ema import Ema
+
+if TYPE_CHECKING:  # the config is read by the CLI's option parsing, which must not import torch (diffusion/ema.py)
+    from diffbench.diffusion.ema import Ema
 
 AUTOENCODER_STEPS = 200  # a latent pipeline's autoencoder: its training steps, before the stages
 
@@ -41,6 +44,8 @@ class TrainConfig:
             raise ConfigError("batch_size >= 1, lr > 0 and 0 <= cond_dropout < 1 are required")
 
     def averaging(self) -> Ema:
+        from diffbench.diffusion.ema import Ema
+
         return Ema(self.ema, self.ema_std, self.ema_decay)
 
     def lr_at(self, step: int) -> float:

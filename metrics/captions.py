@@ -4,9 +4,12 @@ and tokenisation."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from diffbench.core.errors import BadInputError
+
+if TYPE_CHECKING:  # the vocabulary is read by the pipelines' specs, listed without torch
+    import torch
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
@@ -36,6 +39,8 @@ _check_grammar()
 
 def tokenize(captions: list[str]) -> torch.Tensor:
     """Captions -> (N, MAX_WORDS) token ids, 0-padded; a word outside the vocabulary is a one-line error."""
+    import torch
+
     index = {w: i for i, w in enumerate(VOCAB)}
     out = torch.zeros(len(captions), MAX_WORDS, dtype=torch.long)
     for i, c in enumerate(captions):

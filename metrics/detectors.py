@@ -8,16 +8,27 @@ verified, so that a result can say exactly what it was computed with.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from diffbench.core.errors import ConfigError
 from diffbench.core.registry import Registry
-from diffbench.metrics import embedded, inception
+
+if TYPE_CHECKING:  # the registry is listed without torch; the detectors' own modules load when one is built
+    import numpy as np
+    import torch
+
+INCEPTION_MODES = ("torch-fidelity", "clean", "legacy_tensorflow", "legacy_pytorch")  # metrics/inception.py
+# the detectors trained by scripts/train_detectors.py (metrics/embedded.py): feature width, weights file, label sets
+EMBEDDED_DIM = 64
+EMBEDDED: dict[str, dict[str, Any]] = {
+    "digits": {"description": "embedded CNN trained on scikit-learn's digits (64-d features; offline, not Inception)",
+               "file": "digits.safetensors", "classes": (10,)},
+    "shapes": {"description": "embedded CNN trained on the procedural shapes (64-d features; offline, not Inception)",
+               "file": "shapes.safetensors", "classes": (3, 6, 5, 2)},
+}
 
 
 class Detector(Protocol):
@@ -54,13 +65,23 @@ def describe(det: Detector) -> dict[str, Any]:
     return {"detector": det.name, "mode": det.mode, "weights_sha256": det.weights_sha256, "verified": det.verified}
 
 
+def _inception(**kw: Any) -> Detector:
+    return importlib.import_module("diffbench.metrics.inception").build(**kw)  # type: ignore[no-any-return]
+
+
+def _embedded(name: str) -> Callable[..., Detector]:
+    def build(**kw: Any) -> Detector:
+        return importlib.import_module("diffbench.metrics.embedded").build_detector(name)(**kw)  # type: ignore[no-any-return]
+
+    return build
+
+
 def _register() -> None:
     DETECTORS.add("inception-v3", DetectorSpec(
         "inception-v3", "Inception-v3 pool3 (2048-d) through torch-fidelity / clean-fid, from a local weights file",
-        inception.MODES, inception.build, ("pool", "logits", "spatial")))
-    for name, spec in embedded.DETECTOR_SPECS.items():
-        DETECTORS.add(name, DetectorSpec(name, spec["description"], ("embedded",), embedded.build_detector(name),
-                                         ("pool",)))
+        INCEPTION_MODES, _inception, ("pool", "logits", "spatial")))
+    for name, spec in EMBEDDED.items():
+        DETECTORS.add(name, DetectorSpec(name, spec["description"], ("embedded",), _embedded(name), ("pool",)))
 
 
 _register()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,19 +19,15 @@ from torch import nn
 
 from diffbench.core.errors import MissingWeightsError
 from diffbench.metrics.captions import MAX_WORDS, VOCAB
+from diffbench.metrics.detectors import EMBEDDED, EMBEDDED_DIM
 from diffbench.metrics.weights import sha256_of
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-FEATURE_DIM = 64
+FEATURE_DIM = EMBEDDED_DIM
 RESOLUTION = 32  # every embedded detector sees 32x32 RGB
 
 
-DETECTOR_SPECS: dict[str, dict[str, Any]] = {
-    "digits": {"description": "embedded CNN trained on scikit-learn's digits (64-d features; offline, not Inception)",
-               "file": "digits.safetensors", "classes": (10,)},
-    "shapes": {"description": "embedded CNN trained on the procedural shapes (64-d features; offline, not Inception)",
-               "file": "shapes.safetensors", "classes": (3, 6, 5, 2)},
-}
+DETECTOR_SPECS = EMBEDDED  # name -> description, weights file, label sets (listed in metrics/detectors.py)
 CLIP_FILE = "shapes-clip.safetensors"
 
 

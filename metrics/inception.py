@@ -24,9 +24,10 @@ import torch
 
 from diffbench.core.errors import BadInputError
 from diffbench.core.safeload import read_state_dict
+from diffbench.metrics.detectors import INCEPTION_MODES
 from diffbench.metrics.weights import PT_INCEPTION, TS_INCEPTION, ResolvedWeights, locate
 
-MODES = ("torch-fidelity", "clean", "legacy_tensorflow", "legacy_pytorch")
+MODES = INCEPTION_MODES
 SFID_CHANNELS = 7  # ADM evaluator: first 7 channels of mixed_6/conv (17x17x7 = 2023-d)
 
 

@@ -43,6 +43,14 @@ def _matched(target: Any) -> tuple[str, float] | None:
     return None
 
 
+def _timing_noise(r: records.Record) -> dict[str, Any]:
+    """The main latency's raw samples (one process) and per-process values (a run with repetitions)."""
+    if r.metric != "latency_ms":
+        return {"samples": None, "repetitions": None}
+    reps = r.extra.get("repetitions")
+    return {"samples": r.samples, "repetitions": reps if isinstance(reps, list) and all(map(_finite, reps)) else None}
+
+
 def _row(r: records.Record) -> dict[str, Any]:
     model = r.config.get("model") or {}
     if not isinstance(model, dict):
@@ -68,7 +76,6 @@ def _row(r: records.Record) -> dict[str, Any]:
         if r.extra.get(key) is not None and not isinstance(r.extra[key], str):
             raise ValueError(f"extra.{key} must be a string")
     matched = _matched(model.get("target"))
-    reps = r.extra.get("repetitions")
     raw_se, raw_ci = r.extra.get("se"), r.extra.get("ci95")
     se = float(raw_se) if isinstance(raw_se, (int, float)) and _finite(raw_se) else None
     ci: list[Any] = raw_ci if isinstance(raw_ci, list) and len(raw_ci) == 2 and all(map(_finite, raw_ci)) else []
@@ -90,10 +97,7 @@ def _row(r: records.Record) -> dict[str, Any]:
         "git_commit": r.provenance.get("git_commit"), "device_name": r.provenance.get("device_name"),
         "se": se, "ci_lo": float(ci[0]) if ok_ci else None, "ci_hi": float(ci[1]) if ok_ci else None,
         "curve": _curve(r.extra.get("curve")),
-        # timing noise: one process's raw samples, and the per-process values of a run with repetitions
-        "samples": r.samples if r.metric == "latency_ms" else None,
-        "repetitions": reps if r.metric == "latency_ms" and isinstance(reps, list) and all(map(_finite, reps))
-        else None,
+        **_timing_noise(r),
         "where": where(r.provenance.get("placement")),
     }
 

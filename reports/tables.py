@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diffbench.metrics import specs
+from diffbench.reports import noise
 
 IDENTITY_COLUMNS = [("label", "model", None), ("family", "family", None), ("batch_size", "batch", None),
                     ("precision", "precision", None)]
@@ -146,8 +147,6 @@ def pipelines(wide: pd.DataFrame) -> pd.DataFrame | None:
 def timing_noise(long: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame | None:
     """Per case, how noisy its latency was and the smallest change a rerun of the same design could show
     (reports/noise.py): over its processes where it ran with repetitions, else over one process's samples."""
-    from diffbench.reports import noise
-
     rows = []
     lat = long[(long["metric"] == "latency_ms") & (long["status"] == "ok")]
     for label, batch, reps, samples in lat[["label", "batch_size", "repetitions", "samples"]].itertuples(index=False):

@@ -7,7 +7,8 @@ import pytest
 from diffbench import models
 from diffbench.core.errors import ConfigError, UnknownNameError
 from diffbench.models.families import FAMILIES as REGISTRY
-from diffbench.models.sizing import Conditioning, fit_counts, match, parse_quantity, probe
+from diffbench.models.quantities import parse_quantity
+from diffbench.models.sizing import Conditioning, fit_counts, match, probe
 
 FAMILIES = ["dit", "uvit", "vit", "unet-adm", "unet-ldm"]
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffbench.bench.catalog import LISTINGS, Listing
-from diffbench.bench.provenance import diffbench_version
 from diffbench.core import distributed
 from diffbench.core.errors import ConfigError, UnknownNameError, UserError
 from diffbench.core.registry import Registry
+from diffbench.core.version import diffbench_version
 
 PROG = "diffbench"
 COMMAND_MODULES = tuple(f"diffbench.cli.commands.{m}" for m in (

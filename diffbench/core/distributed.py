@@ -14,10 +14,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.distributed as dist
-
 from diffbench.core.errors import ConfigError
+
+# torch is imported where a process group is used, never at import: the CLI asks from_env() for every command,
+# and --help, --version and the listings must not pay torch's import (1.3 s)
+
+
+def _dist() -> Any:
+    """torch.distributed when a process group may exist (torch already imported), else None."""
+    if "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_available() else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,8 @@ def from_env() -> World:
 
 def current() -> World:
     """This process's world once :func:`init` ran (a world of one otherwise)."""
-    if dist.is_available() and dist.is_initialized():
+    dist = _dist()
+    if dist is not None and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), from_env().local_rank)
     return World()
 
@@ -66,6 +76,9 @@ def init(device: str) -> tuple[World, str]:
     world = from_env()
     if not world.is_distributed:
         return world, device
+
+    import torch
+    import torch.distributed as dist
 
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -91,6 +104,8 @@ def gather_to_writer(obj: Any, world: World) -> list[Any] | None:
     if not world.is_distributed:
         return [obj]
 
+    import torch.distributed as dist
+
     got: list[Any] | None = [None] * world.size if world.is_writer else None
     dist.gather_object(obj, got, dst=0)
     return got
@@ -99,6 +114,8 @@ def gather_to_writer(obj: Any, world: World) -> list[Any] | None:
 def all_gather(obj: Any, world: World) -> list[Any]:
     if not world.is_distributed:
         return [obj]
+
+    import torch.distributed as dist
 
     got: list[Any] = [None] * world.size
     dist.all_gather_object(got, obj)
@@ -113,7 +130,8 @@ def quiet_unless_writer(world: World) -> None:
 
 def finish(barrier: bool = True) -> None:
     """Leave the process group (after the other ranks, unless this rank failed)."""
-    if dist.is_available() and dist.is_initialized():
+    dist = _dist()
+    if dist is not None and dist.is_initialized():
         if barrier:
             dist.barrier()
         dist.destroy_process_group()

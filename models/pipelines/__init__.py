@@ -1,13 +1,28 @@
 """Pipelines of the canon (Stable Diffusion/LDM, Imagen, eDiff-I, unCLIP, GLIDE, latent DiT/U-ViT):
 ``spec`` (the data), ``modules`` (what is built from it, checkpoints), ``counting``, ``sizing``
-(to a denoiser budget) and ``presets`` (each system at paper and tiny scale)."""
+(to a denoiser budget) and ``presets`` (each system at paper and tiny scale).
 
-from diffbench.models.pipelines.counting import ComponentCount, component_rows, count_pipeline, denoiser_params
-from diffbench.models.pipelines.modules import Pipeline, load_pipeline, load_unet_into_stage, save_pipeline
-from diffbench.models.pipelines.presets import PIPELINES, SCALES, PipelinePreset
-from diffbench.models.pipelines.sizing import pipeline_spec, size_pipeline
-from diffbench.models.pipelines.spec import AutoencoderSpec, PipelineSpec, PriorSpec, StageSpec, fingerprint
+The names below load on first use (PEP 562), so that listing the pipelines reads their specs without building
+(or importing torch for) any of them."""
 
-__all__ = ["PIPELINES", "SCALES", "AutoencoderSpec", "ComponentCount", "Pipeline", "PipelinePreset", "PipelineSpec",
-           "PriorSpec", "StageSpec", "component_rows", "count_pipeline", "denoiser_params", "fingerprint",
-           "load_pipeline", "load_unet_into_stage", "pipeline_spec", "save_pipeline", "size_pipeline"]
+from typing import Any
+
+_WHERE = {"ComponentCount": "counting", "component_rows": "counting", "count_pipeline": "counting",
+          "denoiser_params": "counting", "Pipeline": "modules", "load_pipeline": "modules",
+          "load_unet_into_stage": "modules", "save_pipeline": "modules", "PIPELINES": "presets", "SCALES": "presets",
+          "PipelinePreset": "presets", "pipeline_spec": "sizing", "size_pipeline": "sizing",
+          "AutoencoderSpec": "spec", "PipelineSpec": "spec", "PriorSpec": "spec", "StageSpec": "spec",
+          "fingerprint": "spec"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'diffbench.models.pipelines' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"diffbench.models.pipelines.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

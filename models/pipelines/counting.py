@@ -15,7 +15,7 @@ from diffbench.models.pipelines.modules import Pipeline
 from diffbench.models.pipelines.presets import PIPELINES
 from diffbench.models.pipelines.sizing import size_pipeline
 from diffbench.models.pipelines.spec import PipelineSpec
-from diffbench.models.sizing import parse_quantity
+from diffbench.models.quantities import parse_quantity
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 from diffbench.core.errors import ConfigError
 from diffbench.core.registry import Registry
 from diffbench.metrics.captions import MAX_WORDS, VOCAB
-from diffbench.metrics.embedded import FEATURE_DIM
+from diffbench.metrics.detectors import EMBEDDED_DIM as FEATURE_DIM
 from diffbench.models.dit import DiTConfig
 from diffbench.models.pipelines.spec import AutoencoderSpec, PipelineSpec, PriorSpec, StageSpec
 from diffbench.models.presets import PRESETS

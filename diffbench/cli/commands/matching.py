@@ -8,7 +8,7 @@ import diffbench
 from diffbench.bench.formatting import FORMATS, render
 from diffbench.cli.app import arg, command, names, number, positive_int
 from diffbench.core.errors import ConfigError
-from diffbench.models.sizing import SCALINGS, parse_input_shape, parse_target
+from diffbench.models.quantities import SCALINGS, parse_input_shape, parse_target
 
 COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
 
