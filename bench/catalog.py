@@ -62,7 +62,10 @@ def _suites() -> list[dict[str, Any]]:
     the families, which imports torch; tests/test_suites.py validates every built-in suite)."""
     from pathlib import Path
 
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     out = []
     for path in sorted((Path(__file__).resolve().parent / "suites").glob("*.toml")):  # bench.suites.BUILTIN_DIR
