@@ -65,7 +65,7 @@ def _suites() -> list[dict[str, Any]]:
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
 
     out = []
     for path in sorted((Path(__file__).resolve().parent / "suites").glob("*.toml")):  # bench.suites.BUILTIN_DIR
