@@ -69,7 +69,7 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     by = "params" if sweep.params else "gmacs"
     tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
     wanted = [(fam, parse_input_shape(shape_text), t, parse_target(t, by, f"{file}: {by} target"))
-              for fam in sweep.families for shape_text in sweep.inputs for t in sweep.params or sweep.gmacs]
+              for fam in sweep.families for shape_text in sweep.input_shapes for t in sweep.params or sweep.gmacs]
     found = match_many([(fam, {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
                                "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted],
                        series=sweep.scaling == "width")

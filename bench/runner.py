@@ -252,6 +252,7 @@ class Runner:
         if Path(self.suite.source).is_file():
             write_text_atomic(d / "suite.toml", Path(self.suite.source).read_text())
         resolved = {"suite": self.suite.name, "source": self.suite.source, "report": self.suite.report,
+                    "overrides": self.suite.overrides,
                     "cases": [{"case_id": c.case_id, "name": c.name, "config": c.config} for c in self.cases]}
         write_text_atomic(d / "suite.resolved.json", json.dumps(resolved, indent=1, default=str))
         if self.cases:

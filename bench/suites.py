@@ -2,7 +2,7 @@
 
 A suite has optional ``name`` / ``description``, a ``[defaults]`` table, and one or more
 ``[[sweeps]]``; each sweep names ``families`` (sized to ``params`` or ``gmacs`` targets at
-each of its ``inputs``) or ``presets``, and inherits every setting it does not set from the
+each of its ``input_shapes``) or ``presets``, and inherits every setting it does not set from the
 defaults. Every mistake names the file and the key (or the TOML line) and what was expected.
 """
 
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.overrides import apply as apply_overrides
 from diffbench.bench.protocols import BUILTIN
 from diffbench.bench.protocols import parse as parse_protocol
 from diffbench.bench.settings import SETTING_KEYS, SUITE_NAME, Check, Settings, choices, number, pos_int
@@ -40,7 +42,7 @@ class Sweep:
     scale: str = "tiny"  # pipelines: paper or tiny scale
     params: tuple[str, ...] = ()
     gmacs: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ("4x32x32",)
+    input_shapes: tuple[str, ...] = ("4x32x32",)
     cond: str = "class"
     classes: int = 1000
     patch: int = 0  # 0: the family's default
@@ -59,6 +61,7 @@ class Suite:
     source: str
     sweeps: tuple[Sweep, ...]
     report: dict[str, str] = field(default_factory=dict)  # [report]: choices of the report (its headline metric)
+    overrides: dict[str, Any] = field(default_factory=dict)  # set on the command line (--set), recorded by the run
 
 
 # --- validation -----------------------------------------------------------------------------------
@@ -75,7 +78,8 @@ SWEEP_KEYS: dict[str, tuple[Check, str]] = {
     "scale": (choices(("paper", "tiny")), "paper or tiny"),
     "params": (_strs, "a non-empty list of targets such as \"33M\""),
     "gmacs": (_strs, "a non-empty list of targets such as \"6G\""),
-    "inputs": (_strs, "a non-empty list of input shapes such as \"4x32x32\""),
+    "input_shapes": (_strs, "a non-empty list of input shapes such as \"4x32x32\""),
+    "inputs": (_strs, "a non-empty list of input shapes such as \"4x32x32\" (the old name of input_shapes)"),
     "cond": (choices(("class", "text", "none")), "one of class, text, none"),
     "classes": (pos_int, "a positive integer"),
     "patch": (pos_int, "a positive integer"),
@@ -114,13 +118,19 @@ def _check_table(table: Any, allowed: dict[str, tuple[Check, str]], where: str, 
             raise ConfigError(f"{file}: {where}.{key}: expected {expected}, got {value!r}")
 
 
-def parse(text: str, file: str, name: str) -> Suite:
+def parse(text: str, file: str, name: str, overrides: Mapping[str, Any] | None = None) -> Suite:
+    """The suite in ``text``, with ``overrides`` (bench/overrides.py) set before it is validated."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: TOML syntax error: {e}") from None
     except RecursionError:
         raise ConfigError(f"{file}: arrays or tables nested too deeply to be a suite") from None
+    if overrides:
+        try:
+            data = apply_overrides(data, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"{file}: {e}") from None
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise ConfigError(f"{file}: {sorted(unknown)[0]}: unknown key (expected one of {', '.join(sorted(TOP_KEYS))})")
@@ -142,7 +152,7 @@ def parse(text: str, file: str, name: str) -> Suite:
         explicit = set(data.get("defaults", {})) | set(raw)  # settings the suite gives, not Settings' defaults
         sweeps.append(_sweep(raw, defaults, where, file, protocols, explicit))
     return Suite(str(data.get("name", name)), str(data.get("description", "")), file, tuple(sweeps),
-                 _report(data.get("report", {}), file))
+                 _report(data.get("report", {}), file), dict(overrides or {}))
 
 
 def _protocols(raw: Any, file: str) -> dict[str, Any]:
@@ -245,6 +255,10 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
         raise ConfigError(f"{file}: {where}.scaling: applies to families sized to params or gmacs targets; remove it")
     if fams and bool(raw.get("params")) == bool(raw.get("gmacs")):
         raise ConfigError(f"{file}: {where}: families need exactly one of params or gmacs targets")
+    if "inputs" in raw:  # one spelling everywhere (API input_shape=, CLI --input-shape); the old key still reads
+        if "input_shapes" in raw:
+            raise ConfigError(f"{file}: {where}: give input_shapes only (inputs is its old name)")
+        raw = {("input_shapes" if k == "inputs" else k): v for k, v in raw.items()}
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
                           if k in SWEEP_KEYS and k not in SETTING_KEYS and k not in ("name", "protocol")}
     settings = defaults.updated(raw)
@@ -283,8 +297,8 @@ def _checkpoint(raw: str, pipelines: bool, where: str, file: str) -> str:
     return str(path)
 
 
-def load(spec: str) -> Suite:
-    """A built-in suite name (``smoke``) or a path to a TOML file."""
+def load(spec: str, overrides: Mapping[str, Any] | None = None) -> Suite:
+    """A built-in suite name (``smoke``) or a path to a TOML file, with ``overrides`` (``--set``) applied."""
     path = Path(spec)
     if not path.suffix and (BUILTIN_DIR / f"{spec}.toml").is_file():
         path = BUILTIN_DIR / f"{spec}.toml"
@@ -296,7 +310,7 @@ def load(spec: str) -> Suite:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a suite is a TOML file, which is UTF-8") from None
     stem = path.stem if SUITE_NAME.fullmatch(path.stem) else re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip(".")
-    return parse(text, str(path), stem[:64] or "suite")
+    return parse(text, str(path), stem[:64] or "suite", overrides)
 
 
 def builtin_suites() -> list[Suite]:

@@ -38,3 +38,8 @@ def __getattr__(name: str) -> Any:
 
         return diffbench_version()
     raise AttributeError(f"module 'diffbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The API as well as what is loaded: tab completion and dir(diffbench) show every function."""
+    return sorted(set(globals()) | set(__all__))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffbench.bench.settings import DEFAULTS, MODULE_MEASURES, SampleJob, TrainJob
+from diffbench.core.arguments import checked
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,12 +54,13 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(data.run_dir, data.long, data.wide, data.provenance, data.device, data.problems)
 
 
-def plan(suite: str | Path, device: str = "auto", only: str | None = None) -> list[Any]:
-    """The cases a suite expands to on ``device`` (``only``: comma-separated globs over case names),
-    each with its ``name``, ``case_id`` and typed ``spec``; nothing is run."""
+def plan(suite: str | Path, device: str = "auto", only: str | None = None,
+         overrides: dict[str, Any] | None = None) -> list[Any]:
+    """The cases (``name``, ``case_id``, typed ``spec``) a suite expands to on ``device``, nothing run; ``only``: globs
+    over case names; ``overrides``: settings over the suite's (``{"sweeps.dit.train_steps": 100}``)."""
     from diffbench.bench import suites
 
-    return _cases(suites.load(str(suite)), device, only)
+    return _cases(suites.load(str(suite), overrides), device, only)
 
 
 def _cases(suite: Any, device: str, only: str | None) -> list[Any]:
@@ -79,7 +81,7 @@ def default_run_dir(suite: str | Path) -> Path:
 def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", resume: bool = False,
         only: str | None = None, timeout: float | None = None, progress: bool = False,
         keep_failed: bool = False, devices: str | None = None, launcher: str = "local",
-        launcher_options: dict[str, Any] | None = None) -> Run:
+        launcher_options: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Run:
     """Run a suite (a built-in name or a TOML file), each case in its own process; return its records.
 
     ``out`` defaults to ``runs/SUITE-TIMESTAMP``; ``resume`` keeps complete cases of ``out``;
@@ -88,7 +90,7 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     unless ``keep_failed``. ``devices`` (``"0,1,2,3"`` or ``"cpu,cpu"``) runs one case per device
     concurrently and sets the device. ``launcher`` is ``local`` (this machine), ``submitit`` (a Slurm
     job array, or submitit's local executor where there is no Slurm) or ``ray`` (one task per case);
-    ``launcher_options`` are that launcher's (see :mod:`diffbench.bench.launchers`).
+    ``launcher_options`` are that launcher's (see :mod:`diffbench.bench.launchers`); ``overrides`` as in :func:`plan`.
     """
     from diffbench.bench import suites
     from diffbench.bench.placement import device_of, parse_devices
@@ -105,9 +107,8 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
         raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if resume and out is None:
         raise ConfigError("resume needs out, the run directory to continue")
-    s = suites.load(str(suite))
-    cases = _cases(s, device, only)
-    run_dir = Path(out) if out is not None else Path(f"runs/{s.name}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    s = suites.load(str(suite), overrides)
+    cases, run_dir = _cases(s, device, only), Path(out) if out is not None else default_run_dir(suite)
     if launcher == "local":
         summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress, devices=slots).run(resume,
                                                                                                    keep_failed)
@@ -216,8 +217,9 @@ def count_pipeline(name: str, scale: str = "paper", params: str | float | None =
 
 def match(family: str, params: float | str | None = None, gmacs: float | str | None = None,
           input_shape: str | tuple[int, int, int] = "4x32x32", cond: str = "class", num_classes: int = 1000,
-          patch: int | None = None, tolerance: float = 0.02) -> MatchResult:
-    """The config of ``family`` closest to a parameter count or GMACs target (``"130M"``, ``6e9``...)."""
+          patch: int | None = None, tolerance: float = 0.02, scaling: str = "free") -> MatchResult:
+    """The config of ``family`` closest to a parameter count or GMACs target (``"130M"``, ``6e9``...); ``scaling``
+    ``"width"`` searches only the structure :func:`match_many` keeps for a width series (as the CLI's --scaling)."""
     from diffbench.models.quantities import parse_input_shape, parse_target
     from diffbench.models.sizing import Conditioning
     from diffbench.models.sizing import match as _match
@@ -230,6 +232,9 @@ def match(family: str, params: float | str | None = None, gmacs: float | str | N
         raise ConfigError("give exactly one of params= or gmacs=")
     target = parse_target(raw, by, by) if isinstance(raw, str) else float(raw)
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    if scaling != "free":
+        [one] = match_many([family], [target], by, input_shape, cond, num_classes, patch, tolerance, scaling)
+        return one
     return _match(family, input_shape=shape, cond=Conditioning(kind=cond, num_classes=num_classes), patch=patch,
                   tolerance=tolerance, **{by: target})
 
@@ -385,3 +390,10 @@ def listings(kind: str | None = None) -> list[tuple[Any, list[dict[str, Any]]]]:
 
     chosen = [LISTINGS.get(kind)] if kind else [LISTINGS.get(k) for k in LISTINGS.names()]  # validated first
     return [(listing, listing.rows()) for listing in chosen]
+
+
+# every public function checks its plainly annotated arguments (diffbench/core/arguments.py)
+for _name in ("load_run", "plan", "default_run_dir", "run", "benchmark_module", "report", "fid", "count",
+              "count_pipeline", "match", "match_many", "compare", "baseline", "build", "train", "sample", "stats",
+              "clip_score", "listings"):
+    globals()[_name] = checked(globals()[_name])

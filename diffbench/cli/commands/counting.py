@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import diffbench
 from diffbench.bench.formatting import FORMATS, render
@@ -39,12 +40,26 @@ def run_count(args: argparse.Namespace) -> int:
                               f"pipelines here: {', '.join(n for n in args.names if n in PIPELINES)}")
         rows = [r for name in args.names for r in diffbench.count_pipeline(name, args.scale, args.params)]
         print(render(rows, PIPELINE_COLUMNS if args.format != "json" else list(rows[0]), args.format))
+        from diffbench.models.families import FAMILIES
+
+        for name in args.names:  # what was counted, where a name could mean two things
+            if name in FAMILIES:
+                print(f"note: {name} names the {name} pipeline here (every component, its autoencoder included), "
+                      f"not the {name} backbone family: count a backbone preset (diffbench list presets) or size "
+                      f"the family with 'diffbench match --families {name}'", file=sys.stderr)
         return 0
     if args.params or args.scale != "paper":
         raise ConfigError("--params and --scale apply to pipelines; size a backbone family with 'diffbench match'")
     for name in args.names:  # validate every name before counting any
         resolve(name)
     out = [diffbench.count(name).as_dict() for name in args.names]
+    from diffbench.models.presets import PRESETS
+
+    for name, row in zip(args.names, out, strict=True):
+        if name not in PRESETS:  # a family name: its config class's defaults, which no paper may have used
+            print(f"note: {name} is a family: counted its default config ({row['params'] / 1e6:.4g}M params), not a "
+                  f"paper's model; name a preset (diffbench list presets) or size it with 'diffbench match "
+                  f"--families {name} --params N'", file=sys.stderr)
     if args.format != "json":
         for r in out:
             r.pop("config"), r.pop("params_by_module")

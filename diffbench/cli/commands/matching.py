@@ -24,16 +24,19 @@ def shape_summary(config: dict) -> str:
     help="size each family to each target parameter count (or GMACs) and report the closest config",
     examples=[
         "diffbench match --families dit,uvit,vit,unet-adm,unet-ldm --params 33M,130M,458M,675M",
-        "diffbench match --families dit,unet-adm --params 1M,4M --input 3x32x32 --classes 10",
+        "diffbench match --families dit,unet-adm --params 1M,4M --input-shape 3x32x32 --classes 10",
         "diffbench match --families dit,uvit --by gmacs --gmacs 6G,23G --format json",
-        "diffbench match --families dit,vit --params 0.7M,1.4M,2.8M --input 3x8x8 --scaling width --tolerance 0.1",
+        "diffbench match --families dit,vit --params 0.7M,1.4M,2.8M --input-shape 3x8x8 --scaling width "
+        "--tolerance 0.1",
     ],
     args=[
         arg("--families", required=True, type=names, help="comma-separated families (see 'diffbench list families')"),
         arg("--params", help="comma-separated parameter targets, e.g. 33M,130M,1.5B"),
         arg("--gmacs", help="comma-separated GMACs targets, e.g. 6G,23G (a bare number means GMACs)"),
         arg("--by", choices=("params", "gmacs"), help="what to match (default: whichever targets were given)"),
-        arg("--input", default="4x32x32", help="input shape CxHxW (default: 4x32x32, the SD-VAE latent of 256 px)"),
+        arg("--input-shape", default="4x32x32",
+            help="input shape CxHxW (default: 4x32x32, the SD-VAE latent of 256 px); suites: input_shapes"),
+        arg("--input", dest="input_shape", default=argparse.SUPPRESS, help=argparse.SUPPRESS),  # the old spelling
         arg("--cond", choices=("class", "text", "none"), default="class", help="conditioning (default: class)"),
         arg("--classes", type=positive_int, default=1000, help="number of classes for --cond class (default: 1000)"),
         arg("--patch", type=positive_int, help="patch size for the transformer families (default: 2)"),
@@ -61,7 +64,7 @@ def run_match(args: argparse.Namespace) -> int:
     families = args.families
     for f in families:
         FAMILIES.get(f)
-    shape = parse_input_shape(args.input)
+    shape = parse_input_shape(args.input_shape)
     rows = [r.as_dict() for r in diffbench.match_many(families, targets, by, shape, args.cond, args.classes,
                                                         args.patch, args.tolerance, args.scaling)]
     if args.format == "table":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import diffbench
 from diffbench.bench.formatting import render
+from diffbench.bench.overrides import parse_assignments
 from diffbench.cli.app import arg, command, non_negative_int, positive_float, positive_int
 from diffbench.core.errors import ConfigError
 
@@ -21,6 +22,7 @@ from diffbench.core.errors import ConfigError
         "diffbench run dit-table --device cuda --out runs/dit",
         "diffbench run my_suite.toml --out runs/x --only 'dit*' --dry-run",
         "diffbench run smoke --out runs/smoke --resume",
+        "diffbench run quick --set sweeps.dit.train_steps=100 --set samples=256 --out runs/q",
         "diffbench run matched --devices 0,1,2,3 --out runs/m",
         "diffbench run matched --launcher submitit --partition gpu --gpus-per-case 1 --max-parallel 16 --out runs/m",
         "diffbench run smoke --launcher ray --ray-address auto --out runs/smoke",
@@ -32,6 +34,9 @@ from diffbench.core.errors import ConfigError
         arg("--resume", action="store_true", help="continue the run in --out: skip complete cases, redo the rest"),
         arg("--dry-run", action="store_true", help="list the cases without running them"),
         arg("--only", metavar="GLOB", help="run only cases whose name matches (comma-separated globs)"),
+        arg("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+            help="override a suite setting (repeatable): train_steps=100 ([defaults]), sweeps.dit.train_steps=100 "
+                 "(a sweep by name or by a family it holds; sweeps.*.KEY: all), report.metric=kid"),
         arg("--timeout", type=positive_float, metavar="SECONDS",
             help="per-case timeout (default: the suite's timeout_s)"),
         arg("--keep-failed", action="store_true",
@@ -60,7 +65,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out, the run directory to continue")
     if args.dry_run:
-        cases = diffbench.plan(args.suite, args.device, args.only)
+        cases = diffbench.plan(args.suite, args.device, args.only, parse_assignments(args.overrides))
         rows = [{"name": c.name, "case_id": c.case_id, "family": c.config["model"]["family"],
                  "batch": c.config["batch_size"], "precision": c.config["precision"]} for c in cases]
         print(render(rows, ("name", "case_id", "family", "batch", "precision")))
@@ -80,7 +85,8 @@ def run_suite(args: argparse.Namespace) -> int:
     try:
         run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
                             progress=not args.no_progress, keep_failed=args.keep_failed, devices=args.devices,
-                            launcher=args.launcher, launcher_options=options)
+                            launcher=args.launcher, launcher_options=options,
+                            overrides=parse_assignments(args.overrides))
     except KeyboardInterrupt:
         print(f"diffbench: interrupted; continue with: diffbench run {args.suite} --out {out} --resume")
         return 130
