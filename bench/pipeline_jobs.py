@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from diffbench.bench.settings import DEFAULTS, PipelineJob, SampleJob, TrainJob
 from diffbench.core.distributed import all_gather, current, gather_to_writer, shard
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import atomic_path, output_dir, write_text_atomic
+from diffbench.core.log import logger
 from diffbench.core.progress import progress
 from diffbench.diffusion import datasets
 from diffbench.diffusion.pipeline_sampling import Timings, sample_pipeline
@@ -133,7 +133,7 @@ def _pipeline_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.T
         load_unet_into_stage(pipe, stage, folder)
     if not args.checkpoint:
         loaded = f" except stage{'s' if len(stages) > 1 else ''} {', '.join(s for s, _ in stages)}" if stages else ""
-        print(f"diffbench: note: no --checkpoint, so the weights are random (untrained){loaded}", file=sys.stderr)
+        logger.info(f"no --checkpoint, so the weights are random (untrained){loaded}")
     timings = Timings(args.device)
 
     def make(b0: int, b1: int) -> torch.Tensor:

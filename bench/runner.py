@@ -42,6 +42,7 @@ from diffbench.bench.suites import Suite
 from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
 from diffbench.core.files import output_dir, write_text_atomic
+from diffbench.core.log import logger
 from diffbench.core.records import Record, stamp
 from diffbench.metrics.device import device_facts
 
@@ -236,8 +237,10 @@ class Runner:
                               "give more with --devices")
 
     def log(self, message: str) -> None:
+        """A line of run.log, also a debug message (shown by the CLI's --verbose)."""
         with self._log_lock, open(self.log_path, "a") as f:
             f.write(f"{utc_now()} {message}\n")
+        logger.debug(message)
 
     def prepare(self, resume: bool, keep_failed: bool = False) -> set[str]:
         """Write the run's description; with ``resume``, compact the records and return the complete cases.
@@ -265,8 +268,7 @@ class Runner:
             names = {c.case_id: c.name for c in self.cases}
             self.log(f"retrying {len(retried)} failed case(s) (their failed attempts are kept in {RETRIED}): "
                      + ", ".join(names.get(cid, cid) for cid in retried))
-            if self.progress:
-                print(f"diffbench: retrying {len(retried)} failed case(s); --keep-failed keeps them", file=sys.stderr)
+            logger.info(f"retrying {len(retried)} failed case(s); --keep-failed keeps them")
         return done
 
     def run(self, resume: bool = False, keep_failed: bool = False) -> RunSummary:

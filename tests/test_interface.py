@@ -105,3 +105,16 @@ def test_count_says_what_it_counted(cli):
     old = cli("match", "--families", "dit", "--params", "1M", "--input", "1x8x8", "--tolerance", "0.1")
     new = cli("match", "--families", "dit", "--params", "1M", "--input-shape", "1x8x8", "--tolerance", "0.1")
     assert old.returncode == new.returncode == 0 and old.stdout == new.stdout
+
+
+def test_run_prints_a_json_summary_and_quiet_and_verbose_set_the_messages(tmp_path, cli):
+    path = tmp_path / "two.toml"
+    path.write_text(SUITE.format(shapes="input_shapes"))
+    proc = cli("run", str(path), "--out", str(tmp_path / "run"), "--only", "dit*", "--format", "json", "-v")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["cases"] == 1 and summary["this_call"] == {"ok": 1} and summary["exit_status"] == 0
+    assert "diffbench: debug: dit@0.2M/1x8x8/b1/fp32: ok" in proc.stderr  # --verbose: each case's end
+    quiet = cli("-q", "count", "vit")
+    assert quiet.returncode == 0 and quiet.stderr == ""  # the note is suppressed
+    assert "diffbench: note: vit is a family" in cli("count", "vit").stderr

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffbench.bench.catalog import LISTINGS, Listing
-from diffbench.core import distributed
+from diffbench.core import distributed, log
 from diffbench.core.errors import ConfigError, UnknownNameError, UserError
 from diffbench.core.registry import Registry
 from diffbench.core.version import diffbench_version
@@ -132,10 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {diffbench_version()}")
+    # -v/-q before or after the command: notes, warnings and per-case detail on stderr (diffbench/core/log.py)
+    common = _Parser(add_help=False)
+    loud = common.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=argparse.SUPPRESS,
+                      help="also each case's start and end, and other detail, on stderr")
+    loud.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=argparse.SUPPRESS,
+                      help="warnings and errors only (no notes, no progress bar)")
+    for action in common._actions:
+        parser._add_action(action)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help, epilog=_examples(cmd.examples),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
         for a in cmd.args:
             p.add_argument(*a.flags, **a.options)
         p.set_defaults(_run=cmd.run)
@@ -146,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        log.configure(getattr(args, "verbosity", 0))
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import diffbench
 from diffbench.bench.formatting import FORMATS, render
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
+from diffbench.core.log import logger
 
 COLUMNS = ("name", "family", "params", "params_trainable", "gmacs", "flops")
 PIPELINE_COLUMNS = ("pipeline", "name", "component", "params", "gmacs", "per_step", "reported_params")
@@ -44,9 +44,9 @@ def run_count(args: argparse.Namespace) -> int:
 
         for name in args.names:  # what was counted, where a name could mean two things
             if name in FAMILIES:
-                print(f"note: {name} names the {name} pipeline here (every component, its autoencoder included), "
+                logger.info(f"{name} names the {name} pipeline here (every component, its autoencoder included), "
                       f"not the {name} backbone family: count a backbone preset (diffbench list presets) or size "
-                      f"the family with 'diffbench match --families {name}'", file=sys.stderr)
+                      f"the family with 'diffbench match --families {name}'")
         return 0
     if args.params or args.scale != "paper":
         raise ConfigError("--params and --scale apply to pipelines; size a backbone family with 'diffbench match'")
@@ -57,9 +57,9 @@ def run_count(args: argparse.Namespace) -> int:
 
     for name, row in zip(args.names, out, strict=True):
         if name not in PRESETS:  # a family name: its config class's defaults, which no paper may have used
-            print(f"note: {name} is a family: counted its default config ({row['params'] / 1e6:.4g}M params), not a "
+            logger.info(f"{name} is a family: counted its default config ({row['params'] / 1e6:.4g}M params), not a "
                   f"paper's model; name a preset (diffbench list presets) or size it with 'diffbench match "
-                  f"--families {name} --params N'", file=sys.stderr)
+                  f"--families {name} --params N'")
     if args.format != "json":
         for r in out:
             r.pop("config"), r.pop("params_by_module")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import diffbench
 from diffbench.cli.app import arg, command
 from diffbench.core.errors import ConfigError
+from diffbench.core.log import logger
 
 
 @command(
@@ -43,7 +43,7 @@ def run_report(args: argparse.Namespace) -> int:
     run = diffbench.load_run(args.run_dir)  # validates and reports unreadable lines before any work
     if run.problems:  # one warning line; the report lists every problem
         more = f" (and {len(run.problems) - 1} more, listed in the report)" if len(run.problems) > 1 else ""
-        print(f"diffbench: warning: set aside: {' '.join(run.problems[0].split())[:300]}{more}", file=sys.stderr)
+        logger.warning(f"set aside: {' '.join(run.problems[0].split())[:300]}{more}")
     out = args.out or f"{args.run_dir.rstrip('/')}/report"
     written = diffbench.report(run, out, formats, metric=args.metric)
     print(f"{len(written)} file(s) written to {out}")

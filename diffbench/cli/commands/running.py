@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -41,7 +42,9 @@ from diffbench.core.errors import ConfigError
             help="per-case timeout (default: the suite's timeout_s)"),
         arg("--keep-failed", action="store_true",
             help="with --resume: keep cases that failed (timeout, error, crash, oom) instead of retrying them"),
-        arg("--no-progress", action="store_true", help="no progress bar"),
+        arg("--no-progress", action="store_true", help="no progress bar (also with --quiet)"),
+        arg("--format", choices=("text", "json"), default="text",
+            help="json: the summary as one JSON object on stdout (cases, statuses, records, exit status)"),
         arg("--strict", action="store_true", help="exit 1 when any case of the run did not finish ok (by default "
                                                   "only when none did)"),
         arg("--devices", metavar="LIST",
@@ -84,17 +87,26 @@ def run_suite(args: argparse.Namespace) -> int:
     options = {key: value for _, key, value in given}
     try:
         run = diffbench.run(args.suite, out, args.device, args.resume, args.only, args.timeout,
-                            progress=not args.no_progress, keep_failed=args.keep_failed, devices=args.devices,
+                            progress=not args.no_progress and getattr(args, "verbosity", 0) >= 0,
+                            keep_failed=args.keep_failed, devices=args.devices,
                             launcher=args.launcher, launcher_options=options,
                             overrides=parse_assignments(args.overrides))
     except KeyboardInterrupt:
         print(f"diffbench: interrupted; continue with: diffbench run {args.suite} --out {out} --resume")
         return 130
     call = run.this_call or {}
+    statuses = run.statuses if not run.cases.empty else {}
+    code = _exit_status(statuses, args.strict, out)
+    if args.format == "json":
+        print(json.dumps({"run_dir": str(out), "suite": str(args.suite), "cases": call.get("total", 0),
+                          "already_complete": call.get("skipped", 0), "this_call": dict(call.get("statuses", {})),
+                          "run": dict(statuses), "records": str(Path(out) / "records.jsonl"), "exit_status": code},
+                         indent=1))
+        return code
     parts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(call.get("statuses", {})).items())) or "nothing to run"
     print(f"{call.get('total', 0)} case(s), {call.get('skipped', 0)} already complete; {parts}; "
           f"records: {Path(out) / 'records.jsonl'}")
-    return _exit_status(run.statuses if not run.cases.empty else {}, args.strict, out)
+    return code
 
 
 def _exit_status(statuses: dict[str, int], strict: bool, out: str) -> int:
