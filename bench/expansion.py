@@ -3,19 +3,22 @@ checkpoint checked, and one case per precision and batch size, built by the one 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.settings import Settings
 from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, case_spec
 from diffbench.bench.suites import Suite, Sweep
 from diffbench.core.errors import ConfigError
 from diffbench.core.files import content_sha256
 from diffbench.metrics.captions import MAX_WORDS
-from diffbench.models.api import check_fits, config_dict, file_sha256, resolve
+from diffbench.models.api import check_fits, config_dict, config_from_dict, count, file_sha256, resolve
 from diffbench.models.denoiser import TEXT_DIM
-from diffbench.models.families import family_of
+from diffbench.models.families import FAMILIES, family_of
 from diffbench.models.pipelines import fingerprint, pipeline_spec
 from diffbench.models.presets import PRESETS
 from diffbench.models.pretrained import inspect_dir
@@ -121,15 +124,27 @@ def _conditioning(sweep: Sweep) -> Any:
     return Conditioning(sweep.cond, sweep.classes)
 
 
+def _budgeted(settings: Settings, model: ModelRef) -> Settings:
+    """With a train_flops budget, the steps that spend it on this backbone: ceil(budget / (3 x forward FLOPs per
+    image x train batch)) (diffusion/config.py's rule), so every size and family trains on the same compute."""
+    t = settings.training
+    if not t.train_flops or not isinstance(model, BackboneRef):
+        return settings
+    flops = count(config_from_dict(FAMILIES.get(model.family).config_cls, model.config)).flops
+    steps = max(1, math.ceil(t.train_flops / (3 * flops * t.train_batch)))
+    return dataclasses.replace(settings, training=dataclasses.replace(t, train_steps=steps))
+
+
 def expand(suite: Suite, device: str) -> list[Case]:
     cases: list[Case] = []
     seen: set[str] = set()
     for sweep in suite.sweeps:
         m = sweep.settings.measurement
         for model in _models(sweep, suite.source):
+            settings = _budgeted(sweep.settings, model)
             for prec in m.precisions:
                 for batch in m.batch_sizes:
-                    spec = case_spec(model, sweep.settings, batch_size=batch, precision=prec, device=device,
+                    spec = case_spec(model, settings, batch_size=batch, precision=prec, device=device,
                                      cond=sweep.cond, classes=sweep.classes, protocol=sweep.protocol,
                                      pretrained=bool(sweep.directories or sweep.checkpoint))
                     if spec.case_id in seen:

@@ -26,7 +26,13 @@ def pytest_addoption(parser: Any) -> None:
 def pytest_configure(config: Any) -> None:
     if not config.getoption("diffbench_suite"):
         return
+    import importlib.util
+
     import pytest
+
+    if importlib.util.find_spec("pytest_benchmark") is None:  # an extra, not a runtime dependency
+        raise pytest.UsageError("--diffbench-suite runs each case as a pytest-benchmark test: pip install "
+                                "'diffbench[pytest]' (pytest-benchmark)")
 
     explicit = getattr(config, "args_source", None) == pytest.Config.ArgsSource.ARGS
     # with no test paths on the command line, the suite's cases are the whole run (not the project's tests too)

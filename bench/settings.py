@@ -119,6 +119,9 @@ class TrainingSettings:
 
     dataset: str = setting("digits", choices(DATASETS), "digits or shapes")
     train_steps: int = setting(200, pos_int, "a positive integer")
+    # > 0: a training-compute budget (3 x forward FLOPs x images seen) for every backbone of the sweep, matched
+    # compute across sizes and families (DiT's Figure 9); each case's train_steps is derived from it at expansion
+    train_flops: float = setting(0.0, lambda v: number(v) and v >= 0, "a non-negative number of FLOPs (0: none)")
     train_batch: int = setting(train_default("batch_size"), pos_int, "a positive integer")
     lr: float = setting(train_default("lr"), lambda v: number(v) and v > 0, "a positive number")
     samples: int = setting(256, lambda v: pos_int(v) and v >= 2, "an integer of at least 2")  # scored images

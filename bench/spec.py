@@ -172,6 +172,8 @@ class CaseSpec:
         # the default: only other predictions are written, so ids of cases from before the setting stay the same
         if out.get("prediction") == DEFAULTS.training.prediction:
             del out["prediction"]
+        if out.get("train_flops") == DEFAULTS.training.train_flops:  # likewise: a compute budget only when set
+            del out["train_flops"]
         if self.oom_retry_from is not None:
             out["oom_retry_from"] = self.oom_retry_from
         # only then: the ids of cases without repetitions (or placement) stay what they were

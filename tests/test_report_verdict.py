@@ -156,3 +156,39 @@ def test_interval_columns_are_not_metric_names():
     assert MetricKey.read("fid[digits]") == MetricKey("fid", "digits")
     assert MetricKey.read("fid[digits] se") is None and MetricKey.read("fid[digits] ci_lo") is None
     assert MetricKey.read("params") == MetricKey("params")
+
+
+LAYOUT = """<script>
+const w = window.innerWidth, first = document.querySelector('table').getBoundingClientRect();
+const out = {w: w, page: document.documentElement.scrollWidth,
+             tables: [...document.querySelectorAll('table')].map(t => t.getBoundingClientRect().right),
+             h2: [...document.querySelectorAll('h2')].map(h => [h.textContent, h.getBoundingClientRect().top]),
+             first: first.top};
+document.body.insertAdjacentHTML('beforeend', '<pre id="layout">' + JSON.stringify(out) + '</pre>');
+</script>"""
+
+
+def test_the_report_in_chromium_at_1400_px_opens_on_its_answer_and_fits_the_page(tmp_path):
+    """The rendered page (headless Chromium, 1400 x 900): the verdict and the head-to-head table above the fold,
+    no table and no page wider than the window."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from check_report_html import FLAGS, chromium
+
+    if chromium() is None:
+        pytest.skip("chromium is not installed")
+    run = three_sizes(tmp_path)
+    build(run, tmp_path / "out", formats=("html",))
+    page = tmp_path / "out" / "measured.html"
+    page.write_text((tmp_path / "out" / "report.html").read_text() + LAYOUT)
+    proc = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                           "--window-size=1400,900", page.resolve().as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    layout = json.loads(re.findall(r'<pre id="layout">(\{.*?\})</pre>', proc.stdout)[-1])
+    assert layout["w"] == 1400 and layout["page"] <= 1400, layout
+    assert max(layout["tables"]) <= 1400, layout["tables"]
+    headings = dict(layout["h2"])
+    assert headings["Summary"] < headings["Head to head"] < layout["first"] < 900, layout
+

@@ -100,3 +100,37 @@ def test_cuda_device_without_gpu(cli):
         pytest.skip("a GPU is visible")
     proc = cli("run", "smoke", "--dry-run", "--device", "cuda")
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_a_training_compute_budget_gives_each_backbone_its_own_steps(tmp_path):
+    """train_flops matches training compute across sizes and families: each case trains the steps that spend it."""
+    import math
+
+    import diffbench
+
+    p = tmp_path / "flops.toml"
+    p.write_text("""
+name = "flops"
+[defaults]
+measure = ["counts", "train"]
+train_flops = 1e11
+train_batch = 16
+[[sweeps]]
+families = ["dit", "unet-adm"]
+params = ["0.7M", "1.4M"]
+input_shapes = ["1x8x8"]
+tolerance = 0.1
+""")
+    cases = diffbench.plan(str(p), "cpu")
+    steps = {}
+    for c in cases:
+        flops = diffbench.count(c.spec.model.family, **c.spec.model.config).flops
+        steps[c.name] = c.spec.training.train_steps
+        assert steps[c.name] == math.ceil(1e11 / (3 * flops * 16)), c.name
+        assert c.config["train_flops"] == 1e11
+    assert len(set(steps.values())) == 4  # four models, four budgets of steps
+    bad = p.read_text().replace('families = ["dit", "unet-adm"]\nparams = ["0.7M", "1.4M"]\ninput_shapes = ["1x8x8"]\n'
+                                'tolerance = 0.1', 'pipelines = ["dit"]\nscale = "tiny"')
+    p.write_text(bad)
+    with pytest.raises(diffbench.UserError, match="train_flops applies to backbone sweeps"):
+        diffbench.plan(str(p), "cpu")
