@@ -58,7 +58,7 @@ def test_faults_are_status_rows_and_the_sweep_goes_on(tmp_path: Path):
     assert "injected fault: raise" in by_batch[1][0].error
     assert "out of memory" in by_batch[4][0].error.lower()
     ok = by_batch[5]  # the case after the faults ran normally
-    assert {r.metric for r in ok} == {"params", "params_trainable", "gmacs", "flops"}
+    assert {r.metric for r in ok} == {"params", "params_trainable", "model_bytes", "gmacs", "flops"}
     assert all(r.status == "ok" for r in ok) and ok[0].value == 33_148_160
     assert "ok 1" in proc.stdout and "timeout 1" in proc.stdout
     assert (out / "run.log").read_text().count("injected fault") >= 1
@@ -72,7 +72,7 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_records(tmp_path: P
     clean = tmp_path / "clean"
     assert run([str(suite), "--out", str(clean)]).returncode == 0
     reference = pairs(clean / RECORDS)
-    assert len(reference) == 5 * 4 and len(set(reference)) == len(reference)
+    assert len(reference) == 5 * 5 and len(set(reference)) == len(reference)
 
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -100,14 +100,14 @@ def test_resume_moves_a_partial_case_aside_and_reruns_it(tmp_path: Path):
     out = tmp_path / "run"
     assert run([str(suite), "--out", str(out), "--devices", "cpu,cpu"]).returncode == 0
     lines = (out / RECORDS).read_text().splitlines()
-    assert len(lines) == 8
-    # simulate a writer killed after 2 of the second case's 4 lines, the last one torn
-    (out / RECORDS).write_text("\n".join(lines[:6]) + "\n" + lines[6][:30])
+    assert len(lines) == 10
+    # simulate a writer killed after 2 of the second case's 5 lines, the last one torn
+    (out / RECORDS).write_text("\n".join(lines[:7]) + "\n" + lines[7][:30])
     done, keep, partial, _ = complete_cases(out / RECORDS)
-    assert len(done) == 1 and len(keep) == 4 and len(partial) == 3
+    assert len(done) == 1 and len(keep) == 5 and len(partial) == 3
     proc = run([str(suite), "--out", str(out), "--resume"])
     assert proc.returncode == 0 and "1 already complete" in proc.stdout
-    assert len(pairs(out / RECORDS)) == 8 and len(set(pairs(out / RECORDS))) == 8
+    assert len(pairs(out / RECORDS)) == 10 and len(set(pairs(out / RECORDS))) == 10
     assert len((out / PARTIAL).read_text().splitlines()) == 3  # kept, not lost
 
 
