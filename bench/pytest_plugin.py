@@ -7,6 +7,7 @@ is given."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ def pytest_addoption(parser: Any) -> None:
 def pytest_configure(config: Any) -> None:
     if not config.getoption("diffbench_suite"):
         return
-    import importlib.util
-
     import pytest
 
     if importlib.util.find_spec("pytest_benchmark") is None:  # an extra, not a runtime dependency

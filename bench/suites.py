@@ -243,12 +243,10 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
     if pipes and (raw.get("prediction") or defaults.training.prediction) not in (None, "epsilon"):
         raise ConfigError(f"{file}: {where}: prediction applies to backbone sweeps (a pipeline trains each part with "
                           "its paper's prediction); set prediction = \"epsilon\" in this sweep")
-    if pipes and (raw.get("train_flops") or defaults.training.train_flops):
-        raise ConfigError(f"{file}: {where}: train_flops applies to backbone sweeps (a pipeline trains several parts "
-                          "in turn, each to its steps); set train_steps in this sweep")
-    if pipes and (raw.get("eval_every") or defaults.training.eval_every):
-        raise ConfigError(f"{file}: {where}: eval_every applies to backbone sweeps (a pipeline trains several parts "
-                          "in turn); set eval_every = 0 in this sweep")
+    for key, fix in (("train_flops", "set train_steps"), ("eval_every", "set eval_every = 0")):
+        if pipes and (raw.get(key) or getattr(defaults.training, key)):
+            raise ConfigError(f"{file}: {where}: {key} applies to backbone sweeps (a pipeline trains several parts "
+                              f"in turn, each to its steps); {fix} in this sweep")
     for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets"),
                                  (PIPELINES, [] if dirs else pipes, "pipelines")):
         for n in names:
