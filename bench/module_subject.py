@@ -25,6 +25,7 @@ from torch import nn
 from diffbench.bench import precision as prec
 from diffbench.bench.cases import records as case_records
 from diffbench.bench.measure import measure as measure_subject
+from diffbench.bench.run_dir import RunLock
 from diffbench.bench.settings import DEFAULTS, MEASURES, SUITE_NAME
 from diffbench.bench.spec import BackboneRef, CaseSpec, case_spec
 from diffbench.bench.subjects import Evaluation, Held
@@ -103,6 +104,28 @@ class ModuleSubject:
         raise CaseUnsupported("a user's module is not sampled here")
 
 
+def _measure(model: nn.Module, call: Inputs, label: str, settings: Any, run_dir: Path, batch_sizes: tuple[int, ...],
+             precision: str, device: str) -> None:
+    """Each batch size's case, counted and measured in this process, its records appended."""
+    run_id = uuid.uuid4().hex[:12]
+    ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
+    measure = settings.measurement.measure
+    with eval_mode(model):  # counted and timed in eval mode; the caller's module keeps its own mode after
+        for batch in batch_sizes:
+            # in this process: no out-of-memory retry in a fresh process
+            spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none",
+                             classes=0, oom_retry=False)
+            started = records.utc_now()
+            subject = ModuleSubject(model, call, spec)
+            t0 = time.perf_counter()
+            readings = subject.counts() if "counts" in measure else {}
+            if {"speed", "memory", "energy"} & set(measure):
+                readings.update(measure_subject(subject, spec, readings))
+            readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
+            records.append(run_dir / "records.jsonl",
+                           case_records(spec, run_id, "module", spec.case_id, started, readings))
+
+
 def benchmark(model: nn.Module, inputs: Inputs | None, name: str | None, out: str | Path | None,
               batch_sizes: tuple[int, ...], precision: str, device: str, warmup: int, repeats: int,
               min_time_s: float, measure: tuple[str, ...]) -> Path:
@@ -120,25 +143,11 @@ def benchmark(model: nn.Module, inputs: Inputs | None, name: str | None, out: st
         raise ConfigError(f"measure {bad[0]!r}: a module is measured for counts, speed, memory or energy")
     call = inputs_of(model, inputs)
     device = resolve_device(device)
-    run_dir = output_dir(out if out is not None else f"runs/module-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    if (run_dir / "records.jsonl").exists():
-        raise ConfigError(f"{run_dir} already holds records; choose another out")
-    run_id = uuid.uuid4().hex[:12]
     settings = DEFAULTS.updated({"warmup": warmup, "repeats": repeats, "min_time_s": min_time_s,
-                                 "measure": tuple(measure)})
-    ref = BackboneRef(label, "user", {"class": f"{type(model).__module__}.{type(model).__qualname__}"})
-    with eval_mode(model):  # counted and timed in eval mode; the caller's module keeps its own mode after
-        for batch in batch_sizes:
-            # in this process: no out-of-memory retry in a fresh process
-            spec = case_spec(ref, settings, batch_size=batch, precision=precision, device=device, cond="none",
-                             classes=0, oom_retry=False)
-            started = records.utc_now()
-            subject = ModuleSubject(model, call, spec)
-            t0 = time.perf_counter()
-            readings = subject.counts() if "counts" in measure else {}
-            if {"speed", "memory", "energy"} & set(measure):
-                readings.update(measure_subject(subject, spec, readings))
-            readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
-            records.append(run_dir / "records.jsonl",
-                           case_records(spec, run_id, "module", spec.case_id, started, readings))
+                                 "measure": tuple(measure)})  # checked: NaN or infinite timings refused
+    run_dir = output_dir(out if out is not None else f"runs/module-{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    with RunLock(run_dir):  # one writer per run directory, as for a suite's run
+        if (run_dir / "records.jsonl").exists():
+            raise ConfigError(f"{run_dir} already holds records; choose another out")
+        _measure(model, call, label, settings, run_dir, batch_sizes, precision, device)
     return run_dir

@@ -21,6 +21,7 @@ from typing import Any
 
 from diffbench.bench.accuracy import check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
+from diffbench.core.errors import ConfigError
 from diffbench.diffusion.config import AUTOENCODER_STEPS, TrainConfig
 
 # a suite's name names its run directory (runs/NAME-TIMESTAMP), as a protocol's names its metrics: a plain file
@@ -175,10 +176,14 @@ class Settings:
         return getattr(getattr(self, _CONCERN_OF[key]), key)
 
     def updated(self, raw: Mapping[str, Any]) -> Settings:
-        """These settings with the (checked) flat keys of ``raw`` replaced; keys that are not settings are ignored."""
+        """These settings with the flat keys of ``raw`` replaced, each checked (a NaN ``min_time_s`` from the API is
+        refused here, as a suite's is); keys that are not settings are ignored."""
         parts: dict[str, dict[str, Any]] = {}
         for key, value in raw.items():
             if key in _CONCERN_OF:
+                check, expected = SETTING_KEYS[key]
+                if not check(list(value) if isinstance(value, tuple) else value):
+                    raise ConfigError(f"{key}: expected {expected}, got {value!r}")
                 parts.setdefault(_CONCERN_OF[key], {})[key] = tuple(value) if isinstance(value, list) else value
         return dataclasses.replace(self, **{part: dataclasses.replace(getattr(self, part), **values)
                                             for part, values in parts.items()})
@@ -232,3 +237,4 @@ class SampleJob(PipelineJob):
     labels: str | None = None  # comma-separated
     batch_size: int = 64  # images per sampling batch
     format: str = "png"
+    overwrite: bool = False  # replace the samples diffbench wrote before in out (nothing else there is touched)

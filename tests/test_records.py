@@ -93,3 +93,73 @@ def test_concurrent_appends_from_two_processes_leave_no_broken_line(tmp_path: Pa
     assert got.problems == []
     ids = sorted(r.case_id for r in got.records)
     assert ids == sorted(f"w{w}-{i}" for w in range(2) for i in range(150))
+
+
+def _strict(text: str):
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_writer_refuses_non_finite_numbers_anywhere_property(tmp_path):
+    """Whatever nests a NaN or an infinity (config, extra, provenance; plain floats or numpy scalars), the writer
+    refuses the record and writes nothing; every line it does write is strict JSON."""
+    import math
+
+    import numpy as np
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=5),
+                       st.floats(allow_nan=True, allow_infinity=True),
+                       st.floats(allow_nan=True, allow_infinity=True).map(np.float64))
+    trees = st.recursive(leaves, lambda kids: st.one_of(st.lists(kids, max_size=3),
+                                                         st.dictionaries(st.text(max_size=4), kids, max_size=3)),
+                         max_leaves=8)
+
+    def finite(x) -> bool:
+        if isinstance(x, dict):
+            return all(map(finite, x.values()))
+        if isinstance(x, list):
+            return all(map(finite, x))
+        return not isinstance(x, (float, np.floating)) or math.isfinite(x)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(config=trees, extra=trees, prov=trees)
+    def check(config, extra, prov):
+        path = tmp_path / "r.jsonl"
+        path.unlink(missing_ok=True)
+        rec = Record("r", "c", "s", {"x": config}, "params", 1.0, "count", extra={"x": extra},
+                     provenance={"x": prov})
+        if finite(config) and finite(extra) and finite(prov):
+            records.append(path, rec)
+            [line] = path.read_text().splitlines()
+            assert _strict(line)["metric"] == "params"
+        else:
+            with pytest.raises(ValueError, match="a NaN or infinite number in"):
+                records.append(path, [Record("r", "c0", "s", {}, "params", 1.0, "count"), rec])
+            assert not path.exists() or path.read_text() == ""  # not even the good record before it
+
+    check()
+
+
+def test_benchmark_module_takes_the_run_lock_and_refuses_non_finite_settings(tmp_path):
+    import torch
+
+    import diffbench
+    from diffbench.bench.run_dir import RunLock
+
+    model = torch.nn.Linear(4, 4)
+
+    def inputs(b, device, dtype):
+        return {"input": torch.randn(b, 4, device=device, dtype=dtype)}
+
+    (tmp_path / "run").mkdir()
+    with RunLock(tmp_path / "run"), pytest.raises(diffbench.UserError, match="being written by another"):
+        diffbench.benchmark_module(model, inputs=inputs, out=tmp_path / "run", device="cpu", repeats=2)
+    assert not (tmp_path / "run" / "records.jsonl").exists()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(diffbench.UserError, match="min_time_s: expected a non-negative number"):
+            diffbench.benchmark_module(model, inputs=inputs, out=tmp_path / f"x{bad}", device="cpu", min_time_s=bad)
+        assert not (tmp_path / f"x{bad}").exists()

@@ -83,9 +83,16 @@ class Record:
             raise ValueError("a record whose status is not 'ok' carries no value")
 
     def to_json(self) -> str:
+        """One line of strict JSON. A NaN or infinity anywhere (config, extra, provenance) is refused: Python's
+        json would write the tokens NaN and Infinity, which are not JSON and which other readers reject."""
         d = dataclasses.asdict(self)
         ordered = {"schema_version": d.pop("schema_version"), **d}
-        return json.dumps(ordered, sort_keys=False, separators=(",", ":"), default=_json_default)
+        try:
+            return json.dumps(ordered, sort_keys=False, separators=(",", ":"), default=_json_default, allow_nan=False)
+        except ValueError:
+            bad = [k for k, v in ordered.items() if not _strict_json(v)]
+            raise ValueError(f"record {self.metric!r} of case {self.case_id}: a NaN or infinite number in "
+                             f"{', '.join(bad) or 'a field'}; records hold finite numbers only") from None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
@@ -122,6 +129,14 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 def _is(v: Any, kinds: tuple[type, ...]) -> bool:
     """isinstance, with booleans not counted as numbers (JSON true is not 1)."""
     return isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
+
+
+def _strict_json(value: Any) -> bool:
+    try:
+        json.dumps(value, default=_json_default, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _json_default(o: Any) -> Any:
@@ -174,6 +189,7 @@ def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> 
     the torn fragment stays a line of its own and the new record is intact.
     """
     items = [records] if isinstance(records, Record) else list(records)
+    lines = [(rec.to_json() + "\n").encode() for rec in items]  # every line checked before any is written
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a link
@@ -187,8 +203,8 @@ def append(path: str | os.PathLike[str], records: Record | Iterable[Record]) -> 
                     needs_newline = f.read(1) != b"\n"
                 if needs_newline:
                     os.write(fd, b"\n")
-            for rec in items:
-                os.write(fd, (rec.to_json() + "\n").encode())
+            for line in lines:
+                os.write(fd, line)
             os.fsync(fd)
         finally:
             if locked:
