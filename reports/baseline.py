@@ -53,6 +53,7 @@ class Side:
     suite: str
     cases: dict[str, Case]  # case_id -> case
     device: dict[str, Any] = field(default_factory=dict)  # device.json of the run (its calibration), if known
+    problems: list[str] = field(default_factory=list)  # unreadable lines of its records, set aside
 
     def not_ok(self) -> dict[str, str]:
         """label -> status of each case that did not finish ok."""
@@ -95,7 +96,7 @@ def load_side(path: str | os.PathLike[str]) -> Side:
         return _read_baseline(p)
     got = records.read(p)
     side = _from_records(got.records, str(path))
-    side.device = _device(p.parent / "device.json")
+    side.device, side.problems = _device(p.parent / "device.json"), list(got.problems)
     return side
 
 
@@ -152,6 +153,9 @@ def write_baseline(run: str | os.PathLike[str], out: str | os.PathLike[str], all
     """Write the run's latest records of every case as a compact baseline; returns the file. A run with a case that
     did not finish ok is refused unless ``allow_failed``: a broken main must not become the reference."""
     side = load_side(run)
+    if side.problems and not allow_failed:
+        raise BadInputError(f"{run}: {len(side.problems)} unreadable record line(s) ({side.problems[0][:160]}); a "
+                            "baseline of what remains would miss them: rerun, or pass --allow-failed to keep the rest")
     failed = side.not_ok()
     if failed and not allow_failed:
         first = next(iter(failed.items()))

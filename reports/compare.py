@@ -30,7 +30,7 @@ from diffbench.reports import noise
 from diffbench.reports.baseline import Case, Side
 from diffbench.reports.policy import Policy, Rules
 
-FAILING = {"regression", "changed", "broken"}
+FAILING = {"regression", "changed", "broken", "missing"}
 ENV_KEYS = ("device_name", "driver_version", "torch_version", "cuda_version")
 
 
@@ -38,7 +38,7 @@ ENV_KEYS = ("device_name", "driver_version", "torch_version", "cuda_version")
 class Verdict:
     case: str
     metric: str
-    verdict: str  # regression, improvement, same, inconclusive, changed, broken, fixed, added, removed
+    verdict: str  # regression, improvement, same, inconclusive, changed, broken, fixed, added, missing
     base: float | None = None
     new: float | None = None
     unit: str = ""
@@ -200,7 +200,7 @@ def _compare_case(ca: Case, cb: Case, policy: Policy, cpu: bool) -> list[Verdict
             continue
         a, b = ca.metrics.get(metric), cb.metrics.get(metric)
         if a is None or b is None:
-            out.append(Verdict(label, metric, "added" if a is None else "removed"))
+            out.append(Verdict(label, metric, "added") if a is None else _missing(label, metric, policy))
             continue
         if a.value is None or b.value is None:
             if (a.value is None) != (b.value is None):
@@ -218,6 +218,15 @@ def _compare_case(ca: Case, cb: Case, policy: Policy, cpu: bool) -> list[Verdict
     return out
 
 
+def _missing(label: str, metric: str, policy: Policy) -> Verdict:
+    allowed = any(fnmatch.fnmatchcase(label, g) or fnmatch.fnmatchcase(metric, g) or base_name(metric) == g
+                  for g in policy.allow_missing)
+    what = "the case" if metric == "case" else "this metric"
+    return Verdict(label, metric, "missing", allowed=allowed,
+                   note=f"{what} is in the base and not in the new run" + (" (allowed by the policy)" if allowed else
+                                                                           "; allow_missing in a policy allows it"))
+
+
 def shared_cases(base: Side, new: Side) -> list[str]:
     """The case ids both sides hold; none is a bad input (two unrelated suites, or another device)."""
     shared = [cid for cid in new.cases if cid in base.cases]
@@ -228,14 +237,16 @@ def shared_cases(base: Side, new: Side) -> list[str]:
 
 
 def compare(base: Side, new: Side, policy: Policy) -> Comparison:
-    """Every case's verdicts; cases on one side only are listed as added or removed, not errors."""
+    """Every case's verdicts. A case or metric of the base that the new run lacks is ``missing``, a failure unless
+    the policy's ``allow_missing`` names it (a run killed early, an unreadable line, a metric no longer written
+    must not pass as "no regression"); one only the new run has is ``added``."""
     shared = shared_cases(base, new)
     cpu = all(str(c.config.get("device", "")).startswith("cpu") for s in (base, new) for c in s.cases.values())
     result = Comparison(base, new, env=env_differences(base, new))
     for cid in shared:
         result.verdicts += _compare_case(base.cases[cid], new.cases[cid], policy, cpu)
     result.verdicts += [Verdict(c.label, "case", "added") for cid, c in new.cases.items() if cid not in base.cases]
-    result.verdicts += [Verdict(c.label, "case", "removed") for cid, c in base.cases.items() if cid not in new.cases]
+    result.verdicts += [_missing(c.label, "case", policy) for cid, c in base.cases.items() if cid not in new.cases]
     result.warnings = _warnings(result, policy.rules)
     return result
 
@@ -256,6 +267,11 @@ def _warnings(result: Comparison, rules: Rules) -> list[str]:
             most = f"up to +-{max(finite):.0%}" if finite else "none at all"
             out.append(f"{len(blind)} of {len(timed)} timing comparison(s) could not detect a {rules.threshold:.0%} "
                        f"change (smallest detectable: {most}); 'same' there means 'not seen', not 'unchanged'")
+    for side, name in ((result.base, "base"), (result.new, "new run")):
+        if side.problems:
+            more = f" (and {len(side.problems) - 1} more)" if len(side.problems) > 1 else ""
+            out.append(f"the {name} has {len(side.problems)} unreadable line(s), set aside: {side.problems[0][:200]}"
+                       f"{more}; what they held counts as missing")
     drift = noise.calibration_drift(result.base.device, result.new.device)
     if drift is not None and abs(drift) > rules.calibration_tolerance:
         out.append(f"the machines differ: the new run's matmul calibration is {drift:+.0%} from the base's "
@@ -265,7 +281,7 @@ def _warnings(result: Comparison, rules: Rules) -> list[str]:
     return out
 
 
-ORDER = ("broken", "regression", "changed", "inconclusive", "removed", "added", "fixed", "improvement", "same")
+ORDER = ("broken", "missing", "regression", "changed", "inconclusive", "added", "fixed", "improvement", "same")
 COLUMNS = ("case", "metric", "verdict", "base", "new", "change", "p_value", "note")
 
 
@@ -278,7 +294,7 @@ def rows(result: Comparison, everything: bool = False) -> list[dict[str, Any]]:
         d = v.as_dict()
         if v.change is not None and METRICS.get(base_name(v.metric)).kind != "exact":
             d["change"] = f"{v.change:+.1%}"
-        d["verdict"] = v.verdict + (" (allowed)" if v.allowed else "")
+        d["verdict"] = v.verdict + (" (allowed)" if v.allowed and v.verdict in FAILING else "")
         out.append(d)
     return out
 

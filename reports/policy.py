@@ -63,6 +63,7 @@ class Policy:
     rules: Rules = field(default_factory=Rules)
     ignore: tuple[str, ...] = ("case_wall_s", "phase_seconds*")
     allow_change: tuple[str, ...] = ()
+    allow_missing: tuple[str, ...] = ()  # globs over case labels or metrics that may be missing from the new run
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     cases: tuple[tuple[str, dict[str, Any]], ...] = ()
 
@@ -114,12 +115,14 @@ def load(path: str | Path | None) -> Policy:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"{p}: not a readable policy TOML ({str(e)[:100]})") from None
-    top = {k: v for k, v in raw.items() if k not in ("ignore", "allow_change", "metrics", "cases")}
+    top = {k: v for k, v in raw.items() if k not in ("ignore", "allow_change", "allow_missing", "metrics", "cases")}
     policy = Policy(Rules(**_rules(str(p), top)))
     if "ignore" in raw:
         policy = replace(policy, ignore=_strings(str(p), "ignore", raw["ignore"]))
     if "allow_change" in raw:
         policy = replace(policy, allow_change=_strings(str(p), "allow_change", raw["allow_change"]))
+    if "allow_missing" in raw:
+        policy = replace(policy, allow_missing=_strings(str(p), "allow_missing", raw["allow_missing"]))
     metrics = raw.get("metrics", {})
     if not isinstance(metrics, dict) or not all(isinstance(t, dict) for t in metrics.values()):
         raise ConfigError(f"{p}: [metrics.NAME] tables expected")

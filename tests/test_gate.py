@@ -97,3 +97,31 @@ def test_a_run_with_no_case_ok_fails_and_cannot_become_a_baseline(tmp_path, cli)
     assert run([str(suite), "--out", str(tmp_path / "half")], one).returncode == 0  # one of two ok
     strict = run([str(suite), "--out", str(tmp_path / "strict"), "--strict"], one)
     assert strict.returncode == 1 and "--strict: not every case finished ok (error 1)" in strict.stderr
+
+
+def test_missing_data_in_the_new_run_fails_and_is_named(tmp_path, cli):
+    base = timed_run(tmp_path / "base", NEW)
+    # the new run: its latency line unreadable (and 10x slower, which the lost line would have shown)
+    slow = timed_run(tmp_path / "slow", [[10 * x for x in p] for p in NEW])
+    lines = (slow / "records.jsonl").read_text().splitlines()
+    (slow / "records.jsonl").write_text(lines[0] + "\n" + lines[1][:40] + "#garbage\n")
+    result = diffbench.compare(base, slow)
+    assert result.failed
+    [miss] = [v for v in result.verdicts if v.verdict == "missing"]
+    assert miss.metric == "latency_ms" and "not in the new run" in miss.note
+    assert any("the new run has 1 unreadable line(s)" in w for w in result.warnings)
+    proc = cli("compare", str(base), str(slow))
+    assert proc.returncode == 1 and "missing" in proc.stdout and "unreadable line" in proc.stdout
+
+    # a new run with a base case absent (killed before it), and one allowed by a policy
+    extra = timed_run(tmp_path / "two", NEW)
+    other = Record("r-two", "c2", "ci-cpu", {**CFG, "batch_size": 8}, "params", 1.0, "count", case_size=1,
+                   provenance=PROV)
+    records.append(extra / "records.jsonl", [other])
+    gone = diffbench.compare(extra, base)
+    assert gone.failed and [(v.metric, v.verdict) for v in gone.verdicts if v.fails] == [("case", "missing")]
+    policy = tmp_path / "p.toml"
+    policy.write_text('allow_missing = ["unet-adm@0.7M/b8/*"]\n')
+    assert not diffbench.compare(extra, base, policy=policy).failed
+    refused = cli("baseline", str(slow), "-o", str(tmp_path / "b.json"))
+    assert refused.returncode == 2 and "1 unreadable record line(s)" in refused.stderr
