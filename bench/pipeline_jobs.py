@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,8 @@ def _pipeline_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.T
     scheduler = args.scheduler or DEFAULTS.sampling.scheduler
     check_sampling(steps, guidance, args.batch_size)
     make_scheduler(scheduler)
-    output_dir(args.out)  # checked before the work, not after
+    if current().is_writer:  # the folder is checked before the work (rank 0 writes it)
+        sample_folder(args.out, args.overwrite)
     captions, labels = _conditions(spec, args)  # checked before the (possibly large) build
     torch.manual_seed(args.seed)
     pipe = Pipeline(spec)
@@ -160,7 +162,8 @@ def _directory_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.
     steps = own.get("num_inference_steps", 50) if args.steps is None else args.steps
     guidance = own.get("guidance_scale", 1.0) if args.guidance is None else args.guidance
     check_sampling(steps, guidance, args.batch_size)
-    output_dir(args.out)
+    if current().is_writer:  # the folder is checked before the work (rank 0 writes it)
+        sample_folder(args.out, args.overwrite)
     captions, labels = _conditions(_DirSpec(info), args)
     pipe = load_dir(args.pipeline, args.scheduler or "own", args.device)
     inst = Instrument(args.device).attach(pipe)
@@ -190,6 +193,26 @@ def _stage_weights(args: SampleJob) -> list[tuple[str, str]]:
             raise BadInputError(f"--stage-weights {item!r}: expected STAGE=DIR (a diffusers U-Net directory)")
         out.append((stage, folder))
     return out
+
+
+SAMPLE_NAME = re.compile(r"\d{6}\.png|samples\.npz")  # what _write_samples writes (evaluate.save_pngs)
+
+
+def sample_folder(out: str, overwrite: bool) -> Path:
+    """``out``, ready for samples: a folder holding other files is refused (a later ``fid out`` would score them
+    with the new samples), unless ``overwrite``, which removes the samples diffbench wrote there before and still
+    refuses anything else."""
+    folder = output_dir(out)
+    present = sorted(p.name for p in folder.iterdir())
+    ours = [n for n in present if SAMPLE_NAME.fullmatch(n)]
+    others = [n for n in present if not SAMPLE_NAME.fullmatch(n)]
+    if others or (ours and not overwrite):
+        what = f"{len(ours)} earlier sample(s)" if ours and not others else f"other files ({', '.join(others[:3])})"
+        fix = "pass --overwrite to replace them" if not others else "choose an empty folder"
+        raise ConfigError(f"--out {out}: holds {what}; the new samples would be mixed with them: {fix}")
+    for name in ours:
+        (folder / name).unlink()
+    return folder
 
 
 def _write_samples(args: SampleJob, make: Maker, seconds: dict[str, float],

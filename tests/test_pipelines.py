@@ -320,3 +320,19 @@ def test_local_text_encoder_and_autoencoder_load_from_directories(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "empty"), "--n", "1", "--out", str(out))
     assert proc.returncode == 2 and "config.json" in proc.stderr
+
+
+def test_sample_refuses_a_folder_that_holds_other_images(tmp_path):
+    """Samples are never mixed with earlier ones: 'wrote 2 images' into a folder then holding 4 made a later
+    'fid DIR' score all 4."""
+    out = tmp_path / "s"
+    args = ["sample", "dit", "--n", "2", "--steps", "1", "--out", str(out)]
+    assert cli(*args).returncode == 0 and sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
+    again = cli(*args[:3], "1", *args[4:])
+    assert again.returncode == 2 and "holds 2 earlier sample(s)" in again.stderr and "--overwrite" in again.stderr
+    fewer = cli("sample", "dit", "--n", "1", "--steps", "1", "--out", str(out), "--overwrite")
+    assert fewer.returncode == 0 and sorted(p.name for p in out.iterdir()) == ["000000.png"]
+    (out / "mine.png").write_bytes(b"x")
+    foreign = cli("sample", "dit", "--n", "1", "--steps", "1", "--out", str(out), "--overwrite")
+    assert foreign.returncode == 2 and "other files (mine.png)" in foreign.stderr
+    assert (out / "mine.png").exists() and (out / "000000.png").exists()  # nothing touched

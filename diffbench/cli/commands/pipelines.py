@@ -98,7 +98,10 @@ def run_train(args: argparse.Namespace) -> int:
               help="images per batch (default: %(default)s)"),
           arg("--format", choices=("png", "npz"), default=SampleJob.format,
               help="png files or one .npz (default: %(default)s)"),
-          arg("--out", required=True, help="output directory")],
+          arg("--out", required=True, help="output directory: empty, or holding only earlier samples with "
+                                            "--overwrite"),
+          arg("--overwrite", action="store_true", help="replace the samples an earlier 'diffbench sample' wrote in "
+                                                       "--out (other files are never touched: they are refused)")],
     distributed=True,
 )
 def run_sample(args: argparse.Namespace) -> int:
