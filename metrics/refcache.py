@@ -30,6 +30,7 @@ import torch
 
 from diffbench.core.distributed import current
 from diffbench.core.files import atomic_path, sha256_file
+from diffbench.core.log import logger
 from diffbench.metrics.detectors import describe
 from diffbench.metrics.inputs import list_images
 from diffbench.metrics.quality import Side, extract
@@ -93,9 +94,14 @@ def cached_extract(source: Any, detector: Any, keep_features: bool = True, batch
     identity = describe(detector)
     k = key(content, resolution, identity)
     path = folder / f"{k}.npz"
+    count = len(source) if isinstance(source, (torch.Tensor, np.ndarray)) else \
+        len(list_images(Path(source))) if Path(source).is_dir() else None
     side = _load(path, keep_features, label or what, identity)
     if side is not None:
-        return Lookup(side, True, k)
+        wrong = verify(path, side, k, content, count)
+        if not wrong:
+            return Lookup(side, True, k)
+        logger.warning(f"reference cache entry {path.name} ignored and extracted again: {wrong}")
     side = extract(source, detector, keep_features, batch_size, label=label, progress=progress)
     _save(path, side, {**{n: str(v) for n, v in identity.items()}, "source": what, "content_sha256": content,
                        "resolution": "x".join(map(str, resolution or ())), "label": label or what})
@@ -142,6 +148,33 @@ def _load(path: Path, keep_features: bool, label: str, identity: dict[str, Any])
     if not all(bool(np.isfinite(a).all()) for a in arrays if a is not None):  # a damaged entry: extract again
         return None
     return Side(label, stats, spatial, pool, logits, dict(identity))
+
+
+def verify(path: Path, side: Any, k: str, content: str, count: int | None) -> str:
+    """Why the entry at ``path`` is not the one its key names, or "" when it is: the key its own metadata gives,
+    the reference's content, the number of images, features that add up to its sums, and a covariance that is
+    positive semi-definite (a wrong but well-formed entry gave FID 0.0, a negative distance clamped)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+    except (OSError, ValueError, KeyError, EOFError):
+        return "its metadata is unreadable"
+    res = tuple(int(x) for x in meta.get("resolution", "").split("x") if x.isdigit())
+    if meta.get("content_sha256") != content or key(content, res or None, meta) != k:
+        return "its metadata names another reference or detector than its key"
+    s = side.stats
+    if s.count < 2 or (count is not None and s.count != count):
+        return f"it holds {s.count} images, the reference {count}"
+    if side.pool is not None and not np.allclose(side.pool.sum(0), s.total, rtol=1e-6, atol=1e-6 * len(side.pool)):
+        return "its features do not add up to its sums"
+    mu = s.total / s.count
+    sigma = (s.total_outer - s.count * np.outer(mu, mu)) / (s.count - 1)
+    scale = max(float(np.abs(np.diag(sigma)).max()), 1e-12)
+    try:  # PSD up to round-off: a Cholesky factor of sigma + a tiny ridge exists
+        np.linalg.cholesky((sigma + sigma.T) / 2 + 1e-6 * scale * np.eye(len(mu)))
+    except np.linalg.LinAlgError:
+        return "its covariance is not positive semi-definite"
+    return ""
 
 
 def _stats(f: Any, prefix: str) -> FeatureStats | None:

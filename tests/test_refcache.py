@@ -120,3 +120,38 @@ def test_cache_clear_removes_only_what_diffbench_wrote_and_follows_no_link(tmp_p
     folder.rmdir()
     folder.symlink_to(elsewhere)  # the cache folder leads out of the cache: nothing there is ours to delete
     assert refcache.entries() == [] and refcache.clear() == 0 and (elsewhere / f"{'c' * 32}.npz").exists()
+
+
+def test_a_wrong_but_well_formed_entry_is_ignored_and_extracted_again(tmp_path, cache, caplog):
+    """An entry copied under another reference's key (well formed, finite) was served: FID against the wrong
+    reference with no warning. It is checked against its key, its image count, its sums and its covariance."""
+    import logging
+
+    from diffbench.diffusion import datasets
+    from diffbench.metrics.detectors import build_detector
+    from diffbench.metrics.refcache import cached_extract
+
+    logging.getLogger("diffbench").addHandler(caplog.handler)  # the CLI's handler may stop propagation
+    det = build_detector("digits")
+    images = datasets.digits(8).images
+    a, b = images[:150], images[150:300]
+    first = cached_extract(a, det)
+    other = cached_extract(b, det)
+    assert not first.hit and not other.hit
+    (cache / f"{first.key}.npz").write_bytes((cache / f"{other.key}.npz").read_bytes())  # B's entry under A's key
+    again = cached_extract(a, det)
+    assert not again.hit and "names another reference or detector than its key" in caplog.text
+    assert np.array_equal(again.side.pool, first.side.pool)  # A's features, extracted again
+    assert cached_extract(a, det).hit  # and stored right this time
+
+    # a PSD violation under the right key and metadata: a covariance with a negative direction
+    path = cache / f"{first.key}.npz"
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: np.array(f[k]) for k in f.files}
+    arrays.pop("pool")
+    arrays["sum_outer"] = arrays["sum_outer"] - 10 * arrays["count"] * np.eye(len(arrays["sum"]))
+    np.savez(path, **arrays)
+    caplog.clear()
+    fresh = cached_extract(a, det, keep_features=False)
+    assert not fresh.hit and "not positive semi-definite" in caplog.text
+    logging.getLogger("diffbench").removeHandler(caplog.handler)
