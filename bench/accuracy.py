@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from diffbench.core.records import Record
-from diffbench.metrics.specs import base_name
+from diffbench.metrics.specs import METRICS, MetricKey, base_name
 
 Band = tuple[str, float, float]
 
@@ -24,6 +24,9 @@ def check_bands(raw: Any) -> str | None:
     if not isinstance(raw, dict) or not raw:
         return "a table of metric = [low, high]"
     for name, band in raw.items():
+        key = MetricKey.read(name) if isinstance(name, str) else None
+        if key is None or key.base not in METRICS:  # checked when the suite is read, not after the sampling
+            return f"{name}: not a metric (see 'diffbench list metrics'; fid or fid[digits], latency_ms, ...)"
         ok = (isinstance(band, list) and len(band) == 2
               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in band))
         if not ok:

@@ -160,13 +160,20 @@ def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
         raise ConfigError(f"{where}.scheduler: expected one of {', '.join(SCHEDULER_NAMES)}, got {p.scheduler!r}")
     if p.detector not in DETECTORS:
         raise ConfigError(f"{where}.detector: {DETECTORS.unknown_message(p.detector)}")
+    modes = DETECTORS.get(p.detector).modes
+    if p.mode and p.mode not in modes:  # checked when the suite is read, not after the sampling
+        raise ConfigError(f"{where}.mode: detector {p.detector} has modes {', '.join(modes)}, not {p.mode!r}")
     files: dict[str, str] = {}
     changes: dict[str, Any] = {}
     if not p.reference:
         raise ConfigError(f"{where}.reference: give the reference images or statistics to score against (an image "
                           "folder, an .npz batch or a statistics .npz)")
     if p.save_samples:
-        changes["save_samples"] = str(_resolve(p.save_samples, folder))
+        saved = _resolve(p.save_samples, folder)
+        if saved.exists() and not saved.is_dir() or saved.is_symlink():
+            raise ConfigError(f"{where}.save_samples: {saved} is not a folder (a file or a link is there); give a "
+                              "folder for the samples")
+        changes["save_samples"] = str(saved)
     for role in ("reference", "captions", "weights", "clip"):
         raw = getattr(p, role)
         if not raw or (role == "clip" and raw == "embedded"):

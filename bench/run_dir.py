@@ -4,6 +4,7 @@ retried in ``records.retried.jsonl`` (nothing measured is lost), and runs the re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.accuracy import Band, bands, gate
 from diffbench.bench.provenance import utc_now
 from diffbench.core import records
 from diffbench.core.errors import ConfigError
@@ -52,6 +54,39 @@ def complete_cases(path: Path, retry_failed: bool = False) -> tuple[set[str], li
     retried = [r.to_json() for r in failed if r.case_id not in done]
     partial += [r.to_json() for r in failed if r.case_id in done]  # a failure superseded by a complete run
     return done, keep, partial + got.unreadable, retried
+
+
+def regate(run_dir: Path, accept: dict[str, tuple[Band, ...]]) -> list[str]:
+    """Apply the suite's current accuracy bands (case id -> bands) to the complete cases a resumed run keeps,
+    whose records were gated with the bands of their own run (a band added before --resume was never applied to
+    them). Each such case's measurements stay as they are; their band marks, the ``inaccurate`` row and the config's
+    ``accept`` are redone. Returns the ids of the cases regated."""
+    path = run_dir / RECORDS
+    if not path.exists():
+        return []
+    got = records.read(path)
+    by_case: dict[str, list[Record]] = defaultdict(list)
+    for r in got.records:
+        by_case[r.case_id].append(r)
+    changed, out = [], []
+    for cid, recs in by_case.items():
+        want = accept.get(cid)
+        had = bands(recs[0].config.get("accept")) if isinstance(recs[0].config.get("accept"), dict) else ()
+        if want is None or want == had:
+            out.extend(recs)
+            continue
+        config = {k: v for k, v in recs[0].config.items() if k != "accept"}
+        if want:
+            config["accept"] = {n: [lo, hi] for n, lo, hi in want}
+        plain = [dataclasses.replace(r, config=config, case_size=None,
+                                     extra={k: v for k, v in r.extra.items() if k not in ("accept", "accepted")})
+                 for r in recs if not (r.metric == "case" and r.status == "inaccurate")]
+        gated = gate(want, plain)
+        out.extend(dataclasses.replace(r, case_size=len(gated)) for r in gated)
+        changed.append(cid)
+    if changed:
+        write_text_atomic(path, "".join(r.to_json() + "\n" for r in out) + "".join(u + "\n" for u in got.unreadable))
+    return changed
 
 
 def _append_lines(path: Path, lines: list[str]) -> None:

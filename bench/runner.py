@@ -36,7 +36,7 @@ from diffbench.bench.placement import Slot, apply_threads, child_env
 from diffbench.bench.precision import flags
 from diffbench.bench.provenance import collect, utc_now
 from diffbench.bench.repetitions import RepetitionMismatch, merge
-from diffbench.bench.run_dir import RECORDS, RETRIED, RunLock, _compact
+from diffbench.bench.run_dir import RECORDS, RETRIED, RunLock, _compact, regate
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.suites import Suite
 from diffbench.core import records
@@ -264,6 +264,11 @@ class Runner:
         if not resume:
             return set()
         done, retried = _compact(d, retry_failed=not keep_failed)
+        regated = regate(d, {c.case_id: c.spec.accept for c in self.cases if c.case_id in done})
+        if regated:
+            names = {c.case_id: c.name for c in self.cases}
+            self.log("accuracy bands changed since these cases ran; applied to their kept records: "
+                     + ", ".join(names.get(cid, cid) for cid in regated))
         if retried:
             names = {c.case_id: c.name for c in self.cases}
             self.log(f"retrying {len(retried)} failed case(s) (their failed attempts are kept in {RETRIED}): "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffbench.bench.accuracy import check_bands
 from diffbench.bench.overrides import apply as apply_overrides
 from diffbench.bench.protocols import BUILTIN
 from diffbench.bench.protocols import parse as parse_protocol
@@ -114,6 +115,8 @@ def _check_table(table: Any, allowed: dict[str, tuple[Check, str]], where: str, 
         check, expected = allowed[key]
         if isinstance(value, list) and not value:
             raise ConfigError(f"{file}: {where}.{key}: empty list; expected {expected}")
+        if key == "accept" and check_bands(value):  # the band that is wrong, and why (an unknown metric, ...)
+            raise ConfigError(f"{file}: {where}.accept: {check_bands(value)}")
         if not check(value):
             raise ConfigError(f"{file}: {where}.{key}: expected {expected}, got {value!r}")
 

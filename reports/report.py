@@ -236,9 +236,9 @@ def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str)
         return [Section("Summary", "No quality metric was measured on two or more backbones" + why + ": this run "
                         "compares size and speed only (tables below).")]
     h2h = verdict.head_to_head(wide, quality) if quality != "paper_fid" else None
+    hint = "" if origin.startswith("fixed") else "; a suite fixes it with [report] metric, report --metric overrides"
     head = (f"Headline metric: {MetricKey.parse(quality).header()}, {verdict.qualified_direction(quality)} is better "
-            f"({origin}; a suite fixes it with [report] metric, 'diffbench report --metric' overrides). Intervals are "
-            "95%. " + (verdict.scale_note(quality) if quality != "paper_fid" else ""))
+            f"({origin}{hint}). Intervals are 95%. " + (verdict.scale_note(quality) if quality != "paper_fid" else ""))
     found = verdict.at_matched_size(wide, quality, h2h) if quality != "paper_fid" else []
     found += [verdict.per_compute(wide, quality), scaling]
     out = [Section("Summary", head.strip(), bullets=[f for f in found if f])]

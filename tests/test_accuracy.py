@@ -67,7 +67,7 @@ def test_a_suite_with_a_bad_band_is_refused_when_read(tmp_path):
 
     path = tmp_path / "s.toml"
     path.write_text(SUITE.format(accept="accept = { fid = [2, 1] }"))
-    with pytest.raises(ConfigError, match=r"defaults.accept: expected a table of metric = \[low, high\]"):
+    with pytest.raises(ConfigError, match=r"defaults.accept: fid: low 2 above high 1"):
         suites.load(str(path))
 
 
@@ -89,3 +89,42 @@ def test_a_run_outside_its_band_is_inaccurate_in_the_report_and_broken_for_compa
     result = diffbench.compare(tmp_path / "a", tmp_path / "b", allow_env_change=True)
     broken = [v for v in result.verdicts if v.verdict == "broken"]
     assert result.failed and len(broken) == 1 and "now inaccurate" in broken[0].note
+
+
+def test_a_band_on_an_unknown_metric_and_a_bad_protocol_mode_are_refused_when_read(tmp_path):
+    from diffbench.bench import suites
+    from diffbench.core.errors import ConfigError
+
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.format(accept="accept = { fdi = [0, 10] }"))
+    with pytest.raises(ConfigError, match="fdi: not a metric"):
+        suites.load(str(path))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    path.write_text('name = "p"\n[protocols.mine]\nkind = "class"\nclasses = 2\nsamples = 4\nreference = "ref"\n'
+                    'detector = "digits"\nmode = "clean"\n[[sweeps]]\npresets = ["DiT-S/8"]\nprotocol = "mine"\n')
+    with pytest.raises(ConfigError, match="mode: detector digits has modes embedded, not 'clean'"):
+        suites.load(str(path))
+    (tmp_path / "file").write_text("x")
+    path.write_text(path.read_text().replace('mode = "clean"', 'save_samples = "file"'))
+    with pytest.raises(ConfigError, match="save_samples: .* is not a folder"):
+        suites.load(str(path))
+
+
+def test_a_band_added_before_resume_is_applied_to_the_kept_cases(tmp_path):
+    import diffbench
+
+    path = tmp_path / "s.toml"
+    path.write_text(SUITE.format(accept=""))
+    run = diffbench.run(str(path), tmp_path / "run")
+    assert run.statuses == {"ok": 2}
+    path.write_text(SUITE.format(accept="accept = { params = [33000000, 34000000] }"))  # DiT-S/8 only inside
+    again = diffbench.run(str(path), tmp_path / "run", resume=True)
+    assert again.this_call == {"total": 2, "skipped": 2, "statuses": {}}  # nothing measured again
+    assert again.statuses == {"ok": 1, "inaccurate": 1}
+    got = records.read(tmp_path / "run" / RECORDS).records
+    rows = [r for r in got if r.metric == "case"]
+    assert len(rows) == 1 and "params 1.3" in rows[0].error and rows[0].config["accept"] == {"params": [33e6, 34e6]}
+    assert all(r.case_size == len([x for x in got if x.case_id == r.case_id]) for r in got)
+    done, _, partial, _ = complete_cases(tmp_path / "run" / RECORDS)
+    assert len(done) == 2 and not partial  # still two complete cases for the next resume

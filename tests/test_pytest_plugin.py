@@ -38,10 +38,17 @@ class FakeBenchmark:
         self.calls = 0
 
     def pedantic(self, target, rounds, warmup_rounds, iterations):
+        import time
+        from types import SimpleNamespace
+
         assert iterations == 1 and rounds >= 1
+        times = []
         for _ in range(rounds + warmup_rounds):
+            t0 = time.perf_counter()
             target()
+            times.append(time.perf_counter() - t0)
             self.calls += 1
+        self.stats = SimpleNamespace(stats=SimpleNamespace(median=sorted(times)[len(times) // 2]))
 
 
 def test_the_plugin_parametrizes_a_suites_cases_and_times_the_main_call(tmp_path: Path):
@@ -71,3 +78,28 @@ def test_the_plugin_parametrizes_a_suites_cases_and_times_the_main_call(tmp_path
 @pytest.mark.slow
 def test_ci_cpu_suite_under_pytest_benchmark(tmp_path: Path):
     check_save_then_compare(tmp_path, "ci-cpu", "*")
+
+
+def test_the_plugin_holds_a_suites_accuracy_bands(tmp_path: Path):
+    """A band the case misses fails its test (the plugin ignored bands); one it cannot check (a FID: the test
+    measures counts and speed) fails too, as in a run."""
+    from types import SimpleNamespace
+
+    from diffbench.bench import pytest_cases
+
+    def case(accept: str):
+        suite = tmp_path / "one.toml"
+        suite.write_text('name = "one"\n[defaults]\nbatch_sizes = [1]\nwarmup = 0\nrepeats = 1\n'
+                         f'measure = ["counts", "speed"]\naccept = {{{accept}}}\n[[sweeps]]\npresets = ["DiT-S/8"]\n')
+        got: dict = {}
+        options = {"diffbench_suite": str(suite), "diffbench_device": "cpu", "diffbench_only": None}
+        pytest_cases.pytest_generate_tests(SimpleNamespace(
+            fixturenames=["diffbench_case"], config=SimpleNamespace(getoption=options.__getitem__),
+            parametrize=lambda name, values, ids: got.update(values=values)))
+        return got["values"][0]
+
+    pytest_cases.test_diffbench_case(FakeBenchmark(), case("gmacs = [0.3, 0.4]"))  # DiT-S/8: 0.36 GMACs
+    with pytest.raises(pytest.fail.Exception, match="gmacs 0.3[0-9]* outside its band"):
+        pytest_cases.test_diffbench_case(FakeBenchmark(), case("gmacs = [0, 0.1]"))
+    with pytest.raises(pytest.fail.Exception, match="fid has no value"):
+        pytest_cases.test_diffbench_case(FakeBenchmark(), case("fid = [0, 100]"))
