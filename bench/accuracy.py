@@ -26,7 +26,8 @@ def check_bands(raw: Any) -> str | None:
     for name, band in raw.items():
         key = MetricKey.read(name) if isinstance(name, str) else None
         if key is None or key.base not in METRICS:  # checked when the suite is read, not after the sampling
-            return f"{name}: not a metric (see 'diffbench list metrics'; fid or fid[digits], latency_ms, ...)"
+            return f"{name}: not a metric (see 'diffbench list metrics': fid, latency_ms, ... or one qualified by its "\
+                   "detector)"
         ok = (isinstance(band, list) and len(band) == 2
               and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in band))
         if not ok:

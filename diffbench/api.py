@@ -149,8 +149,6 @@ def report(run: Run | str | Path, out: str | Path | None = None,
     from diffbench.metrics.specs import HEADLINE, is_headline
     from diffbench.reports.report import FORMATS, build
 
-    if isinstance(formats, str) or not isinstance(formats, (tuple, list)):
-        raise ConfigError(f"formats {formats!r}: a tuple of names such as ('md', 'html'), not a string")
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ConfigError(f"formats {formats!r}: expected a non-empty subset of {', '.join(FORMATS)}")

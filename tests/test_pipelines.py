@@ -313,12 +313,15 @@ def test_local_text_encoder_and_autoencoder_load_from_directories(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert len(list(out.glob("*.png"))) == 2
     _save_local_text_encoder(tmp_path / "wide", width=48)
-    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "wide"), "--n", "1", "--out", str(out))
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "wide"), "--n", "1",
+               "--out", str(tmp_path / "o-wide"))  # a fresh folder each: samples never mix
     assert proc.returncode == 2 and "width" in proc.stderr
-    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "nothing"), "--n", "1", "--out", str(out))
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "nothing"), "--n", "1",
+               "--out", str(tmp_path / "o-nothing"))  # a fresh folder each: samples never mix
     assert proc.returncode == 2 and "no such directory" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "empty"), "--n", "1", "--out", str(out))
+    proc = cli("sample", "ldm", "--text-encoder", str(tmp_path / "empty"), "--n", "1",
+               "--out", str(tmp_path / "o-empty"))  # a fresh folder each: samples never mix
     assert proc.returncode == 2 and "config.json" in proc.stderr
 
 

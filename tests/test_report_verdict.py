@@ -148,7 +148,7 @@ def test_a_suite_report_table_is_checked_and_carried_to_the_run(tmp_path):
         suites.parse(text.format("fid").replace("metric", "title"), "s.toml", "r")
     with pytest.raises(diffbench.UserError, match="metric 'kud': expected fid or kid"):
         diffbench.report(three_sizes(tmp_path), tmp_path / "o", metric="kud")
-    with pytest.raises(diffbench.UserError, match="not a string"):
+    with pytest.raises(diffbench.UserError, match=r"formats must be tuple\[str, ...\], got str 'md'"):
         diffbench.report(tmp_path / "run", tmp_path / "o", formats="md")
 
 

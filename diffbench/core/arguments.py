@@ -19,7 +19,8 @@ from diffbench.core.errors import ConfigError
 F = TypeVar("F", bound=Callable[..., Any])
 SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "Path": (str, PurePath), "int": (int,), "float": (int, float),
                                         "bool": (bool,), "None": (type(None),)}
-SEQUENCES = {f"{outer.__name__}[{inner}{', ...' if outer is tuple else ''}]": (outer.__name__, inner)
+# "list[str]", "tuple[str, ...]", ... -> (outer, inner): annotation texts, spelled out
+SEQUENCES = {outer.__name__ + "[" + inner + (", ..." if outer is tuple else "") + "]": (outer.__name__, inner)
              for outer in (list, tuple) for inner in ("str", "int", "float")}
 
 
