@@ -45,7 +45,8 @@ class FeatureMoments(Metric):
         self.add_state("outer", torch.zeros(2, dim, dim, dtype=torch.float64), dist_reduce_fx=compensated_sum)
 
     def update(self, features: np.ndarray) -> None:  # type: ignore[override]
-        x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+        # (rows, dim) by the known width: reshape(0, -1) fails, and a rank with no batch adds zero rows
+        x = np.asarray(features, dtype=np.float64).reshape(len(features), self.dim)
         self.count += len(x)
         # the batch's sums exactly as FeatureStats.update makes them (numpy), then added compensated
         for name, value in (("total", x.sum(axis=0)), ("outer", x.T @ x)):

@@ -88,3 +88,21 @@ def test_commands_that_do_not_shard_refuse_torchrun(cli, tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "diffbench", "count", "DiT-S/8"], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120)
     assert proc.returncode == 2 and "does not run under torchrun" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_rank_with_no_batch_still_joins_and_the_result_is_one_process(tmp_path: Path):
+    """10 images at batch 64 on 2 ranks: rank 1 gets no batch (it crashed reshaping zero rows)."""
+    from diffbench.bench.evaluate import save_pngs
+    from diffbench.diffusion import datasets
+
+    images = datasets.digits(8).images
+    save_pngs(images[:10], tmp_path / "a")
+    save_pngs(images[10:20], tmp_path / "b")
+    fid = ["fid", str(tmp_path / "a"), str(tmp_path / "b"), "--detector", "digits", "--format", "json"]
+    f1, f2 = single(*fid), torchrun(2, *fid)
+    assert f1.returncode == 0 and f2.returncode == 0, f2.stderr[-3000:]
+    assert json.loads(f2.stdout)["fid"] == pytest.approx(json.loads(f1.stdout)["fid"], rel=1e-9, abs=0)
+    s2 = torchrun(2, "stats", str(tmp_path / "a"), "-o", str(tmp_path / "a.npz"), "--detector", "digits")
+    assert s2.returncode == 0, s2.stderr[-3000:]
+    with np.load(tmp_path / "a.npz") as z:
+        assert int(z["count"]) == 10
