@@ -62,8 +62,6 @@ LAZY = {
     "bench/precision.py": "torch: only when a case's precision context is entered (settings name the modes)",
     "metrics/captions.py": "torch: only to tokenise (the pipelines' specs read the vocabulary)",
     "diffusion/config.py": "the EMA (torch): only when training averages its weights",
-    "models/__init__.py": "the models' API (torch) on first use of a name (PEP 562)",
-    "models/pipelines/__init__.py": "the pipelines' modules (torch) on first use of a name (PEP 562)",
 }
 OLD_TOP_LEVEL = {"bench", "models", "metrics", "reports", "diffusion", "core", "api"}
 

@@ -5,7 +5,7 @@
 The names below load on first use (PEP 562), so that listing the pipelines reads their specs without building
 (or importing torch for) any of them."""
 
-from typing import Any
+from diffbench.core import lazy
 
 _WHERE = {"ComponentCount": "counting", "component_rows": "counting", "count_pipeline": "counting",
           "denoiser_params": "counting", "Pipeline": "modules", "load_pipeline": "modules",
@@ -16,13 +16,4 @@ _WHERE = {"ComponentCount": "counting", "component_rows": "counting", "count_pip
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'diffbench.models.pipelines' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"diffbench.models.pipelines.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy.names(__name__, _WHERE, globals())
