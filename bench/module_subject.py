@@ -13,6 +13,7 @@ process: a module object cannot be sent to a fresh one, so there is no timeout a
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -32,11 +33,14 @@ from diffbench.bench.subjects import Evaluation, Held
 from diffbench.core import records
 from diffbench.core.errors import CaseUnsupported, ConfigError
 from diffbench.core.files import output_dir
+from diffbench.core.records import Record
 from diffbench.metrics.counting import count_flops, count_params, eval_mode, flops_to_gmacs
 from diffbench.metrics.device import resolve_device
 from diffbench.metrics.reading import Reading
 
 Inputs = Callable[[int, torch.device, torch.dtype], dict[str, torch.Tensor]]
+# what an allocation that cannot be made raises on the CPU (a RuntimeError, not OutOfMemoryError) and on CUDA
+OUT_OF_MEMORY = re.compile(r"DefaultCPUAllocator|not enough memory|out of memory", re.IGNORECASE)
 
 
 def inputs_of(model: nn.Module, inputs: Inputs | None) -> Inputs:
@@ -118,9 +122,17 @@ def _measure(model: nn.Module, call: Inputs, label: str, settings: Any, run_dir:
             started = records.utc_now()
             subject = ModuleSubject(model, call, spec)
             t0 = time.perf_counter()
-            readings = subject.counts() if "counts" in measure else {}
-            if {"speed", "memory", "energy"} & set(measure):
-                readings.update(measure_subject(subject, spec, readings))
+            try:
+                readings = subject.counts() if "counts" in measure else {}
+                if {"speed", "memory", "energy"} & set(measure):
+                    readings.update(measure_subject(subject, spec, readings))
+            except (torch.OutOfMemoryError, RuntimeError) as e:  # the batch does not fit: an oom row, as in suites
+                if not isinstance(e, torch.OutOfMemoryError) and not OUT_OF_MEMORY.search(str(e)):
+                    raise
+                records.append(run_dir / "records.jsonl", Record(
+                    run_id, spec.case_id, "module", spec.to_json(), "case", None, "", status="oom",
+                    error=f"out of memory at batch {batch}: {' '.join(str(e).split())[:200]}", case_size=1))
+                continue
             readings.setdefault("case_wall_s", Reading(time.perf_counter() - t0, "s"))
             records.append(run_dir / "records.jsonl",
                            case_records(spec, run_id, "module", spec.case_id, started, readings))
@@ -131,6 +143,9 @@ def benchmark(model: nn.Module, inputs: Inputs | None, name: str | None, out: st
               min_time_s: float, measure: tuple[str, ...]) -> Path:
     """``diffbench.benchmark_module``: one case per batch size, in this process, recorded in a run directory (its
     path returned) like a suite's cases."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}; wrap a function in a module "
+                          "whose forward calls it")
     label = name or type(model).__name__
     if not SUITE_NAME.fullmatch(label):
         raise ConfigError(f"name {label!r}: a plain name (letters, digits, . _ -), it names the run")

@@ -39,6 +39,10 @@ Check = Callable[[Any], bool]
 
 # --- checks ----------------------------------------------------------------------------------------
 
+MAX_TIMEOUT_S = 1e7  # 115 days
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; more is a typo, and a class table that size is gigabytes
+
+
 def pos_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -91,7 +95,9 @@ class Measurement:
     accept: dict[str, list[float]] | None = setting(None, lambda v: check_bands(v) is None,
                                                     "a table of metric = [low, high] (finite, low <= high)")
     min_time_s: float = setting(0.0, number, "a non-negative number")
-    timeout_s: float = setting(600.0, lambda v: number(v) and v > 0, "a positive number of seconds")
+    # at most MAX_TIMEOUT_S: a deadline beyond it overflows the clock (1e300 s did: OverflowError)
+    timeout_s: float = setting(600.0, lambda v: number(v) and 0 < v <= MAX_TIMEOUT_S,
+                               "a positive number of seconds (at most 1e7)")
     seed: int = setting(train_default("seed"), lambda v: nonneg_int(v) and v < 2 ** 32,
                         "a non-negative integer below 2**32")
     compile: bool = setting(False, boolean, "true or false")

@@ -19,7 +19,16 @@ from diffbench.bench.accuracy import check_bands
 from diffbench.bench.overrides import apply as apply_overrides
 from diffbench.bench.protocols import BUILTIN
 from diffbench.bench.protocols import parse as parse_protocol
-from diffbench.bench.settings import SETTING_KEYS, SUITE_NAME, Check, Settings, choices, number, pos_int
+from diffbench.bench.settings import (
+    MAX_CLASSES,
+    SETTING_KEYS,
+    SUITE_NAME,
+    Check,
+    Settings,
+    choices,
+    number,
+    pos_int,
+)
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
 from diffbench.metrics.specs import HEADLINE, is_headline
 from diffbench.models.families import FAMILIES
@@ -82,7 +91,7 @@ SWEEP_KEYS: dict[str, tuple[Check, str]] = {
     "input_shapes": (_strs, "a non-empty list of input shapes such as \"4x32x32\""),
     "inputs": (_strs, "a non-empty list of input shapes such as \"4x32x32\" (the old name of input_shapes)"),
     "cond": (choices(("class", "text", "none")), "one of class, text, none"),
-    "classes": (pos_int, "a positive integer"),
+    "classes": (lambda v: pos_int(v) and v <= MAX_CLASSES, f"a positive integer (at most {MAX_CLASSES:,})"),
     "patch": (pos_int, "a positive integer"),
     "tolerance": (lambda v: number(v) and 0 < v < 1, "a number between 0 and 1"),
     "scaling": (choices(SCALINGS), " or ".join(SCALINGS)),

@@ -7,7 +7,6 @@ Every ``diffbench`` command is a thin wrapper over one of these; bad input raise
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +102,8 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
         if device != "auto" and device.split(":")[0] != chosen.split(":")[0]:
             raise ConfigError(f"--device {device} and --devices {devices} disagree; --devices alone sets the device")
         device = chosen
-    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout <= 1e7):  # 1e7 s: 115 days
+        raise ConfigError(f"timeout must be a positive number of seconds (at most 1e7), got {timeout!r}")
     if resume and out is None:
         raise ConfigError("resume needs out, the run directory to continue")
     s = suites.load(str(suite), overrides)

@@ -68,6 +68,17 @@ def _save(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.o
 
 def _load(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
           meta_expected: dict[str, str]) -> tuple[int, list[float]]:
+    try:
+        return _restore(path, model, ema, opt, meta_expected)
+    except BadInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a checkpoint changed after it was written: one line, never a traceback
+        raise BadInputError(f"{path}: a damaged checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                            "remove it to train from the start, or restore it") from None
+
+
+def _restore(path: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+             meta_expected: dict[str, str]) -> tuple[int, list[float]]:
     tensors, meta = read_safetensors(path)
     for key in ("model_config", "train_config"):
         if meta.get(key) != meta_expected[key]:

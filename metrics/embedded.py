@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from diffbench.core.errors import MissingWeightsError
+from diffbench.core.errors import BadInputError, MissingWeightsError
 from diffbench.metrics.captions import MAX_WORDS, VOCAB
 from diffbench.metrics.detectors import EMBEDDED, EMBEDDED_DIM
 from diffbench.metrics.weights import sha256_of
@@ -118,7 +118,11 @@ def _load(module: nn.Module, file: str, weights: str | None, allow_unverified: b
     if not verified and not allow_unverified:
         raise MissingWeightsError(f"{path} has sha256 {digest}, not the one in {ASSETS / 'SHA256SUMS'}; restore it "
                                   "or pass --allow-unverified-weights to mark every result unverified")
-    module.load_state_dict(load_file(str(path)), strict=True)
+    try:
+        module.load_state_dict(load_file(str(path)), strict=True)
+    except Exception as e:  # noqa: BLE001 - not safetensors, or other tensors: the same fix for the user
+        raise BadInputError(f"{path}: not this detector's weights ({' '.join(str(e).split())[:120]}); give the "
+                            f"file scripts/train_detectors.py writes, or omit --weights") from None
     return digest, verified
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,11 @@ from diffbench.metrics.stats import FeatureStats
 
 SUBDIR = "reference-stats"
 ENV = "DIFFBENCH_CACHE"
+
+
+# what reading a damaged .npz raises: truncated (BadZipFile, EOFError), wrong shapes or types (ValueError,
+# TypeError: int() of a 2-D count), a missing array (KeyError), a metadata that is not an object (AttributeError)
+DAMAGED = (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile)
 
 
 def cache_dir() -> Path | None:
@@ -140,7 +146,7 @@ def _load(path: Path, keep_features: bool, label: str, identity: dict[str, Any])
             spatial = _stats(f, "spatial_") if "spatial_sum" in f.files else None
             pool = np.array(f["pool"]) if "pool" in f.files else None
             logits = np.array(f["logits"]) if "logits" in f.files else None
-    except (OSError, ValueError, KeyError, EOFError):
+    except DAMAGED:
         return None
     if stats is None or (pool is not None and (pool.ndim != 2 or len(pool) != stats.count)):
         return None
@@ -157,8 +163,10 @@ def verify(path: Path, side: Any, k: str, content: str, count: int | None) -> st
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-    except (OSError, ValueError, KeyError, EOFError):
+    except (*DAMAGED, RecursionError):
         return "its metadata is unreadable"
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        return "its metadata is not an object of strings"
     res = tuple(int(x) for x in meta.get("resolution", "").split("x") if x.isdigit())
     if meta.get("content_sha256") != content or key(content, res or None, meta) != k:
         return "its metadata names another reference or detector than its key"
@@ -197,18 +205,30 @@ def _entries(folder: Path | None) -> list[Path]:
     return sorted(p for p in folder.iterdir() if ENTRY.fullmatch(p.name) and not p.is_symlink() and p.is_file())
 
 
+def _read_entry(p: Path) -> tuple[dict[str, Any], int, bool, str]:
+    """(metadata, images, raw features kept, "" or why the entry is damaged) of one entry, never raising."""
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            count = np.asarray(f["count"])
+            kept = "pool" in f.files
+    except (*DAMAGED, RecursionError) as e:
+        return {}, 0, False, f"damaged: unreadable ({type(e).__name__})"
+    if not isinstance(meta, dict):
+        return {}, 0, kept, "damaged: metadata is not an object"
+    if count.ndim != 0 or not np.issubdtype(count.dtype, np.integer) or int(count) < 0:
+        return meta, 0, kept, "damaged: its image count is not a whole number"
+    return meta, int(count), kept, ""
+
+
 def entries() -> list[dict[str, Any]]:
-    """One row per entry: key, source, detector, mode, images, raw features kept, size, written."""
+    """One row per entry: key, source, detector, mode, images, raw features kept, status (``ok``, or why it is
+    damaged: a damaged entry is ignored and extracted again by the commands that read it), size, written."""
     rows = []
     for p in _entries(cache_dir()):
-        try:
-            with np.load(p, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                n, kept = int(f["count"]), "pool" in f.files
-        except (OSError, ValueError, KeyError, EOFError):
-            meta, n, kept = {"source": "unreadable entry"}, 0, False
-        rows.append({"key": p.stem, "source": meta.get("source", "?"), "detector": meta.get("detector", "?"),
-                     "mode": meta.get("mode", "?"), "images": n, "features": kept,
+        meta, n, kept, damaged = _read_entry(p)
+        rows.append({"key": p.stem, "source": str(meta.get("source", "?")), "detector": str(meta.get("detector", "?")),
+                     "mode": str(meta.get("mode", "?")), "images": n, "features": kept, "status": damaged or "ok",
                      "MiB": round(p.stat().st_size / 2**20, 2),
                      "written": datetime.datetime.fromtimestamp(p.stat().st_mtime).isoformat(timespec="seconds")})
     return rows

@@ -124,6 +124,8 @@ def _read_baseline(p: Path) -> Side:
         d = json.loads(p.read_text())
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise BadInputError(f"{p}: not a baseline file ({str(e)[:80]})") from None
+    except RecursionError:
+        raise BadInputError(f"{p}: not a baseline file (JSON nested too deeply)") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise BadInputError(f"{p}: not a diffbench baseline (write one with 'diffbench baseline RUN -o FILE')")
     if not isinstance(d.get("version"), int) or d["version"] > VERSION:
@@ -132,17 +134,17 @@ def _read_baseline(p: Path) -> Side:
     try:
         for c in d["cases"]:
             for m in c["metrics"]:
-                samples = m.get("samples")
-                if samples is not None and not all(isinstance(x, (int, float)) and math.isfinite(x) for x in samples):
-                    raise ValueError(f"case {c['case_id']}, {m['metric']}: samples must be finite numbers")
-                recs.append(records.Record(c["run_id"], c["case_id"], d["suite"], c["config"], m["metric"],
-                                           m["value"], m["unit"], m["status"], m.get("error"), m.get("samples"),
-                                           extra=_extra(m, f"case {c['case_id']}, {m['metric']}"),
-                                           provenance=c["provenance"], case_size=len(c["metrics"])))
+                # every field checked as a records.jsonl line is (types, finite numbers): the same validation
+                recs.append(records.Record.from_dict({
+                    "run_id": c["run_id"], "case_id": c["case_id"], "suite": d["suite"], "config": c["config"],
+                    "metric": m["metric"], "value": m["value"], "unit": m["unit"], "status": m["status"],
+                    "error": m.get("error"), "samples": m.get("samples"),
+                    "extra": _extra(m, f"case {str(c['case_id'])[:40]}, {str(m['metric'])[:40]}"),
+                    "provenance": c["provenance"], "case_size": len(c["metrics"])}))
         device = d.get("device", {})
         if not isinstance(device, dict):
             raise ValueError("device must be an object")
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BadInputError(f"{p}: malformed baseline ({type(e).__name__}: {str(e)[:80]})") from None
     side = _from_records(recs, str(p))
     side.device = device

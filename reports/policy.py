@@ -95,9 +95,14 @@ def _rules(where: str, table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: _number(where, k, v) for k, v in table.items()}
     if "alpha" in out and not 0 < out["alpha"] < 1:
         raise ConfigError(f"{where}: alpha must be between 0 and 1, got {out['alpha']}")
-    for key in ("min_samples", "min_repetitions"):
+    for key in ("min_samples", "min_repetitions"):  # counts of values a rank test needs: whole, at least 2
         if key in out:
+            if isinstance(table[key], float) and not table[key].is_integer() or out[key] < 2:
+                raise ConfigError(f"{where}: {key} must be a whole number of at least 2, got {table[key]!r}")
             out[key] = int(out[key])
+    if "spread_warning" in out and out["spread_warning"] < 1:
+        raise ConfigError(f"{where}: spread_warning is a ratio of slowest to fastest, at least 1; got "
+                          f"{out['spread_warning']}")
     return out
 
 

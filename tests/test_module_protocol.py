@@ -84,3 +84,19 @@ def test_a_module_with_a_fused_fast_path_counts_the_same_at_every_batch_size(tmp
     # the first case was counted before any evaluation (train mode before the fix), the others after it
     assert list(run.cases.sort_values("batch_size")["gmacs"]) == pytest.approx([2 * per_layer / 1e9] * 3, rel=1e-9)
     assert model.training and model.enc.training and not model.head.training
+
+
+def test_a_function_for_a_module_and_a_batch_that_cannot_be_allocated(tmp_path):
+    """A function is a one-line UserError; a batch too large to allocate is an oom row, as in suites, and the
+    other batch sizes are measured."""
+    with pytest.raises(diffbench.UserError, match="model must be a torch.nn.Module, got function"):
+        diffbench.benchmark_module(lambda x: x, out=tmp_path / "f")
+
+    def inputs(b, device, dtype):
+        return {"input": torch.randn(b, 4, device=device) if b < 1000 else torch.empty(b, 10**12, device=device)}
+
+    run = diffbench.benchmark_module(nn.Linear(4, 4), inputs=inputs, out=tmp_path / "run", batch_sizes=(1, 10**6),
+                                     device="cpu", repeats=2, warmup=0)
+    assert run.statuses == {"ok": 1, "oom": 1}
+    row = run.records[run.records["status"] == "oom"].iloc[0]
+    assert "out of memory at batch 1000000" in row["error"]

@@ -155,3 +155,37 @@ def test_a_wrong_but_well_formed_entry_is_ignored_and_extracted_again(tmp_path, 
     fresh = cached_extract(a, det, keep_features=False)
     assert not fresh.hit and "not positive semi-definite" in caplog.text
     logging.getLogger("diffbench").removeHandler(caplog.handler)
+
+
+def test_damaged_entries_are_listed_as_damaged_and_ignored_by_fid(tmp_path, cache, cli):
+    """One entry of each damaged kind: a 2-D count, metadata that is a list, a truncated file. 'cache list' says
+    which and exits 0; fid with that cache equals fid with an empty one."""
+    from diffbench.diffusion import datasets
+    from diffbench.metrics.detectors import build_detector
+    from diffbench.metrics.refcache import cached_extract
+
+    images = datasets.digits(8).images
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(a, arr_0=images[:120].permute(0, 2, 3, 1).numpy())
+    np.savez(b, arr_0=images[120:240].permute(0, 2, 3, 1).numpy())
+    clean = cli("fid", str(a), str(b), "--detector", "digits", "--format", "json")
+    assert clean.returncode == 0, clean.stderr
+    det = build_detector("digits")
+    keys = [cached_extract(src, det).key for src in (a, b, images[:50])]
+    paths = [cache / f"{k}.npz" for k in keys]
+    with np.load(paths[0], allow_pickle=False) as f:
+        arrays = {k: np.array(f[k]) for k in f.files}
+    np.savez(paths[0], **{**arrays, "count": np.array([[arrays["count"]]])})  # a 2-D count
+    with np.load(paths[1], allow_pickle=False) as f:
+        arrays = {k: np.array(f[k]) for k in f.files}
+    np.savez(paths[1], **{**arrays, "meta": np.array(json.dumps(["a", "list"]))})  # metadata that is a list
+    paths[2].write_bytes(paths[2].read_bytes()[:300])  # truncated
+    listed = cli("cache", "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    status = {r["key"]: r["status"] for r in json.loads(listed.stdout)}
+    assert status[keys[0]] == "damaged: its image count is not a whole number"
+    assert status[keys[1]] == "damaged: metadata is not an object"
+    assert status[keys[2]].startswith("damaged: unreadable")
+    again = cli("fid", str(a), str(b), "--detector", "digits", "--format", "json")
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert json.loads(again.stdout)["fid"] == json.loads(clean.stdout)["fid"]

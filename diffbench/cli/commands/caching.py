@@ -29,7 +29,8 @@ def run_cache(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=1))
         elif where is not None:
             if rows:
-                print(render(rows, ("key", "source", "detector", "mode", "images", "features", "MiB", "written")))
+                print(render(rows, ("key", "source", "detector", "mode", "images", "features", "status", "MiB",
+                                    "written")))
             print(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'} in {where}")
     if where is None:
         print("the reference cache is off (DIFFBENCH_CACHE=off)")

@@ -11,7 +11,8 @@ from pathlib import Path
 import diffbench
 from diffbench.bench.formatting import render
 from diffbench.bench.overrides import parse_assignments
-from diffbench.cli.app import arg, command, non_negative_int, positive_float, positive_int
+from diffbench.bench.settings import MAX_TIMEOUT_S
+from diffbench.cli.app import arg, command, non_negative_int, number, positive_float, positive_int
 from diffbench.core.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ from diffbench.core.errors import ConfigError
         arg("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
             help="override a suite setting (repeatable): train_steps=100 ([defaults]), sweeps.dit.train_steps=100 "
                  "(a sweep by name or by a family it holds; sweeps.*.KEY: all), report.metric=kid"),
-        arg("--timeout", type=positive_float, metavar="SECONDS",
+        arg("--timeout", type=number(float, above=0, below=MAX_TIMEOUT_S + 1), metavar="SECONDS",
             help="per-case timeout (default: the suite's timeout_s)"),
         arg("--keep-failed", action="store_true",
             help="with --resume: keep cases that failed (timeout, error, crash, oom) instead of retrying them"),
