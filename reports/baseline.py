@@ -20,6 +20,7 @@ from typing import Any
 from diffbench.core import records
 from diffbench.core.errors import BadInputError
 from diffbench.core.files import write_text_atomic
+from diffbench.metrics.specs import METRICS, MetricKey
 
 FORMAT = "diffbench-baseline"
 VERSION = 2  # 2: extra.repetitions and the device facts kept (1 is still read)
@@ -66,7 +67,21 @@ def _label(config: dict[str, Any], case_id: str) -> str:
     return "/".join(p for p in parts if p and p != "bNone")
 
 
+def _checked(r: records.Record) -> records.Record:
+    """A record whose metric the registry names and whose config's model is an object: what compare relies on."""
+    key = MetricKey.read(r.metric)
+    if r.metric != "case" and (key is None or key.base not in METRICS):
+        raise ValueError(f"case {r.case_id[:40]}: {r.metric[:40]!r} is not a metric this diffbench knows")
+    if not isinstance(r.config.get("model", {}), dict):
+        raise ValueError(f"case {r.case_id[:40]}: config.model must be an object")
+    return r
+
+
 def _from_records(recs: list[records.Record], source: str) -> Side:
+    try:
+        recs = [_checked(r) for r in recs]
+    except ValueError as e:
+        raise BadInputError(f"{source}: {e}; give a run or baseline written by diffbench") from None
     if not recs:
         raise BadInputError(f"{source}: no records; give a run directory written by 'diffbench run' or a baseline")
     latest: dict[str, str] = {}
