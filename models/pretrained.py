@@ -52,6 +52,8 @@ def is_pipeline_dir(path: str | Path) -> bool:
 def _json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())
+    except RecursionError:
+        raise BadInputError(f"{path}: JSON nested too deeply") from None
     except (OSError, ValueError) as e:
         raise BadInputError(f"{path}: not readable JSON ({' '.join(str(e).split())[:80]})") from None
     if not isinstance(data, dict):
@@ -86,17 +88,49 @@ def inspect_dir(path: str | Path) -> PipelineDir:
     if denoiser is None:
         raise BadInputError(f"{d}: no denoiser among its components ({', '.join(components)}); expected one of "
                             f"{', '.join(DENOISERS[:2])}")
-    den = _json(d / denoiser / "config.json") if (d / denoiser / "config.json").is_file() else {}
-    size = den.get("sample_size", 64)
-    size = int(size[0] if isinstance(size, (list, tuple)) else size)
-    factor, channels = 1, int(den.get("out_channels") or den.get("in_channels") or 3)
+    den_path = d / denoiser / "config.json"
+    den = _json(den_path) if den_path.is_file() else {}
+    size = _field(den, "sample_size", 64, den_path, lambda v: _count(v, 4096) or (
+        isinstance(v, list) and 1 <= len(v) <= 2 and all(_count(x, 4096) for x in v)), "a size of 1 to 4096",
+                  nullable=False)  # the pipeline's default height is read from it: null fails in diffusers
+    size = size[0] if isinstance(size, list) else size
+    factor = 1
+    channels = _field(den, "out_channels", None, den_path, lambda v: _count(v, 64), "a channel count of 1 to 64") \
+        or _field(den, "in_channels", 3, den_path, lambda v: _count(v, 64), "a channel count of 1 to 64")
     ae = next((n for n in AUTOENCODERS if n in components), None)
     if ae is not None and (d / ae / "config.json").is_file():
-        ae_cfg = _json(d / ae / "config.json")
-        factor = 2 ** (len(ae_cfg.get("block_out_channels", [0])) - 1)
-        channels = int(ae_cfg.get("out_channels", 3))
-    classes = int(den.get("num_embeds_ada_norm") or den.get("num_class_embeds") or 0) if cond == "class" else 0
+        ae_path = d / ae / "config.json"
+        ae_cfg = _json(ae_path)
+        blocks = _field(ae_cfg, "block_out_channels", [0], ae_path, lambda v: isinstance(v, list) and 1 <= len(v) <= 8
+                        and all(_count(x, 16384) or x == 0 for x in v), "a list of 1 to 8 widths")
+        factor = 2 ** (len(blocks) - 1)
+        channels = _field(ae_cfg, "out_channels", 3, ae_path, lambda v: _count(v, 64), "a channel count of 1 to 64")
+    classes = 0
+    if cond == "class":
+        for key in ("num_embeds_ada_norm", "num_class_embeds"):
+            classes = classes or _field(den, key, 0, den_path, lambda v: v is None or v == 0 or _count(v, 100_000),
+                                        "a class count of 1 to 100,000") or 0
+    if size * factor > 16384:
+        raise BadInputError(f"{d}: images of {size * factor} px a side (sample_size {size} x the autoencoder's "
+                            f"{factor}); at most 16384")
     return PipelineDir(str(d), cls.__name__, components, cond, classes, (channels, size * factor, size * factor))
+
+
+def _count(v: Any, most: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= most
+
+
+def _field(cfg: dict[str, Any], key: str, default: Any, path: Path, ok: Any, expected: str,
+           nullable: bool = True) -> Any:
+    """``cfg[key]`` (or ``default`` when absent, or null where ``nullable``), checked before anything is built from
+    it: a config that parses is still untrusted (a string sample_size crashed in int(), 10^12 overflowed the
+    allocator)."""
+    value = cfg.get(key)
+    if value is None and (nullable or key not in cfg):
+        return default
+    if not ok(value):
+        raise BadInputError(f"{path}: {key} is {str(value)[:60]!r}; expected {expected}")
+    return value
 
 
 def load_dir(path: str | Path, scheduler: str = "own", device: str = "cpu") -> Any:

@@ -178,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except UserError as e:
         message = " ".join(str(e).split())  # always one line
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        if _is_writer():  # under torchrun every rank fails alike: rank 0 alone says so (torchrun's report follows)
+            print(f"{PROG}: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -190,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {e.strerror or type(e).__name__}{where}; free space or choose another path",
               file=sys.stderr)
         return 2
+
+
+def _is_writer() -> bool:
+    try:
+        return distributed.from_env().is_writer
+    except UserError:  # RANK/WORLD_SIZE themselves are wrong: say so from every process
+        return True
 
 
 if __name__ == "__main__":
