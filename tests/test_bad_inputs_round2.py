@@ -187,3 +187,30 @@ def test_fuzzed_baselines_and_policies_through_compare_end_in_a_user_error_at_wo
                              and not isinstance(v, dict)))
     with contextlib.suppress(diffbench.UserError):  # anything else escaping is the failure
         diffbench.compare(base, kit / "good", policy=pol)
+
+
+@pytest.mark.parametrize("tamper", ["step", "losses", "tensor"])
+def test_a_tampered_training_checkpoint_is_one_line(tmp_path, capsys, tamper):
+    """diffbench train --checkpoint-every 1, then a checkpoint edited by hand: resuming is one line, no traceback."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    args = ["train", "dit", "--dataset", "digits", "--steps", "2", "--checkpoint-every", "1", "--autoencoder-steps",
+            "1", "--batch-size", "4", "--out", str(tmp_path / "t")]
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    ckpt = tmp_path / "t" / "parts" / "denoiser" / "checkpoint.safetensors"
+    with safe_open(str(ckpt), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(ckpt))
+    if tamper == "step":
+        meta["step"] = "two"
+    elif tamper == "losses":
+        meta["losses"] = "[1, "
+    else:
+        name = next(k for k in tensors if k.startswith("model."))
+        tensors[name] = torch.zeros(3)
+    save_file(tensors, str(ckpt), metadata=meta)
+    code, _, err = run_main(args, capsys)
+    assert_user_error(code, err, "checkpoint.safetensors", tmp_path)

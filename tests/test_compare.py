@@ -204,7 +204,8 @@ def test_a_baseline_with_nan_samples_is_refused(tmp_path, cli):
     doc["cases"][0]["metrics"][2]["samples"][0] = float("nan")
     base.write_text(json.dumps(doc))  # json writes NaN, as a hand-edited or corrupted file may hold
     p = cli("compare", str(base), str(a))
-    assert p.returncode == 2 and "samples must be a list of finite numbers" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert p.returncode == 2 and "samples must be a list of finite numbers" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
 
 
 def _rep_run(d: Path, reps: list[float], seed: int = 0) -> Path:
