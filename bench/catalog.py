@@ -19,9 +19,9 @@ class Listing:
 
 
 def _families() -> list[dict[str, Any]]:
-    from diffbench.models.families import FAMILIES
+    from diffbench.models.about import ABOUT  # the families' words, without their networks (torch)
 
-    return [{"name": n, "title": f.title, "description": f.description} for n, f in FAMILIES.items()]
+    return [{"name": n, "title": title, "description": text} for n, (title, text) in ABOUT.items()]
 
 
 def _presets() -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.models import shapes
+from diffbench.models.about import about
 from diffbench.models.family import FAMILIES, Family, Inputs, labels, noise_and_time, transformer_width_step
 from diffbench.models.layers import Attention, CrossAttention, Mlp, PatchEmbed, check_divisible, sincos_pos_embed_2d
 from diffbench.models.layers import timestep_embedding as _timestep_embedding
@@ -294,7 +295,7 @@ def dit_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 
 FAMILIES.add("dit", Family(
-    "dit", "DiT", "ViT with adaLN-Zero conditioning (Peebles & Xie 2023); also adaLN / cross-attention / in-context",
+    *about("dit"),
     DiTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), patch_inputs,
     lambda m, i: m(i["x"], i["t"], i.get("y")),
     lambda: DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=10),

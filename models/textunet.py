@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from diffbench.core.errors import ConfigError
+from diffbench.models.about import about
 from diffbench.models.family import FAMILIES, Family, Inputs, unet_width_step
 from diffbench.models.unet import unet_inputs, with_low_res
 
@@ -149,8 +150,7 @@ def _denoise(m: nn.Module, i: Inputs) -> torch.Tensor:
 
 
 FAMILIES.add("unet-glide", Family(
-    "unet-glide", "GLIDE U-Net",
-    "pixel U-Net with text tokens in every attention layer (GLIDE, unCLIP decoder, Imagen-style) via diffusers",
+    *about("unet-glide"),
     TextUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _inputs, _denoise,
     lambda: TextUNetConfig(image_size=8, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                            attention_resolutions=(4,), num_head_channels=16, context_dim=16, context_tokens=5,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from diffbench.core.errors import ConfigError
+from diffbench.models.about import about
 from diffbench.models.family import FAMILIES, Family, Inputs, labels, noise_and_time, unet_width_step
 from diffbench.models.presets import add_preset
 from diffbench.models.shapes import (
@@ -324,7 +325,7 @@ def ldm_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 
 FAMILIES.add("unet-adm", Family(
-    "unet-adm", "ADM U-Net", "pixel U-Net of guided-diffusion (Dhariwal & Nichol 2021) via diffusers UNet2DModel",
+    *about("unet-adm"),
     ADMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), unet_inputs,
     lambda m, i: m(with_low_res(i), i["t"], class_labels=i.get("y")).sample,
     lambda: ADMUNetConfig(image_size=8, in_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
@@ -334,8 +335,7 @@ FAMILIES.add("unet-adm", Family(
 ))
 
 FAMILIES.add("unet-ldm", Family(
-    "unet-ldm", "LDM U-Net",
-    "latent U-Net with cross-attention (LDM / Stable Diffusion) via diffusers UNet2DConditionModel",
+    *about("unet-ldm"),
     LDMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _ldm_inputs,
     lambda m, i: m(with_low_res(i), i["t"], encoder_hidden_states=i["context"], class_labels=i.get("y"),
                    added_cond_kwargs=i.get("added")).sample,

@@ -20,6 +20,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.models import shapes
+from diffbench.models.about import about
 from diffbench.models.family import FAMILIES, Family, Inputs, labels, noise_and_time, transformer_width_step
 from diffbench.models.layers import Attention, Mlp, PatchEmbed, check_divisible, timestep_embedding
 from diffbench.models.presets import add_preset
@@ -223,7 +224,7 @@ def uvit_structures(shape: InputShape, cond: Conditioning, patch: int | None = N
 
 
 FAMILIES.add("uvit", Family(
-    "uvit", "U-ViT", "ViT with long skips, every input a token (Bao et al. 2023)",
+    *about("uvit"),
     UViTConfig, lambda c: (c.in_chans, c.img_size, c.img_size), _inputs, _denoise,
     lambda: UViTConfig(img_size=8, patch_size=2, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=11),
     width_field="embed_dim", depth_field="depth", width_step=transformer_width_step, condition=_condition,

@@ -16,6 +16,7 @@ from torch import nn
 
 from diffbench.core.errors import ConfigError
 from diffbench.models import shapes
+from diffbench.models.about import about
 from diffbench.models.dit import class_or_none, patch_inputs
 from diffbench.models.family import FAMILIES, Family, transformer_width_step
 from diffbench.models.layers import PatchEmbed, check_divisible, timestep_embedding
@@ -107,7 +108,7 @@ def vit_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 def _register() -> None:
     FAMILIES.add("vit", Family(
-        "vit", "ViT", "plain isotropic transformer, in-context conditioning, no long skips (baseline)",
+        *about("vit"),
         ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), patch_inputs,
         lambda m, i: m(i["x"], i["t"], i.get("y")),
         lambda: ViTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2,

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import ROOT
 
 LIGHT = [["--help"], ["--version"], ["run", "--help"], ["report", "--help"], ["list", "metrics"], ["list", "suites"],
-         ["list", "protocols"], ["list", "detectors"], ["list", "commands"], ["list", "presets"]]
+         ["list", "protocols"], ["list", "detectors"], ["list", "commands"], ["list", "presets"], ["list", "families"]]
 
 
 def imported(args: list[str]) -> set[str]:
@@ -25,3 +25,11 @@ def test_help_version_and_listings_do_not_import_torch(args):
     assert "diffbench.cli" in mods  # the import log is read
     heavy = sorted(m for m in mods if m.split(".")[0] in ("torch", "pandas", "scipy", "diffusers", "transformers"))
     assert not heavy, heavy[:5]
+
+
+def test_the_families_words_are_written_once():
+    """list families reads models/about.py; the registrations take their title and description from it."""
+    from diffbench.models.about import ABOUT
+    from diffbench.models.families import FAMILIES
+
+    assert [(n, f.title, f.description) for n, f in FAMILIES.items()] == [(n, *ABOUT[n]) for n in ABOUT]
