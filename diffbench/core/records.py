@@ -131,6 +131,25 @@ def _is(v: Any, kinds: tuple[type, ...]) -> bool:
     return isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(token: str) -> Any:
+    """json's hook for NaN, Infinity and -Infinity: not JSON, and a record holds finite numbers only (one that
+    held them could not be written back by --resume)."""
+    raise _NonFinite(f"{token} is not a JSON number")
+
+
+def _where_non_finite(line: bytes) -> str:
+    """The fields of a line that hold NaN or an infinity, for the problem's message."""
+    try:
+        loose = json.loads(line)
+    except (ValueError, RecursionError):
+        return "a field"
+    return ", ".join(k for k, v in loose.items() if not _strict_json(v)) if isinstance(loose, dict) else "a field"
+
+
 def _strict_json(value: Any) -> bool:
     try:
         json.dumps(value, default=_json_default, allow_nan=False)
@@ -239,11 +258,15 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
             continue
         torn = i == len(lines) and not last_complete
         try:
-            d = json.loads(line)
+            d = json.loads(line, parse_constant=_no_constant)
             if not isinstance(d, dict):
                 raise ValueError("not a JSON object")
         except RecursionError:
             problems.append(f"{path}:{i}: unreadable line skipped ({len(line)} bytes): nested too deeply")
+            unreadable.append(line.decode(errors="replace"))
+            continue
+        except _NonFinite as e:
+            problems.append(f"{path}:{i}: invalid record skipped: {_where_non_finite(line)}: {e}")
             unreadable.append(line.decode(errors="replace"))
             continue
         except (ValueError, UnicodeDecodeError) as e:
