@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from diffbench.core.files import output_dir, write_text_atomic
-from diffbench.metrics.specs import MetricKey, is_detector_quality, spec_of
+from diffbench.metrics.specs import MetricKey, is_detector_quality
 from diffbench.reports import plots, tables, verdict
 from diffbench.reports.fits import PowerLaw, best_power_law, correlation, fit_family, fixed_effects_slope
 from diffbench.reports.load import RunData, load_run, unavailable_reasons
@@ -94,7 +94,7 @@ def _family_section(wide: pd.DataFrame, quality: str) -> tuple[Section | None, s
     """DiT's view within each family: does the quality metric improve with compute, beyond the noise of its own
     measurements? One exponent per family (its interval from the points' own uncertainty), monotonicity shown
     explicitly, and one exponent shared by all families with a fixed offset each."""
-    better = "lower" if quality == "paper_fid" else (spec_of(quality).better or "lower")
+    better = verdict.direction(quality)
     se_col = f"{quality} se"
     cols = ["family", "label", "gmacs", quality] + [c for c in (se_col, "cond_gain") if c in wide]
     df = _backbones(wide)[cols].dropna(subset=["gmacs", quality])
@@ -237,7 +237,7 @@ def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str)
                         "compares size and speed only (tables below).")]
     h2h = verdict.head_to_head(wide, quality) if quality != "paper_fid" else None
     hint = "" if origin.startswith("fixed") else "; a suite fixes it with [report] metric, report --metric overrides"
-    head = (f"Headline metric: {MetricKey.parse(quality).header()}, {verdict.qualified_direction(quality)} is better "
+    head = (f"Headline metric: {MetricKey.parse(quality).header()}, {verdict.direction(quality)} is better "
             f"({origin}{hint}). Intervals are 95%. " + (verdict.scale_note(quality) if quality != "paper_fid" else ""))
     found = verdict.at_matched_size(wide, quality, h2h) if quality != "paper_fid" else []
     found += [verdict.per_compute(wide, quality), scaling]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from diffbench.metrics.specs import MetricKey, is_detector_quality, qualified
+from diffbench.metrics.specs import MetricKey, is_detector_quality, spec_of
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 # with no choice made, the headline is the first of these measured on at least MIN_MODELS backbones: a fixed
@@ -95,7 +95,7 @@ def head_to_head(wide: pd.DataFrame, column: str) -> pd.DataFrame | None:
     """Each system against the best at its matched size: the difference in ``column`` (other minus best) and its
     95% interval, normal from the two values' bootstrap standard errors taken as independent. They share the
     reference set, so the true interval is narrower: a difference called beyond noise here is beyond it."""
-    better = qualified_direction(column)
+    better = direction(column)
     df = backbones(wide).dropna(subset=[column])
     rows = []
     for size, g in matched_groups(df):
@@ -114,8 +114,10 @@ def head_to_head(wide: pd.DataFrame, column: str) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
-def qualified_direction(column: str) -> str:
-    return "lower" if MetricKey.parse(column).base in qualified("quality", "detector", "lower") else "higher"
+def direction(column: str) -> str:
+    """Which way is better for a quality column: the registry's word (a paper's FID, not a recorded metric, is
+    lower-better; the former name-based rule called it higher-better)."""
+    return "lower" if column == "paper_fid" else (spec_of(column).better or "lower")
 
 
 def _value(e: Estimate) -> str:
@@ -129,7 +131,7 @@ def at_matched_size(wide: pd.DataFrame, column: str, h2h: pd.DataFrame | None) -
     df = backbones(wide).dropna(subset=[column])
     out = []
     for size, g in matched_groups(df):
-        g = g.sort_values(column, ascending=qualified_direction(column) == "lower", kind="stable")
+        g = g.sort_values(column, ascending=direction(column) == "lower", kind="stable")
         best, second = g.iloc[0], g.iloc[1]
         row = None if h2h is None else h2h[(h2h["matched size"] == size) & (h2h["other system"] == second["label"])]
         said = {"yes": "beyond noise", "no": "within noise", "n/a": "no interval to tell"}
@@ -145,7 +147,7 @@ def per_compute(wide: pd.DataFrame, column: str) -> str:
     df = backbones(wide).dropna(subset=[column, "gmacs"]).sort_values(["gmacs", column], kind="stable")
     if len(df) < 2:
         return ""
-    lower = qualified_direction(column) == "lower"
+    lower = direction(column) == "lower"
     front, best = [], np.inf
     for _, r in df.iterrows():
         v = r[column] if lower else -r[column]

@@ -192,3 +192,15 @@ def test_the_report_in_chromium_at_1400_px_opens_on_its_answer_and_fits_the_page
     headings = dict(layout["h2"])
     assert headings["Summary"] < headings["Head to head"] < layout["first"] < 900, layout
 
+
+
+def test_a_papers_fid_heads_the_report_as_lower_is_better(tmp_path):
+    """Runs of presets with only the paper's FID: it heads the summary, lower-better (the name-based rule called
+    it higher-better and drew the compute front the wrong way)."""
+    from tests.test_reports import make_run
+
+    build(make_run(tmp_path / "run"), tmp_path / "out", formats=("md",))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Headline metric: paper_fid, lower is better" in md
+    front = next(line for line in md.splitlines() if line.startswith("- Per unit of compute"))
+    assert front.startswith("- Per unit of compute") and "DiT-XL/2 (" in front  # the best FID, 19.47, is on it
