@@ -37,7 +37,7 @@ def edited(sd: Path, dest: Path, part: str, **fields) -> Path:
     ("unet", {"out_channels": "three"}, "out_channels is 'three'"),
     ("vae", {"block_out_channels": 128}, "block_out_channels is '128'"),
     ("vae", {"block_out_channels": [8] * 20}, "block_out_channels"),
-    ("unet", {"sample_size": 4096}, "at most 16384"),  # 4096 x the autoencoder's 2: 8192 px ... x 4 would be
+    ("unet", {"sample_size": 4096}, "at most 16384"),  # with the VAE set to 4 levels below: 4096 x 8 px a side
 ])
 def test_config_fields_are_checked_before_anything_is_built(sd, tmp_path, cli, part, fields, says):
     bad = edited(sd, tmp_path / "bad", part, **fields)
