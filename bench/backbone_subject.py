@@ -3,6 +3,7 @@ one with released weights (an official checkpoint, scored by a protocol)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -12,10 +13,12 @@ from diffbench.bench.spec import BackboneRef, CaseSpec
 from diffbench.bench.subjects import Evaluation, Held, train_config
 from diffbench.core.errors import CaseUnsupported
 from diffbench.core.progress import progress
-from diffbench.diffusion import datasets
+from diffbench.diffusion.config import Loop
+from diffbench.diffusion.resolve import open_source
 from diffbench.diffusion.sampling import sample, to_uint8
+from diffbench.diffusion.sources import DataSource, TensorSource, Unconditioned
 from diffbench.diffusion.training import train
-from diffbench.metrics.captions import VOCAB, tokenize
+from diffbench.metrics.captions import VOCAB
 from diffbench.metrics.reading import Reading
 from diffbench.models.api import config_from_dict, count, file_sha256, load_checkpoint
 from diffbench.models.denoiser import Denoiser
@@ -48,9 +51,10 @@ class BackboneSubject:
         assert isinstance(spec.model, BackboneRef)
         self.spec, self.family = spec, FAMILIES.get(spec.model.family)
         self.config = config_from_dict(self.family.config_cls, spec.model.config)
-        self.dataset = spec.training.dataset if spec.training else "digits"
-        self.cond = "text" if self.dataset == "shapes" else spec.cond
-        self.num_classes = 10  # the embedded datasets' classes (digits 0-9)
+        t = spec.training
+        self.dataset = t.dataset if t else "digits"
+        self.cond = "text" if self.dataset == "shapes" else spec.cond  # a captioned folder says so when opened
+        self.num_classes = 10  # the embedded digits' classes; a class-folder tree's count when opened
         self.ema: Any = None
         self._model: Any = None
         self.sampling: dict[str, Any] = {}  # how a pretrained backbone was sampled (variance, guided channels)
@@ -67,34 +71,58 @@ class BackboneSubject:
         return None if counts.get("flops") is None else counts["flops"].value
 
     @functools.cached_property
-    def _dataset(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 images, labels or caption ids): built once, trained on and scored against."""
+    def source(self) -> DataSource:
+        """What it trains on and is scored against (``diffusion/sources.py``), opened once, as the network takes
+        it: the grey digits as one channel for a one-channel input."""
+        t = self.spec.training
+        assert t is not None, "a backbone trains on a dataset only when its case trains"
         channels, res, _ = self.family.input_shape(self.config)
-        if self.dataset == "digits":  # grey: one channel where the input has one, else the grey repeated
-            if channels not in (1, 3):
-                raise CaseUnsupported(f"the digits are grey: give the input 1 or 3 channels, not {channels}")
-            d = datasets.digits(res)
-            return (d.images[:, :1].contiguous() if channels == 1 else d.images), d.labels
-        if channels != 3:
-            raise CaseUnsupported(f"the shapes dataset is in colour: give the input 3 channels, not {channels}")
-        d = datasets.shapes(3000, res, seed=self.spec.seed + 1)
-        return d.images, tokenize(d.captions or [])
+        src = open_source(t.dataset, t.data_resolution or res, self.spec.seed, t.skip_bad, t.fid_detector)
+        src.flippable = src.flippable and t.flip
+        if src.latent:
+            if src.shape != self.family.input_shape(self.config):
+                raise CaseUnsupported(f"the latents of {t.dataset} are {tuple(src.shape)}; the backbone takes "
+                                      f"{self.family.input_shape(self.config)}")
+        elif src.shape[-1] != res:
+            raise CaseUnsupported(f"{t.dataset} is decoded at {src.shape[-1]} px; the backbone takes {res} px "
+                                  "(data_resolution = 0 decodes at the backbone's)")
+        elif isinstance(src, TensorSource) and t.dataset == "digits" and channels == 1:  # grey: one channel
+            src = dataclasses.replace(src, images=src.images[:, :1].contiguous())
+        elif channels != 3:
+            raise CaseUnsupported(f"{t.dataset} is in colour: give the input 3 channels, not {channels}"
+                                  + (" (the digits are grey: 1 or 3)" if t.dataset == "digits" else ""))
+        if src.cond == "text":
+            self.cond = "text"
+        elif src.cond == "class" and self.cond == "class":
+            if src.classes > self.spec.classes:
+                raise CaseUnsupported(f"{t.dataset} has {src.classes} classes; the backbone knows "
+                                      f"{self.spec.classes} (classes = {self.spec.classes})")
+            self.num_classes = src.classes
+        return src
+
+    @property
+    def detector(self) -> str:
+        """The detector its samples are scored with: the suite's, else its dataset's own."""
+        return self.source.detector
 
     def reference_images(self) -> torch.Tensor:
-        return self._dataset[0]
+        return self.source.reference().x
 
-    def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and conditions (labels or caption ids) the backbone trains on."""
-        return self._dataset
+    def training_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images and conditions (labels or caption ids) of the training set: the whole of an embedded one, the
+        scoring reference of one on disk (for the condition gain)."""
+        b = self.source.reference()
+        return b.x, b.conds
 
     def train(self, out_dir: str, stop_after: int | None = None) -> dict[str, Any]:
-        images, conds = self._dataset
+        source, p = self.source, self.spec.placement
         torch.manual_seed(self.spec.seed)
-        model = Denoiser(self.family.name, self.config, self.cond, num_classes=10, vocab=len(VOCAB))
+        model = Denoiser(self.family.name, self.config, self.cond, num_classes=self.num_classes, vocab=len(VOCAB))
         self.config = model.config  # counted and timed as conditioned for training
-        self.ema, result = train(model, images, conds if self.cond != "none" else None, train_config(self.spec),
-                                 out_dir, flops_per_image=count(model.config).flops, device=self.spec.device,
-                                 stop_after=stop_after)
+        loop = Loop(workers=p.data_workers, micro_batch=p.micro_batch, compile=self.spec.compile)
+        self.ema, result = train(model, source if self.cond != "none" else Unconditioned(source), None,
+                                 train_config(self.spec), out_dir, flops_per_image=count(model.config).flops,
+                                 device=self.spec.device, stop_after=stop_after, loop=loop)
         return {"": result}
 
     def sample(self, n: int, held: Held) -> torch.Tensor:
@@ -106,8 +134,11 @@ class BackboneSubject:
         shape = self.family.input_shape(self.config)
         if self.ema is not None:
             pred = self.spec.training.prediction if self.spec.training else "epsilon"
-            return torch.cat(list(sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance,
-                                         self.spec.seed, batch_size=128, device=self.spec.device, prediction=pred)))
+            latent = getattr(self.source, "latent", False)  # trained on latents: decoded by their autoencoder
+            decoder = _decoder(self.source.autoencoder, shape, self.spec.device) if latent else None
+            batches = sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,
+                             batch_size=128, device=self.spec.device, prediction=pred, raw=decoder is not None)
+            return torch.cat([decoder(b) if decoder is not None else b for b in batches])
         assert weights is not None
 
         model = PretrainedBackbone(self.family, self._weighted(), self.spec.cond, self.spec.classes)

@@ -20,6 +20,7 @@ from diffbench.bench.pipeline_subject import PipelineSubject
 from diffbench.bench.provenance import collect
 from diffbench.bench.spec import CaseSpec, DiffusersRef, PipelineRef
 from diffbench.bench.subjects import Subject
+from diffbench.core import distributed
 from diffbench.core.records import Record, stamp, utc_now
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.specs import check, metric_name
@@ -48,6 +49,8 @@ def execute(spec: CaseSpec, run_id: str, suite: str, case_id: str, name: str) ->
     elif spec.measures("train", "quality"):  # trained here to its budget (and scored on its dataset)
 
         readings.update(train_and_score(subject, spec))
+        if not distributed.current().is_writer:  # the other ranks of a data-parallel case only train
+            return []
     phases = spec.measures("train", "quality")  # where a training or scoring case's time went
     t0 = time.perf_counter()
     counts = subject.counts() if spec.measures("counts") else {}

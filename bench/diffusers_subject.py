@@ -47,6 +47,7 @@ class DiffusersSubject:
         self.info = inspect_dir(m.path)
         self.cond, self.num_classes = self.info.cond, max(self.info.classes, 1)
         self.dataset = "protocol"
+        self.detector = "protocol"  # the protocol names its own
         torch.manual_seed(spec.seed)
         self.pipe = load_dir(m.path, spec.sampler.scheduler, spec.device)
         self.instrument = Instrument(spec.device, enabled=False).attach(self.pipe)

@@ -4,16 +4,19 @@ embedded CLIP (CLIP score with the samples' own captions and with captions shift
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from diffbench.bench import precision
+from diffbench.bench import precision, workdir
 from diffbench.bench.backbone_subject import BackboneSubject
 from diffbench.bench.protocols import conditions
 from diffbench.bench.spec import CaseSpec
@@ -22,12 +25,47 @@ from diffbench.core.files import atomic_path, output_dir
 from diffbench.diffusion.conditioning import condition_gain
 from diffbench.metrics import clip_score, quality
 from diffbench.metrics.detectors import build_detector, describe
+from diffbench.metrics.device import device_name
 from diffbench.metrics.intervals import bootstrap
+from diffbench.metrics.mfu import peak_for
 from diffbench.metrics.quality import extract, load_side
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.refcache import cached_extract
 from diffbench.metrics.specs import MetricKey, metric_name
 from diffbench.metrics.stats import is_stats_file
+
+
+def loop_readings(results: dict[str, Any], device: str) -> dict[str, Reading]:
+    """The training loop's own measurements (``diffusion/steps.py``'s StepTimer) over every part it trained (a
+    pipeline's stages together): throughput, step time, the fraction spent waiting for data, and training MFU where
+    the device's peak is known."""
+    timed = [r for r in results.values() if r.timing.get("timed_steps")]
+    if not timed:
+        return {}
+    steps = [ms for r in timed for ms in r.timing["step_ms"]]
+    busy = sum(steps) / 1e3
+    images = sum(r.timing["images_per_s"] * sum(r.timing["step_ms"]) / 1e3 for r in timed)
+    world = {"world_size": max(r.timing["world_size"] for r in timed), "timed_steps": len(steps),
+             "resumed_from": max(r.resumed_from for r in timed), **({"parts": len(timed)} if len(timed) > 1 else {})}
+    q = np.quantile(np.asarray(steps), [0.5, 0.9])
+    waits = sum(r.timing["data_wait_fraction"] * sum(r.timing["step_ms"]) / 1e3 for r in timed)
+    out = {"train_images_per_s": Reading(images / busy, "img/s", extra=world),
+           "train_step_ms": Reading(float(q[0]), "ms", samples=steps,
+                                    extra={**world, "p90_ms": float(q[1]),
+                                           "first_step_ms": timed[0].timing["first_step_s"] * 1e3}),
+           "train_data_wait": Reading(waits / busy, "1", extra=world)}
+    flops = sum(r.train_flops or 0 for r in timed)
+    seen = sum(r.images_seen for r in timed)
+    mode = "bf16" if device.startswith("cuda") else "fp32"
+    peak, source = peak_for(device_name(device), mode)
+    if not flops or not seen:
+        out["train_mfu"] = Reading.unavailable("1", "the training FLOPs were not counted")
+    elif peak is None:
+        out["train_mfu"] = Reading.unavailable("1", source)
+    else:  # the FLOPs of an image (3 x forward) x the images trained per second, over the world's peak
+        out["train_mfu"] = Reading(flops / seen * images / busy / (peak * world["world_size"]), "1",
+                                   extra={"peak_source": source, **world})
+    return out
 
 
 def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]:
@@ -40,8 +78,10 @@ def training_readings(results: dict[str, Any], steps: int) -> dict[str, Reading]
         out[metric_name("train_loss_last", part)] = Reading(sum(r.losses[-k:]) / k, "1")
     parts = [p for p in results if p]
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}  # which weights are scored, per part
+    resumed = {p or "model": r.resumed_from for p, r in results.items() if r.resumed_from}
     out["train_steps"] = Reading(steps, "steps",
-                                 extra={**({"per": "part", "parts": parts} if parts else {}), "scored": scored})
+                                 extra={**({"per": "part", "parts": parts} if parts else {}), "scored": scored,
+                                        **({"resumed_from": resumed} if resumed else {})})
     out["train_seconds"] = Reading(sum(r.seconds for r in results.values()), "s")
     flops = [r.train_flops for p, r in results.items() if p != "autoencoder"]
     out["train_flops"] = Reading(sum(flops) if flops and all(flops) else None, "FLOP",
@@ -57,19 +97,21 @@ def condition_reading(subject: Subject, spec: CaseSpec) -> Reading | None:
         return None
 
     images, conds = subject.training_data()
+    if conds is None:
+        return None
     g = condition_gain(subject.ema, images, conds, spec.training.prediction if spec.training else "epsilon",
                        seed=spec.seed, device=spec.device)
     return Reading(g.gain, "1", extra=g.extra())
 
 
-def score(samples: torch.Tensor, reference: torch.Tensor, dataset: str, captions: list[str] | None, seed: int,
+def score(samples: torch.Tensor, reference: torch.Tensor, detector: str, captions: list[str] | None, seed: int,
           kid: bool = True, ref: Any = None) -> dict[str, Reading]:
     """Quality of uint8 samples with the dataset's embedded detector, through the one scorer
     (:func:`diffbench.metrics.quality.score`), each number with its 95% interval over the generated samples: FID
     (bootstrap), KID (unbiased at small N; half-samples), and the floor FID reaches at this sample count (as many
     real images as samples, against the reference). For captioned samples the embedded CLIP score with their own
     captions and with captions shifted by 7."""
-    det = build_detector(dataset)
+    det = build_detector(detector)
     gen = extract(samples, det, keep_features=True)
     if ref is None:  # the reference's features: passed in by a caller that scores several times
         ref = extract(reference, det, keep_features=True)
@@ -105,18 +147,20 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     t0 = time.perf_counter()
     t = spec.training
     n, reference = t.samples, subject.reference_images()
-    held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes)
+    held = held_out(subject.cond, n, reference.shape[-1], spec.seed, subject.num_classes,
+                    getattr(subject, "source", None))
     evaluating = 0.0
     ref, cache = None, None
     if spec.measures("quality"):  # the reference's features once for every evaluation, from the cache if there
         e0 = time.perf_counter()
-        lookup = cached_extract(reference, build_detector(subject.dataset), keep_features=True)
+        lookup = cached_extract(reference, build_detector(subject.detector), keep_features=True)
         ref, cache = lookup.side, {"hit": lookup.hit, "key": lookup.key}
         evaluating += time.perf_counter() - e0
-    with tempfile.TemporaryDirectory() as tmp:
+    with _training_dir() as tmp:
         results, curve, seconds = _train_along(subject, spec, held, reference, ref, tmp)
         evaluating += seconds
         out = training_readings(results, t.train_steps)
+        out.update(loop_readings(results, spec.device))
         gain = condition_reading(subject, spec)
         if gain is not None:
             out["cond_gain"] = gain
@@ -128,6 +172,20 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
     return out
 
 
+@contextlib.contextmanager
+def _training_dir() -> Iterator[str]:
+    """Where the case's training checkpoints: its working directory in the run (``RUN_DIR/cases/CASE_ID/train``,
+    so that a killed or preempted case continues from its checkpoint under --resume), else a temporary one."""
+    work = workdir.working_dir()
+    if work is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+        return
+    path = Path(work) / "train"
+    path.mkdir(parents=True, exist_ok=True)
+    yield str(path)
+
+
 def _train_along(subject: Subject, spec: CaseSpec, held: Held, reference: torch.Tensor, ref: Any,
                  tmp: str) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
     """(the training results, FID along training, seconds spent evaluating): with ``eval_every`` and quality, the
@@ -136,17 +194,23 @@ def _train_along(subject: Subject, spec: CaseSpec, held: Held, reference: torch.
     t, n = spec.training, spec.training.samples
     curve: list[dict[str, Any]] = []
     earlier = evaluating = 0.0
+    resumed: int | None = None  # where this process found the training (a preempted case's checkpoint)
     if t.eval_every and spec.measures("quality"):
         for step in range(t.eval_every, t.train_steps, t.eval_every):
             part = subject.train(tmp, stop_after=step)[""]  # resumes from the last evaluation's checkpoint
+            resumed = part.resumed_from if resumed is None else resumed
+            if part.steps != step:  # resumed past this point (a preempted case): its evaluation went with it
+                continue
             earlier += part.seconds
             e0 = time.perf_counter()
-            point = score(subject.sample(n, held), reference, subject.dataset, None, spec.seed, kid=False, ref=ref)
+            point = score(subject.sample(n, held), reference, subject.detector, None, spec.seed, kid=False, ref=ref)
             evaluating += time.perf_counter() - e0
             fid = next(r for k, r in point.items() if MetricKey.parse(k).base == "fid")
             curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
                           "ci95": fid.extra.get("ci95")})
     results = subject.train(tmp)
+    if resumed is not None:
+        results[""].resumed_from = resumed
     if earlier:
         results[""].seconds += earlier  # the training time of every segment, not only the last
     return results, curve, evaluating
@@ -166,7 +230,7 @@ def _sample_and_score(subject: Subject, spec: CaseSpec, results: dict[str, Any],
            metric_name("phase_seconds", "sample"): Reading(sampling, "s")}
     t0 = time.perf_counter()
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
-    for name, reading in score(samples, reference, subject.dataset, held.captions, spec.seed, ref=ref).items():
+    for name, reading in score(samples, reference, subject.detector, held.captions, spec.seed, ref=ref).items():
         reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
         key = MetricKey.parse(name)
         if cache is not None and key.qualifier:  # detector metrics: whether the reference came from the cache

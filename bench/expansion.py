@@ -13,8 +13,10 @@ from typing import Any
 from diffbench.bench.settings import Settings
 from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, case_spec
 from diffbench.bench.suites import Suite, Sweep
-from diffbench.core.errors import ConfigError
+from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import content_sha256
+from diffbench.core.log import logger
+from diffbench.diffusion.resolve import EMBEDDED, dataset_sha256
 from diffbench.metrics.captions import MAX_WORDS
 from diffbench.models.api import check_fits, config_dict, config_from_dict, count, file_sha256, resolve
 from diffbench.models.denoiser import TEXT_DIM
@@ -118,7 +120,7 @@ def _pipeline_models(sweep: Sweep, file: str) -> list[PipelineRef]:
 
 def _conditioning(sweep: Sweep) -> Any:
     training = {"train", "quality"} & set(sweep.settings.measurement.measure)
-    if sweep.cond == "text" and sweep.settings.training.dataset == "shapes" and training:
+    if sweep.cond == "text" and sweep.settings.training.dataset != "digits" and training:
         # size with the text encoder the training will use: the procedural captions' tokens
         return Conditioning("text", sweep.classes, context_dim=TEXT_DIM, context_tokens=MAX_WORDS)
     return Conditioning(sweep.cond, sweep.classes)
@@ -135,11 +137,34 @@ def _budgeted(settings: Settings, model: ModelRef) -> Settings:
     return dataclasses.replace(settings, training=dataclasses.replace(t, train_steps=steps))
 
 
-def expand(suite: Suite, device: str) -> list[Case]:
+def _dataset_identity(settings: Settings, strict: bool, known: dict[str, str | None]) -> str | None:
+    """The sha256 of a dataset on disk (once per path); None for an embedded one. Not found here: an error, or
+    with ``strict`` False (``plan`` on a machine that does not mount it) None and the path stands for it."""
+    t = settings.training
+    if t.dataset in EMBEDDED or not {"train", "quality"} & set(settings.measurement.measure):
+        return None
+    key = f"{t.dataset}\0{t.skip_bad}"
+    if key not in known:
+        if not Path(t.dataset).exists():
+            if strict:
+                raise BadInputError(f"dataset {t.dataset}: no such folder or file here; give the path where this "
+                                    "machine sees it (dataset = \"PATH\" or --set dataset=PATH)")
+            logger.warning(f"dataset {t.dataset} is not found here; case ids will name its content where it is")
+            known[key] = None
+        else:
+            known[key] = dataset_sha256(t.dataset, t.skip_bad)
+    return known[key]
+
+
+def expand(suite: Suite, device: str, strict: bool = True) -> list[Case]:
+    """The suite's cases on ``device``; ``strict`` False: a dataset on disk that is not found here is named by its
+    path (``plan`` on a login node), not refused."""
     cases: list[Case] = []
     seen: set[str] = set()
+    known: dict[str, str | None] = {}
     for sweep in suite.sweeps:
         m = sweep.settings.measurement
+        data = _dataset_identity(sweep.settings, strict, known)
         for model in _models(sweep, suite.source):
             settings = _budgeted(sweep.settings, model)
             for prec in m.precisions:
@@ -147,6 +172,8 @@ def expand(suite: Suite, device: str) -> list[Case]:
                     spec = case_spec(model, settings, batch_size=batch, precision=prec, device=device,
                                      cond=sweep.cond, classes=sweep.classes, protocol=sweep.protocol,
                                      pretrained=bool(sweep.directories or sweep.checkpoint))
+                    if data and spec.training is not None:
+                        spec = dataclasses.replace(spec, dataset_sha256=data)
                     if spec.case_id in seen:
                         continue
                     seen.add(spec.case_id)

@@ -59,6 +59,7 @@ class ModuleSubject:
     """Counts, speed and memory of a user's module; it is not trained or sampled here."""
 
     dataset = "none"
+    detector = "none"
     cond = "none"
     num_classes = 0
 

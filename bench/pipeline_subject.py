@@ -27,6 +27,9 @@ class PipelineSubject:
         self.pipeline_spec = pipeline_spec(m.pipeline, m.scale, m.budget, m.tolerance)
         self.cond, self.num_classes = self.pipeline_spec.cond, self.pipeline_spec.num_classes
         self.dataset = "shapes" if self.cond == "text" else (spec.training.dataset if spec.training else "digits")
+        # scored by the embedded detector of an embedded dataset, else the suite's (Inception by default)
+        self.detector = self.dataset if self.dataset in ("digits", "shapes") else \
+            (spec.training.fid_detector if spec.training and spec.training.fid_detector else "inception-v3")
         torch.manual_seed(spec.seed)
         self.pipe = Pipeline(self.pipeline_spec).to(spec.device)
         self._data: Any = None

@@ -23,6 +23,9 @@ RECORDS = "records.jsonl"
 PARTIAL = "records.partial.jsonl"
 # a case that ended so is run again by --resume (unless --keep-failed)
 FAILED = ("timeout", "error", "crash", "oom", "cancelled")
+# a case stopped by a signal after its checkpoint (Slurm's warning before a time limit): always continued by
+# --resume, from that checkpoint, --keep-failed or not
+PAUSED = ("preempted",)
 RETRIED = "records.retried.jsonl"  # the failed attempts a resumed run retried: kept, not lost
 
 
@@ -44,7 +47,7 @@ def complete_cases(path: Path, retry_failed: bool = False) -> tuple[set[str], li
         size = recs[0].case_size
         metrics = {r.metric for r in recs}
         if size is not None and len(metrics) == size and cid not in done:
-            if retry_failed and len(recs) == 1 and recs[0].status in FAILED:
+            if len(recs) == 1 and (recs[0].status in PAUSED or retry_failed and recs[0].status in FAILED):
                 failed.append(recs[0])
                 continue
             done.add(cid)

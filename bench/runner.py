@@ -15,10 +15,10 @@ import json
 import multiprocessing as mp
 import multiprocessing.spawn as spawn
 import os
+import shutil
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from diffbench.bench import placement
+from diffbench.bench import placement, ranks, workdir
 from diffbench.bench.accuracy import case_status, gate
 from diffbench.bench.cases import execute
 from diffbench.bench.expansion import Case
@@ -40,7 +40,7 @@ from diffbench.bench.run_dir import RECORDS, RETRIED, RunLock, _compact, regate
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.suites import Suite
 from diffbench.core import records
-from diffbench.core.errors import CaseUnsupported, ConfigError
+from diffbench.core.errors import ConfigError
 from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.core.log import logger
 from diffbench.core.records import Record, stamp
@@ -56,17 +56,14 @@ class RunSummary:
 
 
 def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, name: str, conn: Any) -> None:
-    """Entry point of a case's process: sends ("ok", records) or ("fail", status, message, traceback)."""
+    """Entry point of a case's process (a world of one rank): sends ("ok", records) or ("fail", status, message,
+    traceback)."""
     try:
         apply_threads()
         recs = execute(CaseSpec.from_json(spec_json), run_id, suite, case_id, name)
         msg: tuple[Any, ...] = ("ok", [r.to_json() for r in recs])
-    except CaseUnsupported as e:
-        msg = ("fail", "unsupported", str(e), "")
     except BaseException as e:  # noqa: BLE001 - everything becomes a status row
-        oom = type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
-        message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        msg = ("fail", "oom" if oom else "error", message[:500], traceback.format_exc())
+        msg = ("fail", *ranks.outcome(e))
     try:
         conn.send(msg)
     except OSError:  # BrokenPipeError: the runner is gone (killed); the result has nowhere to go
@@ -104,8 +101,8 @@ class CaseExecutor:
     _start_lock = threading.Lock()  # one process start at a time: the child's environment is set around it
 
     def __init__(self, run_id: str, suite: str, log: Any, timeout_s: float | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self.run_id, self.suite, self.log = run_id, suite, log
+                 env: dict[str, str] | None = None, run_dir: Path | None = None) -> None:
+        self.run_id, self.suite, self.log, self.run_dir = run_id, suite, log, run_dir
         self.timeout_s = timeout_s
         self.env = dict(env or {})  # given to the case's processes (the devices and threads of a worker)
         self.live: set[Any] = set()  # processes running now, killed by kill_all
@@ -125,6 +122,9 @@ class CaseExecutor:
                 where = f"repetition {len(done) + 1} of {spec.repetitions}: " if spec.repetitions > 1 else ""
                 return [self.status_row(case, spec, status, where + str(payload))]
             done.append([Record.from_dict(json.loads(line)) for line in payload])
+            work = workdir.case_dir(self.run_dir, case.case_id)
+            if work:  # a repetition that ended ok: its checkpoint served its purpose (the next starts afresh)
+                shutil.rmtree(work, ignore_errors=True)
         try:
             recs = gate(spec.accept, merge(done))
         except RepetitionMismatch as e:
@@ -136,12 +136,21 @@ class CaseExecutor:
         return recs
 
     def _spawn(self, case: Case, spec: CaseSpec, timeout: float) -> tuple[str, Any]:
+        env = dict(self.env)
+        work = workdir.case_dir(self.run_dir, case.case_id)
+        if work:
+            env[workdir.CASE_DIR_ENV] = work
+        world = spec.placement.devices_per_case
+        if world > 1:  # a case of several ranks: torchrun on its devices, rank 0's result by file
+            job = {"spec": spec.to_json(), "run_id": self.run_id, "suite": self.suite, "case_id": case.case_id,
+                   "name": case.name}
+            return ranks.run_ranks(job, world, work, timeout, env, self.live)
         ctx = mp.get_context("spawn")
         recv, send = ctx.Pipe(duplex=False)
         args = (spec.to_json(), self.run_id, self.suite, case.case_id, case.name, send)
         proc = ctx.Process(target=_child, args=args, daemon=True)
         t0 = time.monotonic()
-        with self._start_lock, _environment(self.env), _without_user_main():
+        with self._start_lock, _environment(env), _without_user_main():
             proc.start()
         self.live.add(proc)
         send.close()
@@ -174,6 +183,18 @@ class CaseExecutor:
             if proc.is_alive():
                 proc.kill()
             self.live.discard(proc)
+
+    def preempt_all(self, wait_s: float = 120.0) -> None:
+        """Slurm's warning (the job's process was signalled): every running case writes its checkpoint and stops;
+        waits for them (at most ``wait_s``), so that a requeued job continues where they stopped."""
+        procs = list(self.live)
+        for proc in procs:
+            ranks.preempt(proc)
+        deadline = time.monotonic() + wait_s
+        for proc in procs:
+            left = max(0.1, deadline - time.monotonic())
+            with contextlib.suppress(Exception):
+                proc.wait(left) if hasattr(proc, "wait") else proc.join(left)
 
     def kill_all(self) -> None:
         for proc in list(self.live):
@@ -229,7 +250,7 @@ class Runner:
         self.run_id = uuid.uuid4().hex[:12]
         self.log_path = run_dir / "run.log"
         self._log_lock = threading.Lock()
-        self.executor = CaseExecutor(self.run_id, suite.name, self.log, timeout_s)
+        self.executor = CaseExecutor(self.run_id, suite.name, self.log, timeout_s, run_dir=run_dir)
         too_big = [c for c in cases if c.spec.placement.devices_per_case > max(1, len(self.devices))]
         if too_big:
             raise ConfigError(f"case {too_big[0].name} needs {too_big[0].spec.placement.devices_per_case} devices "
@@ -344,7 +365,7 @@ class Runner:
                     held = [free.pop(0) for _ in range(need)]
                 slots = [self.devices[i] for i in held]
                 executor = CaseExecutor(self.run_id, self.suite.name, self.log, self.timeout_s,
-                                        child_env(slots, len(self.devices), held[0]))
+                                        child_env(slots, len(self.devices), held[0]), self.run_dir)
                 executors.append(executor)
                 t = threading.Thread(target=work, args=(case, held, executor), daemon=True,
                                      name=f"diffbench-worker-{held[0]}")

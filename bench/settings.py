@@ -22,7 +22,7 @@ from typing import Any
 from diffbench.bench.accuracy import check_bands
 from diffbench.bench.precision import ATTENTION_BACKENDS, PRECISIONS
 from diffbench.core.errors import ConfigError
-from diffbench.diffusion.config import AUTOENCODER_STEPS, TrainConfig
+from diffbench.diffusion.config import AUTOENCODER_STEPS, Loop, TrainConfig
 
 # a suite's name names its run directory (runs/NAME-TIMESTAMP), as a protocol's names its metrics: a plain file
 # name, never a path
@@ -30,7 +30,7 @@ SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
 SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler")  # own: a diffusers directory's own scheduler
 MODULE_MEASURES = ("counts", "speed", "memory")  # what benchmark_module measures a user's module for unless told
-DATASETS = ("digits", "shapes")
+DATASETS = ("digits", "shapes")  # embedded; any other value is a path (diffusion/sources.py)
 PREDICTIONS = ("epsilon", "v_prediction")
 EMAS = ("power", "constant")
 
@@ -54,6 +54,10 @@ def nonneg_int(v: Any) -> bool:
 def number(v: Any) -> bool:
     """A finite non-negative number (TOML has ``nan`` and ``inf``, and ``nan >= 0`` is False but ``inf`` passes)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def dataset_path(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip()) and "\0" not in v
 
 
 def boolean(v: Any) -> bool:
@@ -117,6 +121,15 @@ class Placement:
     when that many are free). What it measures is :class:`Measurement`'s; this never enters a result."""
 
     devices_per_case: int = setting(1, lambda v: pos_int(v) and v <= 64, "a positive integer (at most 64)")
+    # DataLoader worker processes decoding a dataset on disk ahead of the training loop (0: in the loop's process)
+    data_workers: int = setting(Loop.workers, lambda v: nonneg_int(v) and v <= 64,
+                                "a non-negative integer (at most 64)")
+    # > 0: each rank's share of the global batch in chunks of this many, gradients accumulated (a device that cannot
+    # hold its share); the global batch, and so the loss curve, is the same
+    micro_batch: int = setting(Loop.micro_batch, nonneg_int, "a non-negative integer (0: a rank's whole share at once)")
+    # a training checkpoint every that many steps (0: at evaluations and the end only), in RUN_DIR/cases/CASE_ID:
+    # a killed or preempted case continues from the last one under --resume
+    checkpoint_every: int = setting(0, nonneg_int, "a non-negative integer (0: at evaluations and the end)")
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,13 @@ class TrainingSettings:
     """How a case trains and scores (measure ``train`` / ``quality``), on an embedded dataset. The fields the
     training loop shares take :class:`TrainConfig`'s defaults; :meth:`train_config` is the one mapping."""
 
-    dataset: str = setting("digits", choices(DATASETS), "digits or shapes")
+    dataset: str = setting("digits", dataset_path, "digits, shapes or the path of a dataset (a class-folder "
+                           "tree, a captioned folder with metadata.jsonl, latents from 'diffbench latents', an .npz)")
+    # a dataset on disk: images decoded at this resolution (0: the backbone's input resolution)
+    data_resolution: int = setting(0, nonneg_int, "a non-negative integer (0: the backbone's input resolution)")
+    skip_bad: bool = setting(False, boolean, "true or false")  # an undecodable image skipped and counted, not fatal
+    flip: bool = setting(True, boolean, "true or false")  # random horizontal flips, where the dataset allows them
+    fid_detector: str = setting("", lambda v: isinstance(v, str), "a detector name ('': the dataset's own)")
     train_steps: int = setting(200, pos_int, "a positive integer")
     # > 0: a training-compute budget (3 x forward FLOPs x images seen) for every backbone of the sweep, matched
     # compute across sizes and families (DiT's Figure 9); each case's train_steps is derived from it at expansion
@@ -146,11 +165,11 @@ class TrainingSettings:
     # backbones: what the network is trained to predict, then sampled so
     prediction: str = setting(train_default("prediction"), choices(PREDICTIONS), "epsilon or v_prediction")
 
-    def train_config(self, seed: int) -> TrainConfig:
-        """The training loop's config for these settings (a checkpoint at each evaluation, where training
-        resumes)."""
+    def train_config(self, seed: int, checkpoint_every: int = 0) -> TrainConfig:
+        """The training loop's config for these settings (a checkpoint every ``checkpoint_every`` steps, and at
+        each evaluation, where training resumes)."""
         return TrainConfig(steps=self.train_steps, batch_size=self.train_batch, lr=self.lr, seed=seed,
-                           checkpoint_every=self.eval_every, ema=self.ema, ema_std=self.ema_std,
+                           checkpoint_every=checkpoint_every, ema=self.ema, ema_std=self.ema_std,
                            ema_decay=self.ema_decay, lr_warmup=self.lr_warmup, prediction=self.prediction)
 
 

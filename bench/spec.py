@@ -24,6 +24,11 @@ from diffbench.bench.protocols import Protocol
 from diffbench.bench.settings import DEFAULTS, Placement, SamplingSettings, Settings, TrainingSettings
 from diffbench.core.errors import ConfigError
 
+# training settings written only when not at their default (added after records existed)
+LATER_TRAINING = ("prediction", "train_flops", "data_resolution", "skip_bad", "flip", "fid_detector")
+# what changes how a case runs, not what it measures: not part of its id
+NOT_IDENTITY = ("timeout_s", "oom_retry_from", "accept", "data_workers", "micro_batch", "checkpoint_every")
+
 
 @dataclass(frozen=True)
 class BackboneRef:
@@ -151,6 +156,8 @@ class CaseSpec:
     # accuracy bands (bench/accuracy.py); not part of the identity
     accept: tuple[tuple[str, float, float], ...] = bands(DEFAULTS.measurement.accept)
     protocol: Protocol | None = field(default=None, hash=False)  # scoring a pretrained system (bench/protocols)
+    # a dataset on disk: the sha256 of its file list (names, sizes, mtimes), its identity in place of its path
+    dataset_sha256: str | None = None
 
     FLAT = ("batch_size", "precision", "device", "compile", "channels_last", "attention", "warmup", "repeats",
             "min_time_s", "seed", "oom_retry", "nvml_interval_s", "cond", "classes", "timeout_s")
@@ -169,22 +176,24 @@ class CaseSpec:
         for part in (self.training, self.sampler):
             if part is not None:
                 out.update(dataclasses.asdict(part))
-        # the default: only other predictions are written, so ids of cases from before the setting stay the same
-        if out.get("prediction") == DEFAULTS.training.prediction:
-            del out["prediction"]
-        if out.get("train_flops") == DEFAULTS.training.train_flops:  # likewise: a compute budget only when set
-            del out["train_flops"]
+        # settings added after records existed are written only when not at their default, so ids of cases from
+        # before them stay the same
+        for key in LATER_TRAINING:
+            if key in out and out[key] == getattr(DEFAULTS.training, key):
+                del out[key]
         if self.oom_retry_from is not None:
             out["oom_retry_from"] = self.oom_retry_from
         # only then: the ids of cases without repetitions (or placement) stay what they were
         if self.repetitions != DEFAULTS.measurement.repetitions:
             out["repetitions"] = self.repetitions
-        if self.placement != DEFAULTS.placement:
-            out.update(dataclasses.asdict(self.placement))
+        out.update({k: v for k, v in dataclasses.asdict(self.placement).items()
+                    if v != getattr(DEFAULTS.placement, k)})
         if self.accept:
             out["accept"] = {name: [low, high] for name, low, high in self.accept}
         if self.protocol is not None:
             out["protocol"] = self.protocol.to_json()
+        if self.dataset_sha256:
+            out["dataset_sha256"] = self.dataset_sha256
         return out
 
     @classmethod
@@ -201,14 +210,18 @@ class CaseSpec:
                        repetitions=d.get("repetitions", DEFAULTS.measurement.repetitions),
                        placement=_part(Placement, d),
                        accept=bands(d.get("accept")),
-                       protocol=Protocol.from_json(d["protocol"]) if d.get("protocol") is not None else None)
+                       protocol=Protocol.from_json(d["protocol"]) if d.get("protocol") is not None else None,
+                       dataset_sha256=d.get("dataset_sha256"))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"not a case config written by this diffbench: {type(e).__name__} {e}") from None
 
     @functools.cached_property
     def case_id(self) -> str:
         """sha256 of the JSON (timeout, accuracy bands and the runner's OOM note excluded), 16 hex digits."""
-        identity = {k: v for k, v in self.to_json().items() if k not in ("timeout_s", "oom_retry_from", "accept")}
+        identity = {k: v for k, v in self.to_json().items() if k not in NOT_IDENTITY}
+        identity["device"] = self.device.split(":")[0]  # the device type: which GPU of a machine is placement
+        if identity.get("dataset_sha256"):  # a dataset on disk: its files' content, not where they lie
+            identity.pop("dataset", None)
         weights = identity["model"].get("checkpoint")
         if weights:  # the weights' content is the identity, not where the file lies
             identity["model"] = {**identity["model"], "checkpoint": {k: v for k, v in weights.items()

@@ -43,7 +43,10 @@ class Held:
 
 class Subject(Protocol):
     spec: CaseSpec
-    dataset: str  # what it trains on and is scored against (digits, shapes, ...)
+    dataset: str  # what it trains on and is scored against (digits, shapes, a path)
+
+    @property
+    def detector(self) -> str: ...  # what scores its samples against that dataset
     cond: str  # class, text or none: what its samples are conditioned on
     num_classes: int
 
@@ -56,8 +59,14 @@ class Subject(Protocol):
     def breakdown(self, calls: int) -> dict[str, Reading]: ...
 
 
-def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 10) -> Held:
-    """Conditions the subject never trained on: classes in turn, or captions of fresh shapes."""
+def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 10, source: Any = None) -> Held:
+    """Conditions to sample: classes in turn; captions of fresh shapes (never trained on), or of a captioned
+    dataset on disk, its first n in turn (it has no held-out captions)."""
+    if cond == "text" and source is not None and getattr(source, "name", "shapes") != "shapes":
+        b = source.reference(n)
+        reps = -(-n // len(b.captions))
+        captions = (b.captions * reps)[:n]
+        return Held(tokenize(captions), captions)
     if cond == "text":
         captions = datasets.shapes(n, resolution, seed=seed + 777).captions or []
         return Held(tokenize(captions), captions)
@@ -68,4 +77,4 @@ def held_out(cond: str, n: int, resolution: int, seed: int, num_classes: int = 1
 
 def train_config(spec: CaseSpec) -> TrainConfig:
     assert spec.training is not None, "a case that trains carries training settings"
-    return spec.training.train_config(spec.seed)
+    return spec.training.train_config(spec.seed, spec.placement.checkpoint_every)

@@ -8,6 +8,7 @@ defaults. Every mistake names the file and the key (or the TOML line) and what w
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Mapping
@@ -274,7 +275,7 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
         raw = {("input_shapes" if k == "inputs" else k): v for k, v in raw.items()}
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
                           if k in SWEEP_KEYS and k not in SETTING_KEYS and k not in ("name", "protocol")}
-    settings = defaults.updated(raw)
+    settings = _dataset_resolved(defaults.updated(raw), file)
     if dirs:
         kw["pipelines"], kw["directories"] = (), tuple(dirs)
     if "checkpoint" in kw:
@@ -286,6 +287,19 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
     settings, protocol = _pretrained(raw, settings, explicit if explicit is not None else set(raw),
                                      protocols or {}, bool(dirs or "checkpoint" in kw), bool(dirs), where, file)
     return Sweep(settings=settings, protocol=protocol, **kw)
+
+
+def _dataset_resolved(settings: Settings, file: str) -> Settings:
+    """A dataset path relative to the suite's folder, as every path in a suite is (a built-in suite's, given with
+    --set, relative to the working directory); the embedded names as they are."""
+    name = settings.training.dataset
+    if name in ("digits", "shapes"):
+        return settings
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        base = Path.cwd() if Path(file).resolve().parent == BUILTIN_DIR else Path(file).resolve().parent
+        path = base / path
+    return dataclasses.replace(settings, training=dataclasses.replace(settings.training, dataset=str(path)))
 
 
 def _folder(raw: str, where: str, file: str) -> str:

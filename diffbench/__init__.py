@@ -22,8 +22,8 @@ from typing import Any
 from diffbench.core.errors import UserError
 
 __all__ = ["Run", "UserError", "baseline", "benchmark_module", "build", "cache_entries", "clear_cache", "clip_score",
-           "compare", "count", "count_pipeline", "default_run_dir", "fid", "listings", "load_run", "match",
-           "match_many", "plan", "report", "run", "sample", "stats", "train", "__version__"]
+           "compare", "count", "count_pipeline", "default_run_dir", "estimate", "fid", "latents", "listings",
+           "load_run", "match", "match_many", "plan", "report", "run", "sample", "stats", "train", "__version__"]
 
 _API = set(__all__) - {"UserError", "__version__"}
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffbench.api_data import estimate as estimate  # re-exported: diffbench.estimate
+from diffbench.api_data import latents as latents  # re-exported: diffbench.latents
 from diffbench.bench.settings import DEFAULTS, MODULE_MEASURES, SampleJob, TrainJob
 from diffbench.core.arguments import checked
 
@@ -59,15 +61,15 @@ def plan(suite: str | Path, device: str = "auto", only: str | None = None,
     over case names; ``overrides``: settings over the suite's (``{"sweeps.dit.train_steps": 100}``)."""
     from diffbench.bench import suites
 
-    return _cases(suites.load(str(suite), overrides), device, only)
+    return _cases(suites.load(str(suite), overrides), device, only, strict=False)
 
 
-def _cases(suite: Any, device: str, only: str | None) -> list[Any]:
+def _cases(suite: Any, device: str, only: str | None, strict: bool = True) -> list[Any]:
     from diffbench.bench.expansion import expand
     from diffbench.bench.runner import select
     from diffbench.metrics.device import resolve_device
 
-    return select(expand(suite, resolve_device(device)), only)
+    return select(expand(suite, resolve_device(device), strict), only)
 
 
 def default_run_dir(suite: str | Path) -> Path:

@@ -58,3 +58,13 @@ class TrainConfig:
         if not flops_per_image:
             raise ConfigError("a train_flops budget needs the model's forward FLOPs per image")
         return max(1, math.ceil(self.train_flops / (3 * flops_per_image * self.batch_size)))
+
+
+@dataclass(frozen=True)
+class Loop:
+    """How the training loop runs, apart from what it trains (the same steps and loss curve whatever these are):
+    DataLoader workers decoding ahead, micro-batches with accumulated gradients, torch.compile."""
+
+    workers: int = 0  # DataLoader worker processes decoding ahead (0: in the loop's process)
+    micro_batch: int = 0  # > 0: a rank's share in chunks of this many, gradients accumulated (0: all at once)
+    compile: bool = False

@@ -39,7 +39,7 @@ def _folder_batches(folder: Path, batch_size: int, mine: Callable[[int], bool] =
         for f in files[i:i + batch_size]:
             try:
                 with Image.open(f) as im:
-                    a = _rgb8(im, f)
+                    a = rgb8(im, f)
             except BadInputError:
                 raise
             except Exception as e:
@@ -53,7 +53,7 @@ def _folder_batches(folder: Path, batch_size: int, mine: Callable[[int], bool] =
         yield j, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _rgb8(im: object, path: Path) -> np.ndarray:
+def rgb8(im: object, path: Path) -> np.ndarray:
     """HWC uint8 RGB of a PIL image. 16-bit greyscale (PNG/TIFF) is scaled by 255/65535, not clipped:
     PIL's ``convert("RGB")`` clips it at 255, which saturates almost every pixel of a 16-bit image."""
     assert isinstance(im, Image.Image)

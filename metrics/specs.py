@@ -125,6 +125,14 @@ _add("train_loss_first", "1", "training", "lower", "mean loss of the first steps
      qualifier="part")
 _add("train_loss_last", "1", "training", "lower", "mean loss of the last steps", column="final train loss",
      qualifier="part")
+_add("train_images_per_s", "img/s", _T, "higher", "training throughput over the steady-state steps (the first, "
+     "with any compilation, apart), the whole world's images; extra.world_size ranks", column="train img/s")
+_add("train_step_ms", "ms", _T, "lower", "median wall time of a training step (steady state; on a GPU, after a "
+     "synchronisation); extra.p90_ms, extra.first_step_ms (compilation and warm-up), all steps as samples")
+_add("train_data_wait", "1", _T, "lower", "fraction of the steady-state step time the loop spent blocked waiting "
+     "for its batch (measured on rank 0, not estimated)", column="data wait (%)", scale=100.0)
+_add("train_mfu", "1", "efficiency", "higher", "training FLOPs (3 x forward) per second over the world's datasheet "
+     "peak, where the device's peak is known")
 _add("cond_gain", "1", "training", "higher", "1 - denoising loss with the condition / with the null condition, on "
      "a fixed sample of training images (diffusion/conditioning.py): how much the trained model uses its label or "
      "caption; its 95% interval in extra.ci95", column="condition gain (%)", scale=100.0)

@@ -41,6 +41,7 @@ DEFERRED = {
     "pynvml": "absent in an install without dependencies: NVML is then reported not available, not a crash",
     "pytest": "the pytest plugin's hooks run inside pytest only",
     "fcntl": "POSIX only",
+    "ctypes": "Linux only: prctl, so that torchrun dies with the runner (bench/ranks.py)",
 }
 # modules whose function-level imports of diffbench itself are their purpose
 LAZY = {
@@ -50,6 +51,7 @@ LAZY = {
     # pandas and scipy (0.9 s, the reports)
     "diffbench/api.py": "one module, many entry points: each function loads its own machinery (the runner, the "
                         "pipelines and diffusers, torchmetrics, the reports) when it is called",
+    "diffbench/api_data.py": "as diffbench/api.py: each data function loads the autoencoder and the datasets",
     "bench/catalog.py": "each listing loads its own registry when it is listed",
     # every case is a fresh process: what it imports at start it pays once per case
     "metrics/quality.py": "torchmetrics (1.2 s, metrics/sharded.py) only for features sharded over torchrun's ranks",

@@ -26,6 +26,15 @@ JOBS = "jobs"
 INDEX = "index.json"  # case id -> the job that runs it (launcher, job id, submitted at)
 
 
+RUNNING: list[CaseExecutor] = []  # in a job's process: the executor of the case it runs (to preempt it)
+
+
+def preempt_running() -> None:
+    """In a job's process, on the scheduler's warning: the running case checkpoints its training and stops."""
+    for executor in list(RUNNING):
+        executor.preempt_all()
+
+
 def job_file(run_dir: Path, case_id: str) -> Path:
     return run_dir / JOBS / f"{case_id}.jsonl"
 
@@ -53,8 +62,12 @@ def run_job(job: dict[str, Any], where: dict[str, Any] | None = None) -> list[st
             with open(run_dir / JOBS / f"{job['case_id']}.log", "a") as f:
                 f.write(f"{utc_now()} {message}\n")
 
-    executor = CaseExecutor(job["run_id"], job["suite"], log, job.get("timeout"), env)
-    lines = [r.to_json() for r in executor.execute(case)]
+    executor = CaseExecutor(job["run_id"], job["suite"], log, job.get("timeout"), env, run_dir)
+    RUNNING.append(executor)
+    try:
+        lines = [r.to_json() for r in executor.execute(case)]
+    finally:
+        RUNNING.remove(executor)
     if run_dir is not None:
         write_text_atomic(job_file(run_dir, job["case_id"]), "".join(line + "\n" for line in lines))
     return lines

@@ -2,7 +2,8 @@
 executor where no Slurm is found (how it is tested on one machine).
 
 Each job is a :class:`CaseJob`, a ``submitit.helpers.Checkpointable``: when Slurm preempts it or its
-time limit nears, submitit requeues it (a case is atomic, so it starts again from the beginning).
+time limit nears (SIGUSR2, ``slurm_signal_delay_s`` before it), the case's training writes its checkpoint
+and stops, and submitit requeues the job, which continues from that checkpoint (``RUN_DIR/cases/CASE_ID``).
 On Slurm the array's own throttle (``%K``) keeps ``--max-parallel``; the local executor has none, so
 the driver submits at most K jobs at a time there.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbench.bench.launchers.driver import Ended
-from diffbench.bench.launchers.jobs import run_job
+from diffbench.bench.launchers.jobs import preempt_running, run_job
 from diffbench.core.errors import ConfigError
 
 ALIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -41,9 +42,11 @@ class CaseJob:
         return run_job(job, _where())
 
     def checkpoint(self, job: dict[str, Any]) -> Any:
-        """Preempted or out of time: requeue the same case (submitit resubmits it as the same job)."""
+        """Preempted or out of time: the running case writes its training checkpoint and stops, then the same case
+        is requeued (submitit resubmits it as the same job) and continues from that checkpoint."""
         import submitit
 
+        preempt_running()
         return submitit.helpers.DelayedSubmission(CaseJob(), job)
 
 

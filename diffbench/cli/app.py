@@ -22,7 +22,8 @@ from diffbench.core.version import diffbench_version
 
 PROG = "diffbench"
 COMMAND_MODULES = tuple(f"diffbench.cli.commands.{m}" for m in (
-    "listing", "counting", "matching", "running", "quality", "reporting", "pipelines", "comparing", "caching"))
+    "listing", "counting", "matching", "running", "quality", "reporting", "pipelines", "data", "comparing",
+    "caching"))
 
 
 @dataclass(frozen=True)

@@ -135,3 +135,43 @@ def finish(barrier: bool = True) -> None:
         if barrier:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def mean(value: float, world: World) -> float:
+    """The mean of a number over the ranks (the value itself in a world of one)."""
+    if not world.is_distributed:
+        return value
+
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return float(t) / world.size
+
+
+def any_rank(flag: bool, world: World) -> bool:
+    """True on every rank when any rank's ``flag`` is True."""
+    if not world.is_distributed:
+        return flag
+
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t)
+
+
+def barrier() -> None:
+    dist = _dist()
+    if dist is not None and dist.is_initialized():
+        dist.barrier()
+
+
+def _collective_device() -> str:
+    """Where a collective's tensor must live: this rank's GPU under NCCL, else the CPU (gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"

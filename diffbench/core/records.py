@@ -23,9 +23,10 @@ from diffbench.core.errors import BadInputError
 
 SCHEMA_VERSION = 1
 
-Status = Literal["ok", "oom", "timeout", "error", "crash", "cancelled", "inaccurate", "unsupported", "skipped"]
+Status = Literal["ok", "oom", "timeout", "error", "crash", "cancelled", "inaccurate", "unsupported", "skipped",
+                 "preempted"]
 STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "error", "crash", "cancelled", "inaccurate", "unsupported",
-                             "skipped")
+                             "skipped", "preempted")
 
 
 @dataclass(frozen=True)

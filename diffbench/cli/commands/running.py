@@ -69,13 +69,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out, the run directory to continue")
     if args.dry_run:
-        cases = diffbench.plan(args.suite, args.device, args.only, parse_assignments(args.overrides))
-        rows = [{"name": c.name, "case_id": c.case_id, "family": c.config["model"]["family"],
-                 "batch": c.config["batch_size"], "precision": c.config["precision"]} for c in cases]
-        print(render(rows, ("name", "case_id", "family", "batch", "precision")))
-        print(f"{len(cases)} case(s) on {cases[0].config['device'] if cases else args.device}; "
-              "nothing was run (--dry-run)")
-        return 0
+        return _dry_run(args)
 
     out = args.out or str(diffbench.default_run_dir(args.suite))
     given = [(flag, key, value) for flag, key, value in (
@@ -108,6 +102,25 @@ def run_suite(args: argparse.Namespace) -> int:
     print(f"{call.get('total', 0)} case(s), {call.get('skipped', 0)} already complete; {parts}; "
           f"records: {Path(out) / 'records.jsonl'}")
     return code
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """The cases, nothing run; for cases that train, their modelled GPU-hours (bench/estimate.py)."""
+    cases = diffbench.plan(args.suite, args.device, args.only, parse_assignments(args.overrides))
+    rows = [{"name": c.name, "case_id": c.case_id, "family": c.config["model"]["family"],
+             "batch": c.config["batch_size"], "precision": c.config["precision"]} for c in cases]
+    columns = ["name", "case_id", "family", "batch", "precision"]
+    hours, assumed = diffbench.estimate(cases)
+    if any(h is not None for h in hours):
+        columns.append("GPU-h (model)")
+        for row, h in zip(rows, hours, strict=True):
+            row["GPU-h (model)"] = f"{h:,.1f}" if h is not None else "-"
+    print(render(rows, tuple(columns)))
+    if any(h is not None for h in hours):
+        print(f"GPU-h: {assumed}; {sum(h or 0 for h in hours):,.0f} GPU-hours in all")
+    print(f"{len(cases)} case(s) on {cases[0].config['device'] if cases else args.device}; "
+          "nothing was run (--dry-run)")
+    return 0
 
 
 def _exit_status(statuses: dict[str, int], strict: bool, out: str) -> int:
