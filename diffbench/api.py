@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffbench.api_data import estimate as estimate  # re-exported: diffbench.estimate
-from diffbench.api_data import latents as latents  # re-exported: diffbench.latents
+from diffbench.api_data import cache_entries, clear_cache, estimate, latents  # noqa: F401 - diffbench.* too
 from diffbench.bench.settings import DEFAULTS, MODULE_MEASURES, SampleJob, TrainJob
 from diffbench.core.arguments import checked
 
@@ -64,12 +63,13 @@ def plan(suite: str | Path, device: str = "auto", only: str | None = None,
     return _cases(suites.load(str(suite), overrides), device, only, strict=False)
 
 
-def _cases(suite: Any, device: str, only: str | None, strict: bool = True) -> list[Any]:
+def _cases(suite: Any, device: str, only: str | None, strict: bool = True, here: bool = True) -> list[Any]:
+    """The suite's cases on ``device``, checked on this machine (``here``), else a launcher's jobs' device type."""
     from diffbench.bench.expansion import expand
     from diffbench.bench.runner import select
     from diffbench.metrics.device import resolve_device
 
-    return select(expand(suite, resolve_device(device), strict), only)
+    return select(expand(suite, resolve_device(device) if here else device, strict), only)
 
 
 def default_run_dir(suite: str | Path) -> Path:
@@ -109,7 +109,10 @@ def run(suite: str | Path, out: str | Path | None = None, device: str = "auto", 
     if resume and out is None:
         raise ConfigError("resume needs out, the run directory to continue")
     s = suites.load(str(suite), overrides)
-    cases, run_dir = _cases(s, device, only), Path(out) if out is not None else default_run_dir(suite)
+    if launcher != "local" and device == "auto":  # the jobs' device type, from what they ask of the cluster
+        device = "cuda" if (launcher_options or {}).get("gpus_per_case") else "cpu"
+    cases = _cases(s, device, only, here=launcher == "local")
+    run_dir = Path(out) if out is not None else default_run_dir(suite)
     if launcher == "local":
         summary = Runner(s, cases, run_dir, timeout_s=timeout, progress=progress, devices=slots).run(resume,
                                                                                                    keep_failed)
@@ -364,22 +367,6 @@ def clip_score(images: str | Path, captions: str | Path, model: str = "embedded"
     score, _ = clip.clip_score(loaded, pixels, texts)
     return {"clip_score": score, "n": len(pixels), "model": loaded.name, "weights_sha256": loaded.weights_sha256,
             "verified": loaded.verified, "convention": clip.CONVENTION}
-
-
-def cache_entries() -> tuple[Path | None, list[dict[str, Any]]]:
-    """(the reference cache's folder, or None when DIFFBENCH_CACHE=off; one row per entry)."""
-    from diffbench.metrics import refcache
-
-    where = refcache.cache_dir()
-    return where, refcache.entries() if where is not None else []
-
-
-def clear_cache() -> tuple[Path | None, int]:
-    """Remove the reference cache's entries: (its folder, or None when off; how many were removed)."""
-    from diffbench.metrics import refcache
-
-    where = refcache.cache_dir()
-    return where, refcache.clear() if where is not None else 0
 
 
 def listings(kind: str | None = None) -> list[tuple[Any, list[dict[str, Any]]]]:

@@ -1,4 +1,5 @@
-"""The API's data functions (re-exported by :mod:`diffbench.api`): datasets prepared once, before training."""
+"""The API's data functions (re-exported by :mod:`diffbench.api`): datasets prepared once, before training; the
+reference cache; the modelled cost of a plan."""
 
 from __future__ import annotations
 
@@ -53,3 +54,19 @@ def estimate(cases: list[Any]) -> tuple[list[float | None], str]:
             gmacs, shape = count(config).gmacs, family.input_shape(config)
         out.append(gpu_hours(case.spec, gmacs, tuple(shape)))
     return out, Assumptions().describe()
+
+
+def cache_entries() -> tuple[Path | None, list[dict[str, Any]]]:
+    """(the reference cache's folder, or None when DIFFBENCH_CACHE=off; one row per entry)."""
+    from diffbench.metrics import refcache
+
+    where = refcache.cache_dir()
+    return where, refcache.entries() if where is not None else []
+
+
+def clear_cache() -> tuple[Path | None, int]:
+    """Remove the reference cache's entries: (its folder, or None when off; how many were removed)."""
+    from diffbench.metrics import refcache
+
+    where = refcache.cache_dir()
+    return where, refcache.clear() if where is not None else 0
