@@ -132,13 +132,8 @@ class BackboneSubject:
         weights = self.spec.model.checkpoint if isinstance(self.spec.model, BackboneRef) else None
         assert s is not None and (self.ema is not None or weights), "sampling follows training or a checkpoint"
         shape = self.family.input_shape(self.config)
-        if self.ema is not None:
-            pred = self.spec.training.prediction if self.spec.training else "epsilon"
-            latent = getattr(self.source, "latent", False)  # trained on latents: decoded by their autoencoder
-            decoder = _decoder(self.source.autoencoder, shape, self.spec.device) if latent else None
-            batches = sample(self.ema, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,
-                             batch_size=128, device=self.spec.device, prediction=pred, raw=decoder is not None)
-            return torch.cat([decoder(b) if decoder is not None else b for b in batches])
+        if self.ema is not None:  # trained here (on latents: decoded by their autoencoder)
+            return self.sample_range(0, n, held)
         assert weights is not None
 
         model = PretrainedBackbone(self.family, self._weighted(), self.spec.cond, self.spec.classes)
@@ -156,6 +151,20 @@ class BackboneSubject:
             bar.update(len(b))
         bar.close()
         return torch.cat(out)
+
+    def sample_range(self, b0: int, b1: int, held: Held) -> torch.Tensor:
+        """Samples b0 .. b1 - 1 of the trained (EMA) weights, each seeded by (seed, k) as in :meth:`sample`: the
+        same images whichever rank makes them."""
+        s = self.spec.sampler
+        assert s is not None and self.ema is not None, "a range is sampled from weights trained here"
+        shape = self.family.input_shape(self.config)
+        pred = self.spec.training.prediction if self.spec.training else "epsilon"
+        latent = getattr(self.source, "latent", False)
+        decoder = _decoder(self.source.autoencoder, shape, self.spec.device) if latent else None
+        conds = held.conds[b0:b1] if held.conds is not None else None
+        batches = sample(self.ema, b1 - b0, shape, conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,
+                         batch_size=128, device=self.spec.device, prediction=pred, start=b0, raw=decoder is not None)
+        return torch.cat([decoder(b) if decoder is not None else b for b in batches])
 
     def _weighted(self) -> torch.nn.Module:
         """The network with the suite's checkpoint loaded strictly (keys, shapes, dtypes, finite values)."""

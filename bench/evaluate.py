@@ -21,11 +21,13 @@ from diffbench.bench.backbone_subject import BackboneSubject
 from diffbench.bench.protocols import conditions
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.subjects import Held, Subject, held_out
+from diffbench.core import distributed
 from diffbench.core.files import atomic_path, output_dir
 from diffbench.diffusion.conditioning import condition_gain
 from diffbench.metrics import clip_score, quality
 from diffbench.metrics.detectors import build_detector, describe
 from diffbench.metrics.device import device_name
+from diffbench.metrics.inputs import LazyBatches
 from diffbench.metrics.intervals import bootstrap
 from diffbench.metrics.mfu import peak_for
 from diffbench.metrics.quality import extract, load_side
@@ -94,6 +96,8 @@ def condition_reading(subject: Subject, spec: CaseSpec) -> Reading | None:
     """The trained backbone's condition gain (``diffusion/conditioning.py``): how much its scored weights use the
     label or caption; None for an unconditional model and for a pipeline (its stages have their own conditions)."""
     if not isinstance(subject, BackboneSubject) or subject.cond == "none" or subject.ema is None:
+        return None
+    if not distributed.current().is_writer:  # rank 0 records it; the other ranks of the case need not compute it
         return None
 
     images, conds = subject.training_data()
@@ -203,7 +207,8 @@ def _train_along(subject: Subject, spec: CaseSpec, held: Held, reference: torch.
                 continue
             earlier += part.seconds
             e0 = time.perf_counter()
-            point = score(subject.sample(n, held), reference, subject.detector, None, spec.seed, kid=False, ref=ref)
+            point = score(_samples(subject, n, held), reference, subject.detector, None, spec.seed, kid=False,
+                          ref=ref)
             evaluating += time.perf_counter() - e0
             fid = next(r for k, r in point.items() if MetricKey.parse(k).base == "fid")
             curve.append({"step": step, "train_flops": part.train_flops, "value": fid.value,
@@ -216,6 +221,16 @@ def _train_along(subject: Subject, spec: CaseSpec, held: Held, reference: torch.
     return results, curve, evaluating
 
 
+def _samples(subject: Subject, n: int, held: Held) -> Any:
+    """The n samples to score: made now, or, in a case of several ranks (class or unconditional), made batch by
+    batch as the detector reads them, each rank its own batches (metrics/inputs.py's LazyBatches): rank 0
+    receives the detector's sums, never images. Captioned samples are made on rank 0 (their CLIP score reads
+    them)."""
+    if distributed.current().is_distributed and held.captions is None and hasattr(subject, "sample_range"):
+        return LazyBatches(lambda b0, b1: subject.sample_range(b0, b1, held), n, 128)
+    return subject.sample(n, held)
+
+
 def _sample_and_score(subject: Subject, spec: CaseSpec, results: dict[str, Any], curve: list[dict[str, Any]],
                       held: Held, reference: torch.Tensor, ref: Any,
                       cache: dict[str, Any] | None) -> dict[str, Reading]:
@@ -223,14 +238,20 @@ def _sample_and_score(subject: Subject, spec: CaseSpec, results: dict[str, Any],
     assert spec.training is not None and spec.sampler is not None
     n, s = spec.training.samples, spec.sampler
     t0 = time.perf_counter()
-    samples = subject.sample(n, held)
+    samples = _samples(subject, n, held)
     sampling = time.perf_counter() - t0
-    out = {"sample_ms_per_image": Reading(sampling * 1e3 / n, "ms",
-                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler}),
-           metric_name("phase_seconds", "sample"): Reading(sampling, "s")}
     t0 = time.perf_counter()
+    got = score(samples, reference, subject.detector, held.captions, spec.seed, ref=ref)
+    scoring = time.perf_counter() - t0
+    if isinstance(samples, LazyBatches):  # made while the detector read them: this rank's sampling time apart
+        sampling, scoring = samples.seconds, scoring - samples.seconds
+    world = distributed.current().size
+    out = {"sample_ms_per_image": Reading(sampling * 1e3 / n, "ms",
+                                          extra={"steps": s.sample_steps, "scheduler": s.scheduler,
+                                                 **({"world_size": world} if world > 1 else {})}),
+           metric_name("phase_seconds", "sample"): Reading(sampling, "s")}
     scored = {p or "model": r.extra for p, r in results.items() if r.extra}
-    for name, reading in score(samples, reference, subject.detector, held.captions, spec.seed, ref=ref).items():
+    for name, reading in got.items():
         reading.extra["scored"] = scored  # the EMA's kind and parameters, and the weight left on the init
         key = MetricKey.parse(name)
         if cache is not None and key.qualifier:  # detector metrics: whether the reference came from the cache
@@ -240,7 +261,7 @@ def _sample_and_score(subject: Subject, spec: CaseSpec, results: dict[str, Any],
             reading.extra["curve"] = [*curve, {"step": final.steps, "train_flops": final.train_flops,
                                                "value": reading.value, "ci95": reading.extra.get("ci95")}]
         out[name] = reading
-    out[metric_name("phase_seconds", "score")] = Reading(time.perf_counter() - t0, "s")
+    out[metric_name("phase_seconds", "score")] = Reading(scoring, "s")
     return out
 
 

@@ -6,6 +6,7 @@ Sources: a folder of images, an ADM-style ``.npz`` batch (``arr_0``, uint8 NHWC)
 
 from __future__ import annotations
 
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -70,8 +71,34 @@ def rgb8(im: object, path: Path) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+class LazyBatches:
+    """Images made batch by batch where they are read: batch j is ``make(j * batch_size, end)``, called only by the
+    rank that owns it under torchrun (j mod world size), so that no rank holds, or receives, another's images
+    (a case's samples, scored over its ranks)."""
+
+    def __init__(self, make: Callable[[int, int], torch.Tensor], n: int, batch_size: int) -> None:
+        self.make, self.n, self.batch_size = make, n, batch_size
+        self.seconds = 0.0  # spent making this rank's batches
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def batches(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def make_batch(self, j: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        try:
+            return self.make(j * self.batch_size, min(self.n, (j + 1) * self.batch_size))
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
 def count(source: Any) -> int | None:
     """How many images ``source`` holds, when that is cheap to know (for a progress bar's time left)."""
+    if isinstance(source, LazyBatches):
+        return len(source)
     try:
         if isinstance(source, (str, Path)):
             path = Path(source)
@@ -157,6 +184,11 @@ def indexed_batches(source: str | Path | torch.Tensor | np.ndarray | Iterable[to
                     yield j, to_uint8(torch.from_numpy(arr[i:i + batch_size]).permute(0, 3, 1, 2))
             return
         raise BadInputError(f"{path}: not a folder of images or an .npz file")
+    if isinstance(source, LazyBatches):  # its own batches: only this rank's are made
+        for j in range(source.batches):
+            if mine(j):
+                yield j, to_uint8(source.make_batch(j), value_range)
+        return
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(source)
     if isinstance(source, torch.Tensor):

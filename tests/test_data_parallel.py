@@ -77,3 +77,49 @@ def test_a_batch_that_does_not_split_is_one_line():
 
     with pytest.raises(ConfigError, match="multiple of the world size"):
         Share(0, 3).rows(8)
+
+
+def _score_rank(rank, world, port, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from diffbench.bench.evaluate import score
+    from diffbench.diffusion import datasets
+    from diffbench.metrics.inputs import LazyBatches
+
+    if world > 1:
+        dist.init_process_group("gloo")
+    digits = datasets.digits(16).images
+    made = []
+
+    def make(b0, b1):  # "samples" k = b0 .. b1-1: a digit, shifted by k (a function of k only)
+        made.append((b0, b1))
+        return torch.stack([torch.roll(digits[k], shifts=k % 5, dims=-1) for k in range(b0, b1)])
+
+    got = score(LazyBatches(make, 200, 32), digits[:500], "digits", None, seed=0, kid=True)
+    queue.put((rank, {k: r.value for k, r in got.items()}, made))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_samples_scored_over_ranks_equal_one_process_and_no_rank_makes_anothers():
+    """A case of several ranks scores its samples batch by batch, each rank making only its own batches (rank 0
+    receives the detector's sums, never images): FID and KID equal one process's."""
+    ctx = mp.get_context("spawn")
+    got = {}
+    for world in (1, 2):
+        queue, port = ctx.Queue(), _free_port()
+        procs = [ctx.Process(target=_score_rank, args=(r, world, port, queue)) for r in range(world)]
+        for p in procs:
+            p.start()
+        got[world] = [queue.get(timeout=300) for _ in range(world)]
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    (one,) = got[1]
+    by_rank = dict((r, (values, made)) for r, values, made in got[2])
+    assert [b0 for b0, _ in by_rank[0][1]] == [0, 64, 128, 192] and [b0 for b0, _ in by_rank[1][1]] == [32, 96, 160]
+    for key, value in one[1].items():
+        assert by_rank[0][0][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
