@@ -68,3 +68,4 @@ class Loop:
     workers: int = 0  # DataLoader worker processes decoding ahead (0: in the loop's process)
     micro_batch: int = 0  # > 0: a rank's share in chunks of this many, gradients accumulated (0: all at once)
     compile: bool = False
+    tf32: bool = True  # on GPUs, fp32 matmuls and convolutions in TF32 (what DiT's training script sets)

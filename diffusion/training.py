@@ -138,7 +138,9 @@ def _step(model: Any, net: Any, x_raw: torch.Tensor, c_raw: Any, cfg: TrainConfi
 
 def _parallel(model: torch.nn.Module, world: distributed.World, device: str, loop: Any) -> Any:
     """What the loop calls: the model, under DistributedDataParallel in a world of several ranks (gradients
-    averaged over them), compiled with ``compile``."""
+    averaged over them), compiled with ``compile``; on a GPU, TF32 as ``loop`` says."""
+    if str(device).startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = loop.tf32
     net: Any = model
     if world.is_distributed:
         ids = [torch.device(device).index] if str(device).startswith("cuda") else None
