@@ -127,3 +127,29 @@ def test_a_signal_checkpoints_and_stops_the_case_and_resume_continues(tmp_path, 
     a, b = _records(tmp_path / "whole"), _records(tmp_path / "cut")
     assert b["train_steps"]["extra"]["resumed_from"]["model"] > 0
     assert b["train_loss_first"]["samples"] == a["train_loss_first"]["samples"]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the job's process")
+def test_sigusr2_to_a_submitit_job_checkpoints_and_the_requeued_job_continues(tmp_path):
+    """Slurm's warning, as submitit's local executor delivers it: the job's checkpoint() has the running case write
+    its training checkpoint and stop; submitit requeues the job, which continues from that checkpoint."""
+    pytest.importorskip("submitit")
+    suite = _suite(tmp_path, world=1, steps=150)
+    whole = _run(suite, tmp_path / "whole")
+    assert whole.returncode == 0
+    cmd = [sys.executable, "-m", "diffbench", "run", str(suite), "--out", str(tmp_path / "cut"), "--no-progress",
+           "--launcher", "submitit"]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONWARNINGS="ignore"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _wait_for_checkpoint(tmp_path / "cut")
+    jobs = [pid for pid in _children(driver.pid)
+            if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(jobs) == 1, jobs
+    os.kill(jobs[0], signal.SIGUSR2)
+    assert driver.wait(300) == 0, driver.stdout.read()
+    log = "".join(p.read_text() for p in (tmp_path / "cut" / "submitit").glob("*_log.*"))
+    assert "Calling checkpoint method" in log and "Requeued job" in log
+    a, b = _records(tmp_path / "whole"), _records(tmp_path / "cut")
+    assert b["train_steps"]["extra"]["resumed_from"]["model"] > 0
+    # the job has both cores, the uninterrupted run one per worker: threads change the last bits of a matmul
+    assert b["train_loss_first"]["samples"] == pytest.approx(a["train_loss_first"]["samples"], rel=1e-4)
