@@ -37,6 +37,22 @@ from diffbench.metrics.specs import MetricKey, metric_name
 from diffbench.metrics.stats import is_stats_file
 
 
+def _data_notes(subject: Subject, results: dict[str, Any]) -> dict[str, Any]:
+    """What the training read, for its records: the dataset's identity, and with skip_bad the files it skipped
+    (found when listed, or undecodable when read), counted."""
+    source = getattr(subject, "source", None) if isinstance(subject, BackboneSubject) else None
+    if source is None:
+        return {}
+    listing = getattr(source, "listing", None)
+    at_listing = list(listing.skipped) if listing is not None else []
+    unread = sorted({f for r in results.values() for f in r.timing.get("skipped_files", [])})
+    notes: dict[str, Any] = {"data": {**source.identity(), "items": len(source)}}
+    if at_listing or unread:
+        notes["data"].update(skipped=len(at_listing) + len(unread), skipped_when_listed=at_listing[:20],
+                             undecodable=unread[:20])
+    return notes
+
+
 def loop_readings(results: dict[str, Any], device: str) -> dict[str, Reading]:
     """The training loop's own measurements (``diffusion/steps.py``'s StepTimer) over every part it trained (a
     pipeline's stages together): throughput, step time, the fraction spent waiting for data, and training MFU where
@@ -164,6 +180,7 @@ def train_and_score(subject: Subject, spec: CaseSpec) -> dict[str, Reading]:
         results, curve, seconds = _train_along(subject, spec, held, reference, ref, tmp)
         evaluating += seconds
         out = training_readings(results, t.train_steps)
+        out["train_steps"].extra.update(_data_notes(subject, results))
         out.update(loop_readings(results, spec.device))
         gain = condition_reading(subject, spec)
         if gain is not None:

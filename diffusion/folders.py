@@ -50,7 +50,7 @@ class Listing:
 def _bad(problem: str, fix: str, skip_bad: bool, skipped: list[str]) -> None:
     """A bad entry: fatal (one line naming it and the fix), or skipped and counted with ``skip_bad``."""
     if not skip_bad:
-        raise BadInputError(f"{problem}; {fix}, or set skip_bad = true to skip such files")
+        raise BadInputError(f"{problem}; {fix}, or skip such files (skip_bad = true, --skip-bad)")
     skipped.append(problem)
 
 
@@ -190,7 +190,7 @@ def decode(path: Path, resolution: int, flip: bool = False) -> np.ndarray:
         raise
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds for one thing: this file cannot be read
         raise BadInputError(f"{path}: unreadable image ({type(e).__name__}: {' '.join(str(e).split())[:80]}); "
-                            "replace or remove it, or set skip_bad = true") from None
+                            "replace or remove it, or skip such files (skip_bad = true, --skip-bad)") from None
     out = np.asarray(centre_crop(Image.fromarray(a), resolution))
     return np.ascontiguousarray(out[:, ::-1]) if flip else out
 

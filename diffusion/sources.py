@@ -35,6 +35,7 @@ class Batch:
     x: torch.Tensor  # uint8 images (N, C, H, W), or float latents
     conds: torch.Tensor | None  # class labels (N,) or caption token ids (N, T); None for cond "none"
     captions: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)  # undecodable files replaced in this batch (skip_bad)
 
 
 class DataSource(Protocol):
@@ -129,7 +130,7 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.listing.files)
 
-    def _decode(self, i: int, flip: bool) -> np.ndarray:
+    def _decode(self, i: int, flip: bool, skipped: list[str]) -> np.ndarray:
         for k in range(len(self)):
             j = (i + k) % len(self)
             try:
@@ -137,6 +138,7 @@ class FolderSource:
             except BadInputError as e:
                 if not self.skip_bad:
                     raise
+                skipped.append(self.listing.files[j])
                 if str(e) not in self.bad:
                     self.bad.append(str(e))
                     logger.warning(f"skipped: {e}")
@@ -144,12 +146,13 @@ class FolderSource:
 
     def fetch(self, indices: Sequence[int], flips: Sequence[bool] | None = None) -> Batch:
         flips = list(flips) if flips is not None else [False] * len(indices)
-        arrays = [self._decode(int(i), bool(f)) for i, f in zip(indices, flips, strict=True)]
+        skipped: list[str] = []
+        arrays = [self._decode(int(i), bool(f), skipped) for i, f in zip(indices, flips, strict=True)]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         conds = self.tokens[idx] if self.tokens is not None else self.labels[idx]
         caps = [self.listing.captions[i] for i in idx.tolist()] if self.listing.captions is not None else None
-        return Batch(x, conds, caps)
+        return Batch(x, conds, caps, skipped)
 
     def reference(self, n: int | None = None) -> Batch:
         return self.fetch(range(min(len(self), n or REFERENCE_MAX)))

@@ -84,13 +84,13 @@ class StepItems(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, Any]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, Any, list[str]]:
         step = self.start + k
         rows = self.share.rows(self.batch)
         idx = indices(len(self.source), self.batch, self.seed, step)[rows]
         fl = flips(self.batch, self.seed, step)[rows] if getattr(self.source, "flippable", False) else None
         b = self.source.fetch(idx.tolist(), fl.tolist() if fl is not None else None)
-        return b.x, b.conds
+        return b.x, b.conds, getattr(b, "skipped", [])  # a worker's skipped files travel with its batch
 
 
 def loader(source: Any, batch: int, seed: int, start: int, stop: int, share: Share, workers: int,
@@ -110,6 +110,7 @@ class StepTimer:
         self.cuda = str(device).startswith("cuda")
         self.waits: list[float] = []
         self.steps: list[float] = []
+        self.skipped: set[str] = set()  # undecodable files the batches replaced (skip_bad)
         self._start = 0.0
 
     def wait(self, batches: Any) -> Any:
@@ -121,7 +122,8 @@ class StepTimer:
             except StopIteration:
                 return
             self.waits.append(time.perf_counter() - self._start)
-            yield item
+            self.skipped.update(item[2])
+            yield item[:2]
 
     def stepped(self) -> None:
         if self.cuda:
@@ -130,11 +132,11 @@ class StepTimer:
 
     def describe(self, batch: int, world: int) -> dict[str, Any]:
         if not self.steps:
-            return {"world_size": world}
+            return {"world_size": world, "skipped_files": sorted(self.skipped)}
         steady = self.steps[1:] or self.steps
         waits = self.waits[1:len(self.steps)] or self.waits[:1]
         q = np.quantile(np.asarray(steady), [0.5, 0.9])
         return {"world_size": world, "first_step_s": self.steps[0], "step_s_p50": float(q[0]),
                 "step_s_p90": float(q[1]), "images_per_s": batch * len(steady) / sum(steady),
                 "data_wait_fraction": sum(waits) / sum(steady), "timed_steps": len(steady),
-                "step_ms": [round(x * 1e3, 4) for x in steady]}
+                "step_ms": [round(x * 1e3, 4) for x in steady], "skipped_files": sorted(self.skipped)}
