@@ -10,10 +10,10 @@ on. Resume: a case is complete when its records (under one run id) number its
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import json
 import multiprocessing as mp
-import multiprocessing.spawn as spawn
 import os
 import shutil
 import sys
@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,10 @@ from diffbench.bench.precision import flags
 from diffbench.bench.provenance import collect, utc_now
 from diffbench.bench.repetitions import RepetitionMismatch, merge
 from diffbench.bench.run_dir import RECORDS, RETRIED, RunLock, _compact, regate
+from diffbench.bench.spawning import environment, without_user_main
 from diffbench.bench.spec import CaseSpec
 from diffbench.bench.suites import Suite
-from diffbench.core import records
+from diffbench.core import distributed, records
 from diffbench.core.errors import ConfigError
 from diffbench.core.files import output_dir, write_text_atomic
 from diffbench.core.log import logger
@@ -56,11 +56,15 @@ class RunSummary:
 
 
 def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, name: str, conn: Any) -> None:
-    """Entry point of a case's process (a world of one rank): sends ("ok", records) or ("fail", status, message,
-    traceback)."""
+    """Entry point of a case's process: one rank, of a world of one or of the ranks a launcher started (Slurm's
+    tasks, with RANK and WORLD_SIZE set); sends ("ok", records: none from ranks other than 0) or ("fail", status,
+    message, traceback)."""
     try:
         apply_threads()
-        recs = execute(CaseSpec.from_json(spec_json), run_id, suite, case_id, name)
+        spec = CaseSpec.from_json(spec_json)
+        _, device = distributed.init(spec.device)  # a world of one needs nothing
+        recs = execute(dataclasses.replace(spec, device=device), run_id, suite, case_id, name)
+        distributed.finish()
         msg: tuple[Any, ...] = ("ok", [r.to_json() for r in recs])
     except BaseException as e:  # noqa: BLE001 - everything becomes a status row
         msg = ("fail", *ranks.outcome(e))
@@ -70,27 +74,6 @@ def _child(spec_json: dict[str, Any], run_id: str, suite: str, case_id: str, nam
         pass
     finally:
         conn.close()
-
-
-@contextlib.contextmanager
-def _without_user_main() -> Iterator[None]:
-    """A case's process runs diffbench's code only. multiprocessing's spawn would first re-run the caller's
-    script in it (as ``__mp_main__``), so a script calling ``diffbench.run(...)`` without an
-    ``if __name__ == "__main__":`` guard would start the run again inside every case; the case needs
-    nothing from that script (its target and arguments are diffbench's and plain data)."""
-    original = spawn.get_preparation_data
-
-    def without_main(name: str) -> dict[str, Any]:
-        data = original(name)
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-        return data
-
-    spawn.get_preparation_data = without_main  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        spawn.get_preparation_data = original  # type: ignore[assignment]
 
 
 class CaseExecutor:
@@ -121,6 +104,8 @@ class CaseExecutor:
             if status != "ok":
                 where = f"repetition {len(done) + 1} of {spec.repetitions}: " if spec.repetitions > 1 else ""
                 return [self.status_row(case, spec, status, where + str(payload))]
+            if self.env.get("RANK", "0") != "0":  # a launcher's rank other than 0: rank 0 records the case
+                return []
             done.append([Record.from_dict(json.loads(line)) for line in payload])
             work = workdir.case_dir(self.run_dir, case.case_id)
             if work:  # a repetition that ended ok: its checkpoint served its purpose (the next starts afresh)
@@ -140,8 +125,8 @@ class CaseExecutor:
         work = workdir.case_dir(self.run_dir, case.case_id)
         if work:
             env[workdir.CASE_DIR_ENV] = work
-        world = spec.placement.devices_per_case
-        if world > 1:  # a case of several ranks: torchrun on its devices, rank 0's result by file
+        world = spec.placement.world_size
+        if world > 1 and "WORLD_SIZE" not in env:  # several ranks: torchrun on its devices, rank 0's result by file
             job = {"spec": spec.to_json(), "run_id": self.run_id, "suite": self.suite, "case_id": case.case_id,
                    "name": case.name}
             return ranks.run_ranks(job, world, work, timeout, env, self.live)
@@ -150,7 +135,7 @@ class CaseExecutor:
         args = (spec.to_json(), self.run_id, self.suite, case.case_id, case.name, send)
         proc = ctx.Process(target=_child, args=args, daemon=True)
         t0 = time.monotonic()
-        with self._start_lock, _environment(env), _without_user_main():
+        with self._start_lock, environment(env), without_user_main():
             proc.start()
         self.live.add(proc)
         send.close()
@@ -220,21 +205,6 @@ def _join(threads: list[threading.Thread]) -> None:
             t.join(0.5)
 
 
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """``env`` set in os.environ for the duration (a spawned process inherits it at start)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class Runner:
     """Runs a suite's cases and appends their records to ``RUN_DIR/records.jsonl``: one at a time, or with
     ``devices`` one worker per device (``--devices 0,1,2,3`` or ``cpu,cpu``), each case's process seeing its
@@ -251,11 +221,6 @@ class Runner:
         self.log_path = run_dir / "run.log"
         self._log_lock = threading.Lock()
         self.executor = CaseExecutor(self.run_id, suite.name, self.log, timeout_s, run_dir=run_dir)
-        too_big = [c for c in cases if c.spec.placement.devices_per_case > max(1, len(self.devices))]
-        if too_big:
-            raise ConfigError(f"case {too_big[0].name} needs {too_big[0].spec.placement.devices_per_case} devices "
-                              f"(devices_per_case) but the run has {max(1, len(self.devices))}; "
-                              "give more with --devices")
 
     def log(self, message: str) -> None:
         """A line of run.log, also a debug message (shown by the CLI's --verbose)."""
@@ -298,6 +263,16 @@ class Runner:
         return done
 
     def run(self, resume: bool = False, keep_failed: bool = False) -> RunSummary:
+        """Run the cases here (a launcher's driver uses this runner's description, resume and log only)."""
+        spread = [c for c in self.cases if c.spec.placement.nodes > 1]
+        if spread:
+            raise ConfigError(f"case {spread[0].name} spans {spread[0].spec.placement.nodes} machines (nodes); run "
+                              "it with --launcher submitit, which starts one Slurm task per rank")
+        too_big = [c for c in self.cases if c.spec.placement.devices_per_case > max(1, len(self.devices))]
+        if too_big:
+            raise ConfigError(f"case {too_big[0].name} needs {too_big[0].spec.placement.devices_per_case} devices "
+                              f"(devices_per_case) but the run has {max(1, len(self.devices))}; "
+                              "give more with --devices")
         output_dir(self.run_dir)
         with RunLock(self.run_dir) as lock:
             lock.report(self.log)

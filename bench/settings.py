@@ -118,9 +118,19 @@ class Measurement:
 @dataclass(frozen=True)
 class Placement:
     """Where a case runs: the devices it holds under ``--devices`` (all visible to its process; it starts
-    when that many are free). What it measures is :class:`Measurement`'s; this never enters a result."""
+    when that many are free), on how many machines, and how its training loop reads data and checkpoints.
+    What it measures is :class:`Measurement`'s."""
+
+    @property
+    def world_size(self) -> int:
+        """The case's ranks: one per device, on every node."""
+        return self.devices_per_case * self.nodes
+
 
     devices_per_case: int = setting(1, lambda v: pos_int(v) and v <= 64, "a positive integer (at most 64)")
+    # > 1: a case's ranks span that many machines, devices_per_case on each (--launcher submitit: one Slurm task per
+    # rank, started by srun); its world size is devices_per_case x nodes
+    nodes: int = setting(1, lambda v: pos_int(v) and v <= 1024, "a positive integer (at most 1024)")
     # DataLoader worker processes decoding a dataset on disk ahead of the training loop (0: in the loop's process)
     data_workers: int = setting(Loop.workers, lambda v: nonneg_int(v) and v <= 64,
                                 "a non-negative integer (at most 64)")

@@ -123,3 +123,33 @@ def test_samples_scored_over_ranks_equal_one_process_and_no_rank_makes_anothers(
     assert [b0 for b0, _ in by_rank[0][1]] == [0, 64, 128, 192] and [b0 for b0, _ in by_rank[1][1]] == [32, 96, 160]
     for key, value in one[1].items():
         assert by_rank[0][0][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_a_case_of_two_ranks_as_submitit_tasks_equals_torchrun(tmp_path):
+    """devices_per_case = 2 through --launcher submitit: one job of 2 tasks (srun's on Slurm; submitit's local
+    executor here), each a rank joining the process group from submitit's environment, rank 0 handing the records
+    over; the same loss curve as the same case on 2 torchrun ranks of the local runner."""
+    pytest.importorskip("submitit")
+    import json
+
+    from tests.conftest import run_cli
+    from tests.test_resume_training import _suite
+
+    suite = _suite(tmp_path, world=2, steps=40)
+    curves = []
+    for name, extra in (("local", ["--devices", "cpu,cpu"]), ("tasks", ["--launcher", "submitit"])):
+        p = run_cli("run", str(suite), "--out", str(tmp_path / name), "--no-progress", *extra, timeout=300)
+        assert p.returncode == 0, p.stderr
+        recs = {r["metric"]: r for r in map(json.loads, (tmp_path / name / "records.jsonl").read_text().splitlines())}
+        assert recs["train_images_per_s"]["extra"]["world_size"] == 2
+        curves.append(np.array(recs["train_loss_first"]["samples"]))
+    assert len(curves[0]) == 40 and np.max(np.abs(curves[0] - curves[1]) / curves[0]) < 1e-6
+
+
+def test_a_case_across_nodes_needs_the_submitit_launcher(cli, tmp_path):
+    from tests.test_resume_training import _suite
+
+    suite = _suite(tmp_path, world=2, steps=4)
+    suite.write_text(suite.read_text().replace("devices_per_case = 2", "devices_per_case = 2\nnodes = 2"))
+    p = cli("run", str(suite), "--out", str(tmp_path / "run"), "--devices", "cpu,cpu", "--no-progress")
+    assert p.returncode == 2 and "--launcher submitit" in p.stderr and len(p.stderr.strip().splitlines()) == 1

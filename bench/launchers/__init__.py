@@ -44,6 +44,10 @@ def launch(launcher: str, suite: Any, cases: list[Any], run_dir: Path, timeout: 
         longest = max((timeout or c.spec.timeout_s) * c.spec.repetitions for c in cases) if cases else 0
         options = {**options, "time_limit_min": math.ceil(longest / 60) + 10}
 
+    spread = [c for c in cases if c.spec.placement.nodes > 1]
+    if launcher == "ray" and spread:
+        raise ConfigError(f"case {spread[0].name} spans {spread[0].spec.placement.nodes} machines (nodes): that is "
+                          "--launcher submitit's (one Slurm task per rank); a Ray task runs on one machine")
     if launcher == "submitit":
         backend: Any = SubmititBackend(run_dir, options)
     else:

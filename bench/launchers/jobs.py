@@ -47,15 +47,17 @@ def payload(case: Any, run_id: str, suite: str, run_dir: Path | None, timeout: f
             "launcher": launcher, "threads": threads}
 
 
-def run_job(job: dict[str, Any], where: dict[str, Any] | None = None) -> list[str]:
+def run_job(job: dict[str, Any], where: dict[str, Any] | None = None, ranks: dict[str, str] | None = None
+            ) -> list[str]:
     """Inside a job: run the case as the local runner would (each repetition in a fresh process, status rows
     for failures) and hand its records over; returns the record lines. ``where`` describes the job for
-    the records' provenance (job and array ids, node)."""
+    the records' provenance (job and array ids, node); ``ranks``: this task's torch.distributed environment when
+    the job's tasks are the case's ranks (RANK, WORLD_SIZE, MASTER_ADDR...)."""
     case = Case(job["name"], CaseSpec.from_json(job["spec"]))
     run_dir = Path(job["run_dir"]) if job.get("run_dir") else None
-    env = {ENV: json.dumps({"launcher": job["launcher"], **(where or {})})}
-    if job.get("threads"):
-        env[THREADS_ENV] = str(job["threads"])
+    env = {ENV: json.dumps({"launcher": job["launcher"], **(where or {})}), **(ranks or {})}
+    if job.get("threads"):  # the job's share of the cores, split between its tasks (a case's ranks) on a node
+        env[THREADS_ENV] = str(max(1, int(job["threads"]) // int((ranks or {}).get("LOCAL_WORLD_SIZE", 1))))
 
     def log(message: str) -> None:
         if run_dir is not None:
@@ -68,7 +70,7 @@ def run_job(job: dict[str, Any], where: dict[str, Any] | None = None) -> list[st
         lines = [r.to_json() for r in executor.execute(case)]
     finally:
         RUNNING.remove(executor)
-    if run_dir is not None:
+    if run_dir is not None and env.get("RANK", "0") == "0":  # of a case's ranks, rank 0 hands over
         write_text_atomic(job_file(run_dir, job["case_id"]), "".join(line + "\n" for line in lines))
     return lines
 

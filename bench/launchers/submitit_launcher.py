@@ -39,7 +39,7 @@ class CaseJob:
     checkpointable at run time, so that importing this module does not need submitit."""
 
     def __call__(self, job: dict[str, Any]) -> list[str]:
-        return run_job(job, _where())
+        return run_job(job, _where(), _ranks())
 
     def checkpoint(self, job: dict[str, Any]) -> Any:
         """Preempted or out of time: the running case writes its training checkpoint and stops, then the same case
@@ -48,6 +48,23 @@ class CaseJob:
 
         preempt_running()
         return submitit.helpers.DelayedSubmission(CaseJob(), job)
+
+
+def _ranks() -> dict[str, str] | None:
+    """In a job whose tasks are a case's ranks (srun started one per device, on every node): this task's
+    torch.distributed environment, rank 0's node as the rendezvous (every device of the node stays visible: the
+    rank takes cuda:LOCAL_RANK)."""
+    import submitit
+
+    try:
+        if submitit.JobEnvironment().num_tasks < 2:
+            return None
+    except RuntimeError:
+        return None
+    env = submitit.helpers.TorchDistributedEnvironment()
+    return {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank),
+            "LOCAL_WORLD_SIZE": str(env.local_world_size), "MASTER_ADDR": env.master_addr,
+            "MASTER_PORT": str(env.master_port)}
 
 
 def _where() -> dict[str, Any]:
@@ -82,7 +99,7 @@ class SubmititBackend:
         limit = options.get("time_limit_min") or 60 * 24
         params: dict[str, Any] = {"name": "diffbench", "timeout_min": math.ceil(limit),
                                   "tasks_per_node": 1, "nodes": 1}
-        if options.get("gpus_per_case") is not None:
+        if options.get("gpus_per_case") is not None:  # per node, for a case that spans nodes
             params["gpus_per_node"] = int(options["gpus_per_case"])
         if options.get("cpus_per_case") is not None:
             params["cpus_per_task"] = int(options["cpus_per_case"])
@@ -103,11 +120,22 @@ class SubmititBackend:
         return max(1, (os.cpu_count() or 1) // max(1, max_parallel))  # local: the jobs share this machine
 
     def submit(self, payloads: list[dict[str, Any]], max_parallel: int) -> list[tuple[str, Any]]:
-        if self.cluster == "slurm" and len(payloads) > 1:
-            submitted = self.executor.map_array(CaseJob(), payloads)
-        else:
-            submitted = [self.executor.submit(CaseJob(), p) for p in payloads]
-        return [(str(j.job_id), j) for j in submitted]
+        """Each case as a job; a case of several ranks (devices_per_case x nodes) as one job of that many tasks,
+        devices_per_case on each of its nodes (an array per placement on Slurm)."""
+        jobs: dict[int, Any] = {}
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, p in enumerate(payloads):
+            groups.setdefault((int(p["spec"].get("nodes", 1)), int(p["spec"].get("devices_per_case", 1))), []).append(i)
+        for (nodes, per_node), idx in groups.items():
+            self.executor.update_parameters(**{**self.parameters(self.options), "nodes": nodes,
+                                               "tasks_per_node": per_node})
+            batch = [payloads[i] for i in idx]
+            if self.cluster == "slurm" and len(batch) > 1:
+                submitted = self.executor.map_array(CaseJob(), batch)
+            else:
+                submitted = [self.executor.submit(CaseJob(), p) for p in batch]
+            jobs.update(zip(idx, submitted, strict=True))
+        return [(str(jobs[i].job_id), jobs[i]) for i in range(len(payloads))]
 
     def poll(self, job: Any) -> Ended | None:
         from submitit.core.utils import FailedJobError, UncompletedJobError
@@ -115,7 +143,7 @@ class SubmititBackend:
         if not job.done():
             return None
         try:
-            return Ended(job.result())
+            return Ended(job.results()[0])  # a case of several tasks: rank 0's (the others hand nothing over)
         except UncompletedJobError as e:  # cancelled, preempted without requeue, node lost, killed
             state = str(getattr(job, "state", "UNKNOWN")).split()[0].upper()
             status = "cancelled" if state in CANCELLED_SLURM or self.cluster != "slurm" else "crash"
@@ -151,6 +179,9 @@ class _LocalOrphan:
 
     def done(self) -> bool:
         return not _local_job_alive(self.job_id)
+
+    def results(self) -> list[list[str]]:
+        return [self.result()]
 
     def result(self) -> list[str]:
         from submitit.core.utils import UncompletedJobError
