@@ -133,7 +133,9 @@ class CaseExecutor:
         ctx = mp.get_context("spawn")
         recv, send = ctx.Pipe(duplex=False)
         args = (spec.to_json(), self.run_id, self.suite, case.case_id, case.name, send)
-        proc = ctx.Process(target=_child, args=args, daemon=True)
+        # not a daemon: a case's DataLoader workers are its children (a daemon may have none); the finally below
+        # kills it whatever ends the wait, as exiting killed a daemon
+        proc = ctx.Process(target=_child, args=args, daemon=False)
         t0 = time.monotonic()
         with self._start_lock, environment(env), without_user_main():
             proc.start()
