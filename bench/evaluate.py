@@ -64,6 +64,7 @@ def loop_readings(results: dict[str, Any], device: str) -> dict[str, Reading]:
     busy = sum(steps) / 1e3
     images = sum(r.timing["images_per_s"] * sum(r.timing["step_ms"]) / 1e3 for r in timed)
     world = {"world_size": max(r.timing["world_size"] for r in timed), "timed_steps": len(steps),
+             "images_seen": sum(r.images_seen for r in timed),
              "resumed_from": max(r.resumed_from for r in timed), **({"parts": len(timed)} if len(timed) > 1 else {})}
     q = np.quantile(np.asarray(steps), [0.5, 0.9])
     waits = sum(r.timing["data_wait_fraction"] * sum(r.timing["step_ms"]) / 1e3 for r in timed)

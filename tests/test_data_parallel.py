@@ -125,6 +125,7 @@ def test_samples_scored_over_ranks_equal_one_process_and_no_rank_makes_anothers(
         assert by_rank[0][0][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
+@pytest.mark.slow  # 2 ranks as 2 processes is the default run's; this is their start by submitit's tasks
 def test_a_case_of_two_ranks_as_submitit_tasks_equals_torchrun(tmp_path):
     """devices_per_case = 2 through --launcher submitit: one job of 2 tasks (srun's on Slurm; submitit's local
     executor here), each a rank joining the process group from submitit's environment, rank 0 handing the records

@@ -33,8 +33,8 @@ def digits_folder(tmp_path_factory):
     return digit_tree(tmp_path_factory.mktemp("digits") / "data", per_class=6, resolution=16)
 
 
-def _latents(*args, **kw):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def _latents(*args, threads=None, **kw):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     return subprocess.Popen([sys.executable, "-m", "diffbench", "latents", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -108,3 +108,20 @@ def test_training_on_latents_equals_encoding_on_the_fly(tmp_path, tiny_vae, digi
     (l1, e1), (l2, e2) = runs
     assert np.max(np.abs(l1 - l2) / np.abs(l1)) < 1e-4
     assert max(float((a - b).abs().max()) for a, b in zip(e1, e2, strict=True)) < 1e-4
+
+
+def test_two_torchrun_ranks_write_the_same_shards_as_one_process(tmp_path, tiny_vae, digits_folder):
+    """Shard j is encoded by rank j mod 2; the files are byte for byte those of one process."""
+    one = _latents(digits_folder, "--autoencoder", tiny_vae, "--out", tmp_path / "one", "--image-size", 16,
+                   "--shard-size", 16, threads=1)  # as each rank: a thread count changes a conv's last bits
+    assert one.wait(120) == 0
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "diffbench", "latents", str(digits_folder), "--autoencoder", str(tiny_vae), "--out",
+                          str(tmp_path / "two"), "--image-size", "16", "--shard-size", "16"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    names = sorted(f.name for f in (tmp_path / "one").iterdir())
+    assert names == sorted(f.name for f in (tmp_path / "two").iterdir()) and len(names) == 5
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

@@ -129,6 +129,7 @@ def test_a_signal_checkpoints_and_stops_the_case_and_resume_continues(tmp_path, 
     assert b["train_loss_first"]["samples"] == a["train_loss_first"]["samples"]
 
 
+@pytest.mark.slow  # the signal's path into a case is the default run's (SIGUSR2 above); this is submitit's requeue
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the job's process")
 def test_sigusr2_to_a_submitit_job_checkpoints_and_the_requeued_job_continues(tmp_path):
     """Slurm's warning, as submitit's local executor delivers it: the job's checkpoint() has the running case write

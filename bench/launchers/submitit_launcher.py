@@ -18,6 +18,7 @@ from typing import Any
 
 from diffbench.bench.launchers.driver import Ended
 from diffbench.bench.launchers.jobs import preempt_running, run_job
+from diffbench.bench.spec import CaseSpec
 from diffbench.core.errors import ConfigError
 
 ALIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -125,7 +126,8 @@ class SubmititBackend:
         jobs: dict[int, Any] = {}
         groups: dict[tuple[int, int], list[int]] = {}
         for i, p in enumerate(payloads):
-            groups.setdefault((int(p["spec"].get("nodes", 1)), int(p["spec"].get("devices_per_case", 1))), []).append(i)
+            where = CaseSpec.from_json(p["spec"]).placement
+            groups.setdefault((where.nodes, where.devices_per_case), []).append(i)
         for (nodes, per_node), idx in groups.items():
             self.executor.update_parameters(**{**self.parameters(self.options), "nodes": nodes,
                                                "tasks_per_node": per_node})
