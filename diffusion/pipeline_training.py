@@ -27,6 +27,7 @@ from diffbench.core.errors import ConfigError
 from diffbench.diffusion import datasets
 from diffbench.diffusion.config import AUTOENCODER_STEPS
 from diffbench.diffusion.process import TRAIN_STEPS, noise_augment
+from diffbench.diffusion.resolve import open_source
 from diffbench.diffusion.training import TrainConfig, TrainResult, model_range, train
 from diffbench.metrics import clip_score
 from diffbench.metrics.captions import tokenize
@@ -240,8 +241,9 @@ def _load_module(pipe: Pipeline, path: Path) -> None:
 
 def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
                   ) -> tuple[PipelineData, list[str] | None]:
-    """The data a pipeline trains on: ``digits`` (labels), ``shapes`` (captions; labels = the shape),
-    or a folder / ``.npz`` (labels from sub-folders or ``arr_1``), at the pipeline's output resolution.
+    """The data a pipeline trains on: ``digits`` (labels), ``shapes`` (captions; labels = the shape), or a dataset
+    on disk (``diffusion/resolve.py``: a class-folder tree, a captioned folder, an ``.npz``), at the pipeline's
+    output resolution.
 
     unCLIP's prior targets are the embedded CLIP's image embeddings (the only CLIP that ships; its
     text side is not used, so the pipeline's own text encoder still has to learn the captions).
@@ -252,8 +254,13 @@ def training_data(spec: Any, dataset: str, seed: int = 0, n_shapes: int = 3000
     elif dataset == "shapes":
         d = datasets.shapes(n_shapes, res, seed=seed + 1)
         d = datasets.ImageSet(d.images, d.labels[:, 0], d.captions)
-    else:
-        d = datasets.from_path(dataset, res)
+    else:  # a dataset on disk, decoded as a backbone's is (ADM's centre crop), held in memory (a pipeline is tiny)
+        src = open_source(dataset, res, seed)
+        if src.latent:
+            raise ConfigError(f"{dataset} holds latents; a pipeline trains its own autoencoder on images")
+        b = src.fetch(range(len(src)))
+        labels = b.conds if src.cond == "class" and b.conds is not None else torch.zeros(len(b.x), dtype=torch.long)
+        d = datasets.ImageSet(b.x, labels, b.captions)
     if spec.cond == "text" and d.captions is None:
         raise ConfigError(f"the {spec.name} pipeline is text-conditional and {dataset} has no captions; "
                           "train it on --dataset shapes (procedural captioned images)")

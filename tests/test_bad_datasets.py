@@ -98,3 +98,16 @@ def test_with_skip_bad_every_problem_is_skipped_and_counted(cli, tmp_path):
     assert data["skipped"] >= 2  # the empty class and the loop when listed, the JPEG when read (if drawn)
     assert any("empty class" in s for s in data["skipped_when_listed"])
     assert {r["status"] for r in recs.values()} <= {"ok", "unsupported"}  # unsupported: MFU has no CPU peak
+
+
+def test_pipelines_train_on_a_class_tree_and_a_captioned_folder(cli, tmp_path):
+    """'diffbench train PIPELINE --dataset PATH' reads datasets on disk through the same sources as suites: the
+    latent DiT pipeline on a class-folder tree, GLIDE (text) on a captioned folder."""
+    tree = class_tree(tmp_path / "tree", classes=3, per_class=4, size=(20, 24))
+    caps = captioned(tmp_path / "caps", ["a small red circle at the center", "a large blue square at the top left"])
+    for pipeline, data in (("dit", tree), ("glide", caps)):
+        p = cli("train", pipeline, "--dataset", str(data), "--steps", "2", "--autoencoder-steps", "2",
+                "--batch-size", "4", "--out", str(tmp_path / pipeline))
+        assert p.returncode == 0, p.stderr
+    bad = cli("train", "glide", "--dataset", str(tree), "--steps", "2", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "no captions" in bad.stderr

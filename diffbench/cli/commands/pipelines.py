@@ -43,7 +43,8 @@ PIPELINE_ARGS = [
               "diffbench train ldm --dataset shapes --train-flops 5e12 --params 2M --out runs/ldm-2m"],
     args=[*PIPELINE_ARGS,
           arg("--dataset", default=DEFAULTS.training.dataset,
-              help="digits, shapes (captions), a folder of images (class sub-folders) or an ADM-style .npz "
+              help="digits, shapes (captions), a class-folder tree, a captioned folder (metadata.jsonl) or an "
+                   "ADM-style .npz "
                    "(default: %(default)s)"),
           arg("--steps", type=non_negative_int, default=train_default("steps"), help="training steps per part"),
           arg("--train-flops", type=non_negative_float, default=train_default("train_flops"),
