@@ -13,6 +13,7 @@ images: with DataLoader workers, decoding runs ahead of the loop in other proces
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from diffbench.core.errors import ConfigError
+from diffbench.diffusion.preemption import SIGNALS
 from diffbench.diffusion.process import TRAIN_STEPS
 
 
@@ -98,7 +100,17 @@ def loader(source: Any, batch: int, seed: int, start: int, stop: int, share: Sha
     items = StepItems(source, batch, seed, start, stop, share)
     return torch.utils.data.DataLoader(items, batch_size=None, shuffle=False, num_workers=workers,
                                        pin_memory=pin, persistent_workers=False,
-                                       prefetch_factor=4 if workers else None)
+                                       prefetch_factor=4 if workers else None,
+                                       worker_init_fn=_deaf_to_preemption if workers else None)
+
+
+def _deaf_to_preemption(worker_id: int) -> None:
+    """In a DataLoader worker: Slurm signals every process of the step, workers too; a worker killed by SIGUSR2
+    or SIGTERM would fail the loop before it could checkpoint. The loop's process alone answers them. (A forked
+    worker inherits the loop's handler, which only raises a flag; one started by spawn or forkserver, Python
+    3.14's default, would take the default action and die.)"""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class StepTimer:

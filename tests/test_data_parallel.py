@@ -154,18 +154,3 @@ def test_a_case_across_nodes_needs_the_submitit_launcher(cli, tmp_path):
     suite.write_text(suite.read_text().replace("devices_per_case = 2", "devices_per_case = 2\nnodes = 2"))
     p = cli("run", str(suite), "--out", str(tmp_path / "run"), "--devices", "cpu,cpu", "--no-progress")
     assert p.returncode == 2 and "--launcher submitit" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-
-
-def test_a_case_of_one_rank_decodes_in_dataloader_workers(tmp_path):
-    """The case's process has DataLoader workers for children (it was a daemon, which may have none)."""
-    import json
-
-    from tests.conftest import run_cli
-    from tests.test_resume_training import _suite
-
-    suite = _suite(tmp_path, world=1, steps=6)
-    suite.write_text(suite.read_text().replace("checkpoint_every = 10", "checkpoint_every = 10\ndata_workers = 2"))
-    p = run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--no-progress", timeout=300)
-    assert p.returncode == 0, p.stderr
-    recs = {r["metric"]: r for r in map(json.loads, (tmp_path / "run" / "records.jsonl").read_text().splitlines())}
-    assert recs["train_steps"]["status"] == "ok" and recs["train_data_wait"]["value"] >= 0

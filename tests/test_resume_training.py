@@ -108,14 +108,16 @@ def test_sigkill_mid_training_of_two_ranks_then_resume_gives_the_uninterrupted_c
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the case's process")
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_signal_checkpoints_and_stops_the_case_and_resume_continues(tmp_path, sig):
+    """Also: a case of one rank decodes in DataLoader workers, its children (as a daemon it could have none)."""
     suite = _suite(tmp_path, world=1, steps=150)
+    suite.write_text(suite.read_text().replace("checkpoint_every = 10", "checkpoint_every = 10\ndata_workers = 2"))
     whole = _run(suite, tmp_path / "whole")
     assert whole.returncode == 0
     cut = _run(suite, tmp_path / "cut", wait=False)
     _wait_for_checkpoint(tmp_path / "cut")
-    case = [pid for pid in _children(cut.pid)
-            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert case, "the case's process was not found"
+    # the case's process and its DataLoader workers: Slurm signals every process of the job step
+    case = [pid for pid in _children(cut.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(case) == 3, "the case's process and its 2 workers were not found"
     for pid in case:
         os.kill(pid, sig)
     cut.wait(120)
