@@ -18,7 +18,7 @@ import torch
 from diffbench.bench.evaluate import save_pngs
 from diffbench.bench.protocols import read_captions
 from diffbench.bench.settings import DEFAULTS, PipelineJob, SampleJob, TrainJob
-from diffbench.core.distributed import all_gather, current, shard
+from diffbench.core.distributed import all_gather, barrier, current, shard
 from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import atomic_path, output_dir, write_text_atomic
 from diffbench.core.log import logger
@@ -120,8 +120,9 @@ def _pipeline_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.T
     scheduler = args.scheduler or DEFAULTS.sampling.scheduler
     check_sampling(steps, guidance, args.batch_size)
     make_scheduler(scheduler)
-    if current().is_writer:  # the folder is checked before the work (rank 0 writes it)
+    if current().is_writer:  # the folder is checked (and old samples removed) by rank 0, before any rank writes
         sample_folder(args.out, args.overwrite)
+    barrier()  # every rank writes its own images: none may start before the check (it would count them as old)
     captions, labels = _conditions(spec, args)  # checked before the (possibly large) build
     torch.manual_seed(args.seed)
     pipe = Pipeline(spec)
@@ -163,8 +164,9 @@ def _directory_sampler(args: SampleJob) -> tuple[Maker, dict[str, float], torch.
     steps = own.get("num_inference_steps", 50) if args.steps is None else args.steps
     guidance = own.get("guidance_scale", 1.0) if args.guidance is None else args.guidance
     check_sampling(steps, guidance, args.batch_size)
-    if current().is_writer:  # the folder is checked before the work (rank 0 writes it)
+    if current().is_writer:  # the folder is checked (and old samples removed) by rank 0, before any rank writes
         sample_folder(args.out, args.overwrite)
+    barrier()  # every rank writes its own images: none may start before the check (it would count them as old)
     captions, labels = _conditions(_DirSpec(info), args)
     pipe = load_dir(args.pipeline, args.scheduler or "own", args.device)
     inst = Instrument(args.device).attach(pipe)
