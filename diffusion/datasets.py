@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from diffbench.core.errors import BadInputError
 from diffbench.metrics.captions import COLOURS, POSITIONS, SHAPES, SIZES, caption
-from diffbench.metrics.inputs import batches, list_images
+from diffbench.metrics.inputs import batches
 
 
 @dataclass(frozen=True)
@@ -68,36 +68,30 @@ def shapes(n: int, resolution: int = 32, seed: int = 0, start: int = 0) -> Image
     return ImageSet(x, torch.tensor(attrs, dtype=torch.int64), caps)
 
 
-def from_path(path: str, resolution: int) -> ImageSet:
-    """Images from a folder (class labels from first-level sub-folder names, ImageNet-style) or an
-    ADM-style ``.npz`` (``arr_0`` uint8 NHWC images, optional ``arr_1`` labels), resized to ``resolution``."""
+def from_npz(path: str, resolution: int) -> ImageSet:
+    """Images of an ADM-style ``.npz`` (``arr_0`` uint8 NHWC images, optional ``arr_1`` labels), resized to
+    ``resolution``. (Folders are ``diffusion/folders.py``'s, through the sources.)"""
     p = Path(path)
-    if not p.exists():
-        raise BadInputError(f"{p}: no such folder or .npz file; give --dataset digits, shapes, a folder or an .npz")
+    if not p.is_file():
+        raise BadInputError(f"{p}: no such .npz file; give --dataset digits, shapes, a folder or an .npz")
     npz_labels = None
-    if p.is_file() and p.suffix == ".npz":  # labels checked before any image is resized (or trained on)
-        with np.load(p, allow_pickle=False) as z:
-            if "arr_1" in z.files:
-                npz_labels = z["arr_1"]
-        if npz_labels is not None:
-            if npz_labels.dtype.kind not in "iu" or npz_labels.ndim != 1:
-                raise BadInputError(f"{p}: arr_1 (class labels) must be a 1-d array of integers, got "
-                                    f"{npz_labels.dtype} {npz_labels.shape}")
-            if len(npz_labels) and npz_labels.min() < 0:
-                raise BadInputError(f"{p}: arr_1 holds negative class label(s) ({int(npz_labels.min())}); "
-                                    "labels are 0..classes-1")
+    with np.load(p, allow_pickle=False) as z:  # labels checked before any image is resized (or trained on)
+        if "arr_1" in z.files:
+            npz_labels = z["arr_1"]
+    if npz_labels is not None:
+        if npz_labels.dtype.kind not in "iu" or npz_labels.ndim != 1:
+            raise BadInputError(f"{p}: arr_1 (class labels) must be a 1-d array of integers, got "
+                                f"{npz_labels.dtype} {npz_labels.shape}")
+        if len(npz_labels) and npz_labels.min() < 0:
+            raise BadInputError(f"{p}: arr_1 holds negative class label(s) ({int(npz_labels.min())}); "
+                                "labels are 0..classes-1")
     imgs = [F.interpolate(b.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
                           align_corners=False).round().clamp(0, 255).to(torch.uint8) for b in batches(p, 256)]
     images = torch.cat(imgs)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1).contiguous()
-    labels = torch.zeros(len(images), dtype=torch.int64)
-    if p.is_dir():
-        classes = [f.relative_to(p).parts[0] if len(f.relative_to(p).parts) > 1 else "" for f in list_images(p)]
-        names = sorted(set(classes))
-        labels = torch.tensor([names.index(c) for c in classes], dtype=torch.int64)
-    elif npz_labels is not None:
-        labels = torch.from_numpy(npz_labels.astype(np.int64))
+    labels = torch.zeros(len(images), dtype=torch.int64) if npz_labels is None else \
+        torch.from_numpy(npz_labels.astype(np.int64))
     if len(labels) != len(images):
         raise BadInputError(f"{p}: {len(images)} images but {len(labels)} labels in arr_1; give one label per image")
     return ImageSet(images, labels)

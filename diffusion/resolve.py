@@ -46,7 +46,7 @@ def open_source(dataset: str, resolution: int, seed: int = 0, skip_bad: bool = F
                             ident={"kind": "embedded", "name": "shapes", "n": n_shapes})
     p = Path(dataset)
     if p.is_file() and p.suffix == ".npz":
-        d = datasets.from_path(dataset, resolution)
+        d = datasets.from_npz(dataset, resolution)
         return TensorSource(str(p), d.images, d.labels, "class", int(d.labels.max()) + 1,
                             detector or "inception-v3", flippable=True,
                             ident={"kind": "npz", "sha256": sha256_file(p)})
