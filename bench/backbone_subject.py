@@ -64,7 +64,8 @@ class BackboneSubject:
         return {"params": Reading(c.params, "count", extra={"by_module": c.params_by_module}),
                 "params_trainable": Reading(c.params_trainable, "count"),
                 "model_bytes": Reading(c.weights_bytes, "bytes"),
-                "gmacs": Reading(c.gmacs, "GMAC", extra={"convention": "FlopCounterMode/2, batch 1, one evaluation"}),
+                "gmacs": Reading(c.gmacs, "GMAC", extra={"convention": "FlopCounterMode/2, batch 1, one evaluation",
+                                                         **_fallback(c)}),
                 "flops": Reading(c.flops, "FLOP")}
 
     def flops_per_image(self, counts: dict[str, Reading]) -> float | None:
@@ -190,6 +191,11 @@ class BackboneSubject:
 
     def breakdown(self, calls: int) -> dict[str, Reading]:
         return {}
+
+
+def _fallback(c: Any) -> dict[str, str]:
+    """Where a network that meta cannot run was counted instead, and why (recorded with its GMACs)."""
+    return {"counted_on": c.counted_on, "fallback_reason": c.fallback_reason} if c.counted_on != "meta" else {}
 
 
 def _decoder(path: str | None, shape: tuple[int, ...], device: str) -> Any:

@@ -24,6 +24,7 @@ from diffbench.core import distributed
 from diffbench.core.records import Record, stamp, utc_now
 from diffbench.metrics.reading import Reading
 from diffbench.metrics.specs import check, metric_name
+from diffbench.models import external
 
 
 def subject_for(spec: CaseSpec) -> Subject:
@@ -32,6 +33,7 @@ def subject_for(spec: CaseSpec) -> Subject:
         return PipelineSubject(spec)
     if isinstance(spec.model, DiffusersRef):
         return DiffusersSubject(spec)
+    external.ensure(spec.model.origin)  # a family from outside: imported in this fresh process, as expanded
     return BackboneSubject(spec)
 
 

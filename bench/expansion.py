@@ -13,11 +13,12 @@ from typing import Any
 from diffbench.bench.settings import Settings
 from diffbench.bench.spec import BackboneRef, CaseSpec, DiffusersRef, ModelRef, PipelineRef, case_spec
 from diffbench.bench.suites import Suite, Sweep
-from diffbench.core.errors import BadInputError, ConfigError
+from diffbench.core.errors import BadInputError, ConfigError, FamilyError
 from diffbench.core.files import content_sha256
 from diffbench.core.log import logger
 from diffbench.diffusion.resolve import EMBEDDED, dataset_sha256
 from diffbench.metrics.captions import MAX_WORDS
+from diffbench.models import external
 from diffbench.models.api import check_fits, config_dict, config_from_dict, count, file_sha256, resolve
 from diffbench.models.denoiser import TEXT_DIM
 from diffbench.models.families import FAMILIES, family_of
@@ -32,6 +33,7 @@ from diffbench.models.sizing import Conditioning, match_many
 class Case:
     name: str  # human label, also what --only matches
     spec: CaseSpec
+    refused: str = ""  # why it cannot run (a family from outside at fault): the runner writes this as its error row
 
     @property
     def case_id(self) -> str:
@@ -62,8 +64,10 @@ def _weights(sweep: Sweep, cfg: Any) -> dict[str, str] | None:
     return out
 
 
-def _models(sweep: Sweep, file: str) -> list[ModelRef]:
-    """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent)."""
+def _models(sweep: Sweep, file: str, refusals: dict[str, str]) -> list[ModelRef]:
+    """Resolve a sweep's models to concrete configs (sizing happens here, once, in the parent). A family from outside
+    that cannot be imported, breaks the contract or misses a size gets its models all the same, with the fault in
+    ``refusals`` (by label): they become error rows, and the rest of the suite runs."""
     out: list[ModelRef] = []
     for name in sweep.presets:
         cfg, preset = resolve(name), PRESETS.get(name)
@@ -73,15 +77,44 @@ def _models(sweep: Sweep, file: str) -> list[ModelRef]:
     out.extend(_directory_models(sweep))
     by = "params" if sweep.params else "gmacs"
     tag = "" if sweep.cond == "class" else f"/{sweep.cond}"
+    names, faults = _families(sweep, file)
     wanted = [(fam, parse_input_shape(shape_text), t, parse_target(t, by, f"{file}: {by} target"))
               for fam in sweep.families for shape_text in sweep.input_shapes for t in sweep.params or sweep.gmacs]
-    found = match_many([(fam, {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
-                               "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in wanted],
-                       series=sweep.scaling == "width")
-    for (fam, shape, t, value), r in zip(wanted, found, strict=True):
-        out.append(BackboneRef(f"{fam}@{t}{tag}", fam, config_dict(r.config), target={by: value}, input=shape,
-                               checkpoint=_weights(sweep, r.config)))
+    sized = [w for w in wanted if w[0] not in faults]
+    found = match_many([(names[fam], {"input_shape": shape, "cond": _conditioning(sweep), "patch": sweep.patch or None,
+                                      "tolerance": sweep.tolerance, by: value}) for fam, shape, _, value in sized],
+                       series=sweep.scaling == "width", keep_errors=True)
+    results = dict(zip([(f, s, t) for f, s, t, _ in sized], found, strict=True))
+    for fam, shape, t, value in wanted:
+        name, origin = names.get(fam, fam), external.origin(names.get(fam, ""))
+        label = f"{name}@{t}{tag}"
+        r = results.get((fam, shape, t), faults.get(fam))
+        if isinstance(r, BaseException):
+            if origin is None and fam not in faults:  # a built-in family: the suite's own mistake, before any case
+                raise r
+            refusals[label] = str(r)
+            out.append(BackboneRef(label, name, {}, target={by: value}, input=shape,
+                                   origin=origin or {"module": fam}))
+            continue
+        assert r is not None
+        out.append(BackboneRef(label, name, config_dict(r.config), target={by: value}, input=shape,
+                               checkpoint=_weights(sweep, r.config), origin=origin))
     return out
+
+
+def _families(sweep: Sweep, file: str) -> tuple[dict[str, str], dict[str, FamilyError]]:
+    """Each of the sweep's families by its registered name (a module path or entry point imported here, with the
+    suite's folder searched), and the faults of those from outside that could not be imported or checked."""
+    names: dict[str, str] = {}
+    faults: dict[str, FamilyError] = {}
+    folder = str(Path(file).parent) if Path(file).is_file() else None
+    for fam in sweep.families:
+        try:
+            found = FAMILIES.get(fam) if fam in FAMILIES else external.find(fam, folder)
+            names[fam] = (found or FAMILIES.get(fam)).name
+        except FamilyError as e:
+            faults[fam] = e
+    return names, faults
 
 
 def _directory_models(sweep: Sweep) -> list[DiffusersRef]:
@@ -130,7 +163,7 @@ def _budgeted(settings: Settings, model: ModelRef) -> Settings:
     """With a train_flops budget, the steps that spend it on this backbone: ceil(budget / (3 x forward FLOPs per
     image x train batch)) (diffusion/config.py's rule), so every size and family trains on the same compute."""
     t = settings.training
-    if not t.train_flops or not isinstance(model, BackboneRef):
+    if not t.train_flops or not isinstance(model, BackboneRef) or not model.config:  # not sized: a refused family
         return settings
     flops = count(config_from_dict(FAMILIES.get(model.family).config_cls, model.config)).flops
     steps = max(1, math.ceil(t.train_flops / (3 * flops * t.train_batch)))
@@ -162,10 +195,11 @@ def expand(suite: Suite, device: str, strict: bool = True) -> list[Case]:
     cases: list[Case] = []
     seen: set[str] = set()
     known: dict[str, str | None] = {}
+    refusals: dict[str, str] = {}
     for sweep in suite.sweeps:
         m = sweep.settings.measurement
         data = _dataset_identity(sweep.settings, strict, known)
-        for model in _models(sweep, suite.source):
+        for model in _models(sweep, suite.source, refusals):
             settings = _budgeted(sweep.settings, model)
             for prec in m.precisions:
                 for batch in m.batch_sizes:
@@ -179,5 +213,5 @@ def expand(suite: Suite, device: str, strict: bool = True) -> list[Case]:
                     seen.add(spec.case_id)
                     shape = "x".join(map(str, model.input or []))
                     name = "/".join(p for p in (model.label, shape, f"b{batch}", prec) if p)
-                    cases.append(Case(name, spec))
+                    cases.append(Case(name, spec, refusals.get(model.label, "")))
     return cases

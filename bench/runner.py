@@ -92,6 +92,8 @@ class CaseExecutor:
 
     def execute(self, case: Case) -> list[Record]:
         spec = case.spec
+        if case.refused:  # it cannot run (a family from outside that breaks the contract): its row, no process
+            return [self.status_row(case, spec, "error", case.refused)]
         timeout = self.timeout_s or spec.timeout_s
         done: list[list[Record]] = []
         while len(done) < spec.repetitions:

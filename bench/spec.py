@@ -43,6 +43,8 @@ class BackboneRef:
     target: dict[str, float] | None = field(default=None, hash=False)  # sized: {"params": 1.4e6} or {"gmacs": ..}
     input: tuple[int, int, int] | None = None  # sized: the input shape it was sized for
     checkpoint: dict[str, str] | None = field(default=None, hash=False)  # {path, sha256}: weights to load
+    # a family from outside: {module, sha256, search} (models/external.py), imported again in the case's process
+    origin: dict[str, str] | None = field(default=None, hash=False)
 
     kind = "backbone"
 
@@ -55,13 +57,15 @@ class BackboneRef:
             out.update(target=self.target, input=list(self.input) if self.input else None)
         if self.checkpoint:  # only then: the ids of cases without one stay what they were
             out["checkpoint"] = dict(self.checkpoint)
+        if self.origin:
+            out["origin"] = dict(self.origin)
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BackboneRef:
         return cls(d["label"], d["family"], d["config"], d.get("preset"), d.get("reference"), d.get("source"),
                    d.get("target"), tuple(d["input"]) if d.get("input") else None,  # type: ignore[arg-type]
-                   d.get("checkpoint"))
+                   d.get("checkpoint"), d.get("origin"))
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,9 @@ class CaseSpec:
         if weights:  # the weights' content is the identity, not where the file lies
             identity["model"] = {**identity["model"], "checkpoint": {k: v for k, v in weights.items()
                                                                      if k.endswith("sha256")}}
+        if identity["model"].get("origin"):  # a family from outside: its source's content, not the folder searched
+            identity["model"] = {**identity["model"], "origin": {k: v for k, v in identity["model"]["origin"].items()
+                                                                 if k != "search"}}
         if "diffusers" in identity["model"]:  # a pipeline directory: its files' content, not its path
             identity["model"] = {k: v for k, v in identity["model"].items() if k != "diffusers"}
         if self.protocol is not None:  # the protocol's files by content (bench/protocols.py)

@@ -32,6 +32,7 @@ from diffbench.bench.settings import (
 )
 from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
 from diffbench.metrics.specs import HEADLINE, is_headline
+from diffbench.models import external
 from diffbench.models.families import FAMILIES
 from diffbench.models.pipelines import PIPELINES
 from diffbench.models.presets import PRESETS
@@ -263,7 +264,8 @@ def _sweep(raw: dict[str, Any], defaults: Settings, where: str, file: str, proto
     for registry, names, key in ((FAMILIES, fams, "families"), (PRESETS, presets, "presets"),
                                  (PIPELINES, [] if dirs else pipes, "pipelines")):
         for n in names:
-            if n not in registry:
+            outside = registry is FAMILIES and (external.is_reference(n) or n in external.installed())
+            if n not in registry and not outside:  # a family from outside is imported at expansion
                 raise UnknownNameError(f"{file}: {where}.{key}: {registry.unknown_message(n)}")
     if raw.get("scaling") == "width" and not fams:
         raise ConfigError(f"{file}: {where}.scaling: applies to families sized to params or gmacs targets; remove it")

@@ -9,6 +9,7 @@ The Python API (the CLI is a thin wrapper over it)::
     run.cases                                           # one row per case (pandas)
     diffbench.report(run)                               # tables, fits, plots from the records
     diffbench.fid("samples/", "ref.npz", detector="digits")
+    diffbench.Family(name="mynet", ...)                 # a backbone family of your own (docs/family.md)
 
 Subpackages: ``diffbench.core`` (errors, registry, records schema), ``diffbench.models``,
 ``diffbench.metrics``, ``diffbench.bench`` (suites, runner, cases, CLI), ``diffbench.reports``.
@@ -21,11 +22,12 @@ from typing import Any
 
 from diffbench.core.errors import UserError
 
-__all__ = ["Run", "UserError", "baseline", "benchmark_module", "build", "cache_entries", "clear_cache", "clip_score",
-           "compare", "count", "count_pipeline", "default_run_dir", "estimate", "fid", "latents", "listings",
-           "load_run", "match", "match_many", "plan", "report", "run", "sample", "stats", "train", "__version__"]
+__all__ = ["Family", "Run", "UserError", "baseline", "benchmark_module", "build", "cache_entries", "clear_cache",
+           "clip_score", "compare", "count", "count_pipeline", "default_run_dir", "estimate", "fid", "latents",
+           "listings", "load_run", "match", "match_many", "plan", "report", "run", "sample", "stats", "train",
+           "__version__"]
 
-_API = set(__all__) - {"UserError", "__version__"}
+_API = set(__all__) - {"UserError", "__version__", "Family"}
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +35,10 @@ def __getattr__(name: str) -> Any:
         from diffbench import api
 
         return getattr(api, name)
+    if name == "Family":  # the backbone family contract (docs/family.md)
+        from diffbench.models.family import Family
+
+        return Family
     if name == "__version__":
         from diffbench.core.version import diffbench_version
 

@@ -48,7 +48,7 @@ def estimate(cases: list[Any]) -> tuple[list[float | None], str]:
         m = case.spec.model
         gmacs: float | None = None
         shape: tuple[int, ...] = ()
-        if isinstance(m, BackboneRef) and case.spec.training is not None:
+        if isinstance(m, BackboneRef) and case.spec.training is not None and not getattr(case, "refused", ""):
             family = FAMILIES.get(m.family)
             config = config_from_dict(family.config_cls, m.config)
             gmacs, shape = count(config).gmacs, family.input_shape(config)

@@ -1,8 +1,17 @@
 """What each backbone family is, in words, in listing order: the one place its title and description are written.
-The families' registrations read it (``Family(*about("dit"), ...)``), and ``diffbench list families`` lists it
+The families' registrations read it (``Family(**about("dit"), ...)``), and ``diffbench list families`` lists it
 without importing the networks, so without torch."""
 
 from __future__ import annotations
+
+from typing import TypedDict
+
+
+class About(TypedDict):
+    name: str
+    title: str
+    description: str
+
 
 ABOUT: dict[str, tuple[str, str]] = {  # name -> (title, description)
     "dit": ("DiT", "ViT with adaLN-Zero conditioning (Peebles & Xie 2023); also adaLN / cross-attention / in-context"),
@@ -16,6 +25,7 @@ ABOUT: dict[str, tuple[str, str]] = {  # name -> (title, description)
 }
 
 
-def about(name: str) -> tuple[str, str, str]:
-    """(name, title, description): a family registration's first three fields."""
-    return (name, *ABOUT[name])
+def about(name: str) -> About:
+    """A family registration's name, title and description (``Family(**about("dit"), ...)``)."""
+    title, description = ABOUT[name]
+    return About(name=name, title=title, description=description)

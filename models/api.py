@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from diffbench.core.errors import BadInputError, ConfigError, UnknownNameError
+from diffbench.core.errors import BadInputError, ConfigError, FamilyError, UnknownNameError, UserError
 from diffbench.core.files import sha256_file
 from diffbench.core.safeload import load_weights, read_state_dict
 from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
@@ -31,10 +31,12 @@ def resolve(spec: Any, **overrides: Any) -> Any:
     if isinstance(spec, str):
         if spec in PRESETS:
             config = PRESETS.get(spec).config
-        elif spec in FAMILIES:
-            config = FAMILIES.get(spec).config_cls()
         else:
-            raise UnknownNameError(PRESETS.unknown_message(spec) + f"; families: {', '.join(FAMILIES.names())}")
+            try:  # a family's name, or the module path of one from outside (models/external.py)
+                config = FAMILIES.get(spec).config_cls()
+            except UnknownNameError:
+                raise UnknownNameError(PRESETS.unknown_message(spec) + f"; families: {', '.join(FAMILIES.names())}"
+                                       + FAMILIES.hint) from None
     elif dataclasses.is_dataclass(spec) and not isinstance(spec, type):
         config = spec
     else:
@@ -67,6 +69,8 @@ class ModelCounts:
     gmacs: float  # flops / 2 / 1e9
     config: dict[str, Any]
     weights_bytes: int = 0  # parameters and buffers as built (fp32)
+    counted_on: str = "meta"  # "cpu": the network cannot run on meta, so it was built for real
+    fallback_reason: str = ""  # why it was (the meta error)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,16 +80,32 @@ def count(spec: Any, name: str | None = None, **overrides: Any) -> ModelCounts:
     """Params and GMACs of one network evaluation at batch 1, counted on the meta device."""
     config = resolve(spec, **overrides)
     family = family_of(config)
-    meta = torch.device("meta")
-    with meta:
+    try:
+        params, flops = _counted(family, config, torch.device("meta"))
+        where, why = "meta", ""
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a network meta cannot run (a user's .item(), numpy): built for real
+        where, why = "cpu", f"meta failed: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        try:
+            params, flops = _counted(family, config, torch.device("cpu"))
+        except Exception as e2:  # noqa: BLE001 - the family's own code, on the CPU too
+            raise FamilyError(f"family {family.name}: counting {type(config).__name__} failed on meta ({why[12:]}) "
+                              f"and on the CPU ({type(e2).__name__}: {' '.join(str(e2).split())[:160]})") from None
+    label = name or (spec if isinstance(spec, str) else family.name)
+    return ModelCounts(label, family.name, params.total, params.trainable, params.by_module, flops,
+                       flops_to_gmacs(flops), config_dict(config), params.bytes, where, why)
+
+
+def _counted(family: Family, config: Any, device: torch.device) -> tuple[Any, int]:
+    """(params, FLOPs of one evaluation at batch 1) of ``config`` built on ``device``."""
+    with device:
         model = config.build().eval()
-        inputs = family.make_inputs(config, 1, meta, torch.float32)
+        inputs = family.make_inputs(config, 1, device, torch.float32)
     params = count_params(model)
     with torch.no_grad():
         flops = count_flops(lambda: family.denoise(model, inputs))
-    label = name or (spec if isinstance(spec, str) else family.name)
-    return ModelCounts(label, family.name, params.total, params.trainable, params.by_module, flops,
-                       flops_to_gmacs(flops), config_dict(config), params.bytes)
+    return params, flops
 
 
 def config_dict(config: Any) -> dict[str, Any]:

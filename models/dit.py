@@ -295,12 +295,12 @@ def dit_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 
 FAMILIES.add("dit", Family(
-    *about("dit"),
-    DiTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), patch_inputs,
-    lambda m, i: m(i["x"], i["t"], i.get("y")),
-    lambda: DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2, num_classes=10),
+    **about("dit"), config_cls=DiTConfig, input_shape=lambda c: (c.in_channels, c.input_size, c.input_size),
+    make_inputs=patch_inputs, denoise=lambda m, i: m(i["x"], i["t"], i.get("y")),
+    tiny=lambda: DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2,
+                           num_classes=10),
     width_field="hidden_size", depth_field="depth", width_step=transformer_width_step, condition=_condition,
-    sizing=dit_structures,
+    sizing=dit_structures, conditions=("class", "none"),
 ))
 
 DIT_PAPER = "Peebles & Xie, Scalable Diffusion Models with Transformers, ICCV 2023 (facebookresearch/DiT)"

@@ -9,12 +9,13 @@ and follow ADM / LDM channel multipliers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from diffbench.core.errors import ConfigError
+from diffbench.core.errors import ConfigError, FamilyError
 
 InputShape = tuple[int, int, int]  # (C, H, W)
 CONDITIONINGS = ("class", "text", "none")
@@ -45,6 +46,7 @@ class Structure:
     probe_depths: tuple[int, ...]  # two depths for transformers (affine), one for U-Nets (fixed)
     flops_through_origin: bool = False  # no width-independent FLOPs: two probes fix the quadratic
     tier: int = 0  # searched in order; a later tier is probed only if earlier ones miss (see ``match``)
+    verify: str = ""  # a family's name: check its params are quadratic in width and affine in depth (a user's own)
 
 
 def heads(width: int) -> int:
@@ -138,3 +140,40 @@ def attention_variants(levels: list[int], wanted: list[tuple[int, ...]]) -> list
     return out
 
 
+
+
+GENERIC_WIDTH_MAX = 4096  # widths a family without rules of its own is searched over: multiples of its step up to this
+GENERIC_DEPTHS = range(1, 49)
+
+
+def width_depth_rules(family: Any) -> Callable[..., list[Structure]]:
+    """The shape rules of a family that gives none (a user's own): its default config, set to the input and the
+    condition by the family's ``for_input`` and ``condition``, at every width (multiples of its step, up to 4096)
+    and depth (1 to 48; odd ones with ``odd_depth``). One structure, whose params and MACs sizing fits from probes;
+    the fit is checked on first use (``Structure.verify``), since nothing promises a user's network is quadratic in
+    width and affine in depth. Near-ties go to DiT's depth-to-width proportions."""
+
+    def rules(shape: InputShape, cond: Any, patch: int | None = None) -> list[Structure]:
+        try:
+            base = family.for_input(family.config_cls(), shape, patch)
+            if family.condition is not None:
+                base = family.condition(base, cond.kind, cond.num_classes, cond.context_tokens, cond.context_dim)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the family's own code: its fault, said in one line
+            raise FamilyError(f"family {family.name}: its config for input {'x'.join(map(str, shape))} and "
+                              f"{cond.kind} conditioning could not be made: {type(e).__name__}: {e}") from None
+
+        def make(w: int, d: int) -> Any:
+            return dataclasses.replace(base, **{family.width_field: w, family.depth_field: d})
+
+        step = family.step(base)
+        widths = tuple(w for w in range(step, GENERIC_WIDTH_MAX + 1, step) if w % family.step(make(w, 2)) == 0)
+        depths = [d for d in GENERIC_DEPTHS if d % 2 or not family.odd_depth]
+        if len(widths) < 4:
+            raise FamilyError(f"family {family.name}: width step {step} leaves {len(widths)} widths up to "
+                              f"{GENERIC_WIDTH_MAX}; sizing needs at least 4 (a smaller width_step)")
+        return [Structure((family.name, "width-depth"), make, transformer_atypicality, widths, lambda w: depths,
+                          (widths[0], widths[1], widths[3]), (depths[1], depths[3]), verify=family.name)]
+
+    return rules

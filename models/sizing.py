@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from diffbench.core.errors import ConfigError
+from diffbench.core.errors import ConfigError, FamilyError
 from diffbench.metrics.counting import count_params
 from diffbench.models.api import config_dict, count
 from diffbench.models.families import FAMILIES, family_of
@@ -103,6 +103,26 @@ class CountModel:
 
 
 def fit_counts(s: Structure, by: str) -> CountModel:
+    if not s.verify:
+        return _fit(s, by)
+    try:  # a user's family: its build's faults are its own, and its counts are checked against the fit
+        model = _fit(s, by)
+        w, d = s.widths[2], s.probe_depths[1] + (2 if s.probe_depths[1] % 2 else 1)
+        counted = probe(s.make(w, d), by != "params")[0 if by == "params" else 1]
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the family's own code
+        raise FamilyError(f"family {s.verify}: building its config for sizing raised {type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+    if abs(model(w, d) - counted) > 0.5 + 1e-9 * counted:
+        what = "params" if by == "params" else "FLOPs"
+        raise FamilyError(f"family {s.verify}: its {what} are not quadratic in width and affine in depth as sizing "
+                          f"assumes (width {w}, depth {d}: counted {counted}, the fit says {model(w, d):.0f}); give "
+                          "the family sizing rules of its own (Family.sizing, see models/shapes.py)")
+    return model
+
+
+def _fit(s: Structure, by: str) -> CountModel:
     idx = 0 if by == "params" else 1
     qs = []
     for d in s.probe_depths:
@@ -188,6 +208,7 @@ def match(family: str, params: float | None = None, gmacs: float | None = None,
 
     Raises ``ConfigError`` when no config of the family's rules lands within ``tolerance``.
     """
+    family = FAMILIES.get(family).name  # a family from outside may be given by its module path
     by, target, shape, rules = _checked(family, params, gmacs, input_shape, patch, tolerance)
     s, w, d, lo, hi = _search(rules(shape, cond or Conditioning(), patch), by, target)
     return _result(family, by, target, shape, s.make(w, d), tolerance, lo, hi)
@@ -209,6 +230,7 @@ def match_series(family: str, targets: Sequence[float], by: str = "params", inpu
         raise ConfigError("a series needs at least one target")
     if by not in ("params", "gmacs"):
         raise ConfigError(f"by must be params or gmacs, got {by!r}")
+    family = FAMILIES.get(family).name
     checked = [_checked(family, t if by == "params" else None, t if by != "params" else None, input_shape, patch,
                         tolerance) for t in targets]
     _, _, shape, rules = checked[0]
@@ -276,7 +298,8 @@ def _search_series(structures: list[Structure], by: str, targets: list[float]
     return s, d, ws, lo, hi
 
 
-def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = False) -> list[MatchResult]:
+def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = False,
+               keep_errors: bool = False) -> list[Any]:
     """``[match(family, **kwargs) for family, kwargs in requests]``, with the families searched in parallel;
     ``series``: each family's targets that share input, conditioning, patch and tolerance are sized as one
     width-only series (``match_series``).
@@ -284,9 +307,13 @@ def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = Fa
     Each family's probes are cached within one worker, so a family stays in one process; workers are
     forked after the imports (a spawned one would spend seconds importing torch and diffusers again),
     U-Nets first since their probes cost the most. Serial where fork is not available, with one family,
-    or with ``DIFFBENCH_SIZING_WORKERS=1``. The first failing request's error is raised, as in a loop.
+    or with ``DIFFBENCH_SIZING_WORKERS=1``. The first failing request's error is raised, as in a loop; with
+    ``keep_errors`` each failing request's error is returned in its place.
     """
     families = list(dict.fromkeys(f for f, _ in requests))
+    for f in families:  # imported here, before the workers fork, where a family comes from outside
+        with contextlib.suppress(FamilyError):  # then each of its requests fails with it, in its place
+            FAMILIES.get(f)
     groups = [(f, [(i, kw) for i, (g, kw) in enumerate(requests) if g == f], series)
               for f in sorted(families, key=lambda f: not f.startswith("unet"))]
     workers = _workers(len(families))
@@ -299,9 +326,9 @@ def match_many(requests: Sequence[tuple[str, dict[str, Any]]], series: bool = Fa
             for done in pool.imap_unordered(_match_group, groups):
                 out.update(done)
     for i in range(len(requests)):
-        if isinstance(out[i], BaseException):
+        if isinstance(out[i], BaseException) and not keep_errors:
             raise out[i]  # type: ignore[misc]
-    return [out[i] for i in range(len(requests))]  # type: ignore[misc]
+    return [out[i] for i in range(len(requests))]
 
 
 def _workers(n_families: int) -> int:

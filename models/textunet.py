@@ -150,10 +150,11 @@ def _denoise(m: nn.Module, i: Inputs) -> torch.Tensor:
 
 
 FAMILIES.add("unet-glide", Family(
-    *about("unet-glide"),
-    TextUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _inputs, _denoise,
-    lambda: TextUNetConfig(image_size=8, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+    **about("unet-glide"), config_cls=TextUNetConfig,
+    input_shape=lambda c: (c.in_channels, c.image_size, c.image_size), make_inputs=_inputs, denoise=_denoise,
+    tiny=lambda: TextUNetConfig(image_size=8, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                            attention_resolutions=(4,), num_head_channels=16, context_dim=16, context_tokens=5,
                            class_embed_dim=16, norm_num_groups=8),
     width_field="model_channels", depth_field="num_res_blocks", width_step=unet_width_step,
+    condition=None, sizing=None, conditions=("text",),  # sized inside the pipelines that use it
 ))

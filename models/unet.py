@@ -325,25 +325,26 @@ def ldm_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 
 FAMILIES.add("unet-adm", Family(
-    *about("unet-adm"),
-    ADMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), unet_inputs,
-    lambda m, i: m(with_low_res(i), i["t"], class_labels=i.get("y")).sample,
-    lambda: ADMUNetConfig(image_size=8, in_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+    **about("unet-adm"), config_cls=ADMUNetConfig,
+    input_shape=lambda c: (c.in_channels, c.image_size, c.image_size), make_inputs=unet_inputs,
+    denoise=lambda m, i: m(with_low_res(i), i["t"], class_labels=i.get("y")).sample,
+    tiny=lambda: ADMUNetConfig(image_size=8, in_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                           attention_resolutions=(4,), num_head_channels=32, num_classes=10),
     width_field="model_channels", depth_field="num_res_blocks", width_step=unet_width_step,
     condition=_adm_condition, sizing=adm_structures, params_affine_in="num_res_blocks",
 ))
 
 FAMILIES.add("unet-ldm", Family(
-    *about("unet-ldm"),
-    LDMUNetConfig, lambda c: (c.in_channels, c.image_size, c.image_size), _ldm_inputs,
-    lambda m, i: m(with_low_res(i), i["t"], encoder_hidden_states=i["context"], class_labels=i.get("y"),
-                   added_cond_kwargs=i.get("added")).sample,
-    lambda: LDMUNetConfig(image_size=8, in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
+    **about("unet-ldm"), config_cls=LDMUNetConfig,
+    input_shape=lambda c: (c.in_channels, c.image_size, c.image_size), make_inputs=_ldm_inputs,
+    denoise=lambda m, i: m(with_low_res(i), i["t"], encoder_hidden_states=i["context"], class_labels=i.get("y"),
+                           added_cond_kwargs=i.get("added")).sample,
+    tiny=lambda: LDMUNetConfig(image_size=8, in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
                           num_res_blocks=1, attention_resolutions=(8, 4), num_heads=4, context_dim=16,
                           context_tokens=5),
     width_field="model_channels", depth_field="num_res_blocks", width_step=unet_width_step,
     condition=_ldm_condition, sizing=ldm_structures, params_affine_in="num_res_blocks",
+    conditions=("class", "text", "none"),
 ))
 
 ADM_PAPER = "Dhariwal & Nichol, Diffusion Models Beat GANs on Image Synthesis, 2021 (openai/guided-diffusion)"

@@ -224,11 +224,11 @@ def uvit_structures(shape: InputShape, cond: Conditioning, patch: int | None = N
 
 
 FAMILIES.add("uvit", Family(
-    *about("uvit"),
-    UViTConfig, lambda c: (c.in_chans, c.img_size, c.img_size), _inputs, _denoise,
-    lambda: UViTConfig(img_size=8, patch_size=2, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=11),
+    **about("uvit"), config_cls=UViTConfig, input_shape=lambda c: (c.in_chans, c.img_size, c.img_size),
+    make_inputs=_inputs, denoise=_denoise,
+    tiny=lambda: UViTConfig(img_size=8, patch_size=2, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=11),
     width_field="embed_dim", depth_field="depth", width_step=transformer_width_step, condition=_condition,
-    sizing=uvit_structures, odd_depth=True,
+    sizing=uvit_structures, odd_depth=True, conditions=("class", "text", "none"),
 ))
 
 UVIT_PAPER = "Bao et al., All are Worth Words: A ViT Backbone for Diffusion Models, CVPR 2023 (baofff/U-ViT)"

@@ -108,10 +108,9 @@ def vit_structures(shape: InputShape, cond: Conditioning, patch: int | None = No
 
 def _register() -> None:
     FAMILIES.add("vit", Family(
-        *about("vit"),
-        ViTConfig, lambda c: (c.in_channels, c.input_size, c.input_size), patch_inputs,
-        lambda m, i: m(i["x"], i["t"], i.get("y")),
-        lambda: ViTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2,
+        **about("vit"), config_cls=ViTConfig, input_shape=lambda c: (c.in_channels, c.input_size, c.input_size),
+        make_inputs=patch_inputs, denoise=lambda m, i: m(i["x"], i["t"], i.get("y")),
+        tiny=lambda: ViTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=64, depth=2, num_heads=2,
                           num_classes=10),
         width_field="hidden_size", depth_field="depth", width_step=transformer_width_step, condition=_condition,
         sizing=vit_structures,

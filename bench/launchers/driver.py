@@ -87,7 +87,9 @@ class Driver:
             if handle is not None:
                 pending[case.case_id] = (case, handle)
                 log(f"{case.name}: waiting for job {entry['job_id']} of the previous driver (still running)")
-        queue = [c for c in todo if c.case_id not in pending]
+        for case in (c for c in todo if c.refused and c.case_id not in pending):  # nothing to submit: its row now
+            summary.statuses[self.runner.run_case(case)[0]] += 1
+        queue = [c for c in todo if c.case_id not in pending and not c.refused]
         log(f"run {self.run_id}: {len(todo)} case(s) to run through {self.backend.name} "
             f"({len(pending)} still running from before), {summary.skipped} already complete")
 

@@ -26,6 +26,11 @@ class UnknownNameError(UserError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class FamilyError(ConfigError):
+    """A backbone family from outside diffbench that breaks the family contract (``models/family.py``): the message
+    names the family and the fault. Inside a suite it ends that family's cases, not the suite."""
+
+
 class BadInputError(UserError):
     """An input file or tensor that cannot be used as given (format, dtype, shape, range)."""
 

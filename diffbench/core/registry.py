@@ -22,6 +22,9 @@ class Registry(Generic[T]):
         self.kind = kind
         self.description = description
         self._items: dict[str, T] = {}
+        # a name no item is registered under: asked of this first (it may register one; None: unknown after all)
+        self.fallback: Callable[[str], T | None] | None = None
+        self.hint = ""  # added to the unknown-name message: what else a name may be
 
     def add(self, name: str, item: T) -> T:
         if name in self._items:
@@ -38,10 +41,12 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
-            raise UnknownNameError(self.unknown_message(name)) from None
+        item = self._items.get(name)
+        if item is None and self.fallback is not None:
+            item = self.fallback(name)
+        if item is None:
+            raise UnknownNameError(self.unknown_message(name))
+        return item
 
     def unknown_message(self, name: str) -> str:
         names = list(self._items)
@@ -50,7 +55,7 @@ class Registry(Generic[T]):
         close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
-        return f"unknown {self.kind} {name!r}{hint} (available: {shown or 'none'})"
+        return f"unknown {self.kind} {name!r}{hint} (available: {shown or 'none'}){self.hint}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -23,7 +23,7 @@ def _reshaped(s: StageSpec, factor: float, depth_delta: int = 0) -> StageSpec | 
     wf, df = fam.width_field, fam.depth_field
     configs = []
     for cfg in s.backbones:
-        step = fam.width_step(cfg)
+        step = fam.step(cfg)
         changes: dict[str, Any] = {wf: max(step, round(getattr(cfg, wf) * factor / step) * step)}
         depth = getattr(cfg, df)
         if depth_delta:
