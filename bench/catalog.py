@@ -19,9 +19,13 @@ class Listing:
 
 
 def _families() -> list[dict[str, Any]]:
-    from diffbench.models.about import ABOUT  # the families' words, without their networks (torch)
+    import importlib.metadata
 
-    return [{"name": n, "title": title, "description": text} for n, (title, text) in ABOUT.items()]
+    from diffbench.models.about import ABOUT, ENTRY_POINTS  # the families' words, without their networks (torch)
+
+    rows = [{"name": n, "title": title, "description": text} for n, (title, text) in ABOUT.items()]
+    return rows + [{"name": ep.name, "title": "(installed)", "description": f"from {ep.value}, imported when used"}
+                   for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)]
 
 
 def _presets() -> list[dict[str, Any]]:
@@ -91,7 +95,9 @@ def _protocols() -> list[dict[str, Any]]:
 
 LISTINGS: Registry[Listing] = Registry("kind", "what 'diffbench list' can show")
 LISTINGS.add("families", Listing("families", "backbone families that sizing can scale",
-                                 ("name", "title", "description"), _families))
+                                 ("name", "title", "description"), _families,
+                                 note="a family of your own: name it as package.module:NAME, or install it under the "
+                                      "entry point group diffbench.families (docs/family.md)"))
 LISTINGS.add("presets", Listing(
     "presets", "paper configurations", ("name", "family", "params", "gmacs", "source"), _presets,
     note="params and GMACs are the official code's exact counts from docs/reference.md (the DiT ablation rows: the "

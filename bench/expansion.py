@@ -214,4 +214,6 @@ def expand(suite: Suite, device: str, strict: bool = True) -> list[Case]:
                     shape = "x".join(map(str, model.input or []))
                     name = "/".join(p for p in (model.label, shape, f"b{batch}", prec) if p)
                     cases.append(Case(name, spec, refusals.get(model.label, "")))
+    for fault in dict.fromkeys(refusals.values()):  # once per family and fault: its cases become error rows
+        logger.warning(f"{fault} (its cases are recorded as errors; the rest of the suite runs)")
     return cases

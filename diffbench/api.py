@@ -138,7 +138,11 @@ def benchmark_module(model: nn.Module, inputs: Any = None, name: str | None = No
     """Benchmark your own ``nn.Module`` (the protocol: ``diffbench.bench.module_subject``): called as
     ``model(**inputs(batch_size, device, dtype))``, or with the module's ``diffbench_inputs`` method. One case
     per batch size, recorded in ``out`` (default ``runs/module-NAME-TIMESTAMP``) like a suite's cases, so
-    ``report``, ``compare`` and ``load_run`` read it. Runs in this process (no isolation, no timeout)."""
+    ``report``, ``compare`` and ``load_run`` read it. Runs in this process (no isolation, no timeout).
+
+    This is for a one-off module, timed as it is. A backbone that should be sized to a target (``match``), trained,
+    sampled and scored beside DiT in a suite needs a family: a ``diffbench.Family`` named by its module path
+    (``families = ["my_pkg.nets:MYNET"]``), see docs/family.md."""
     from diffbench.bench import module_subject
 
     return load_run(module_subject.benchmark(model, inputs, name, out, batch_sizes, precision, device, warmup,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+ENTRY_POINTS = "diffbench.families"  # the entry point group an installed package declares its families in
+
 
 class About(TypedDict):
     name: str

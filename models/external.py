@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from diffbench.core.errors import ConfigError, FamilyError
+from diffbench.models.about import ENTRY_POINTS
 from diffbench.models.family import CONDITION_KINDS, FAMILIES, Family
 
-ENTRY_POINTS = "diffbench.families"
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _NAME = re.compile(r"[A-Za-z][\w.+-]*")  # labels use @ and /, spec strings : and ,
 
@@ -182,30 +182,37 @@ def check(fam: Family, ref: str | None = None) -> None:
 def forward_check(fam: Family, config: Any, kind: str, who: str) -> None:
     """Build ``config`` for this condition and denoise a batch of 2: the output must have the input's shape (or twice
     its channels). On the CPU when the family gives ``tiny`` (labels are then checked up to the null class), else on
-    the meta device, which allocates nothing."""
-    device = torch.device("cpu" if fam.tiny is not None else "meta")
-    try:
-        cfg = fam.condition(config, kind, 10, 5, 16) if fam.condition is not None else config
-        with torch.device(device):
-            model = cfg.build()
-            inputs = fam.make_inputs(cfg, 2, device, torch.float32)
-        shape = tuple(fam.input_shape(cfg))
-        if kind == "class" and "y" in inputs and device.type == "cpu":
-            inputs["y"] = torch.tensor([0, 10])  # a label and the null class (index num_classes)
-        with torch.no_grad():
-            out = fam.denoise(model, inputs)
-    except FamilyError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the family's own code
-        null = " (labels run 0 .. num_classes, the last the null class: a class table needs num_classes + 1 rows)"
-        raise FamilyError(f"{who}: building and denoising its {'tiny ' if fam.tiny else ''}config with {kind} "
-                          f"conditioning failed ({type(e).__name__}: {_short(e)})"
-                          f"{null if kind == 'class' and 'index' in str(e).lower() else ''}") from None
+    the meta device, which allocates nothing, and on the CPU where meta cannot run the network."""
+    for device in [torch.device("cpu")] if fam.tiny is not None else [torch.device("meta"), torch.device("cpu")]:
+        try:
+            shape, out = _denoised(fam, config, kind, device)
+            break
+        except FamilyError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the family's own code
+            if device.type == "meta":
+                continue
+            null = " (labels run 0 .. num_classes, the last the null class: a table needs num_classes + 1 rows)"
+            raise FamilyError(f"{who}: building and denoising its {'tiny ' if fam.tiny else ''}config with {kind} "
+                              f"conditioning failed ({type(e).__name__}: {_short(e)})"
+                              f"{null if kind == 'class' and 'index' in str(e).lower() else ''}") from None
     want = [(2, *shape), (2, 2 * shape[0], *shape[1:])]
     got = tuple(getattr(out, "shape", ()))
     if got not in want:
         raise FamilyError(f"{who}: denoise returned shape {got} for an input of {want[0]}; it must return the "
                           f"input's shape (or {want[1]}, a learned variance)")
+
+
+def _denoised(fam: Family, config: Any, kind: str, device: torch.device) -> tuple[tuple[int, ...], Any]:
+    """(input shape, output) of one denoising call at batch 2 on ``device``, the config set to take ``kind``."""
+    cfg = fam.condition(config, kind, 10, 5, 16) if fam.condition is not None else config
+    with torch.device(device):
+        model = cfg.build()
+        inputs = fam.make_inputs(cfg, 2, device, torch.float32)
+    if kind == "class" and "y" in inputs and device.type == "cpu":
+        inputs["y"] = torch.tensor([0, 10])  # a label and the null class (index num_classes)
+    with torch.no_grad():
+        return tuple(fam.input_shape(cfg)), fam.denoise(model, inputs)
 
 
 FAMILIES.fallback = find

@@ -63,7 +63,7 @@ class Family:
       use. ``None``: sized inside pipelines only.
     - ``tiny() -> config``: a config small enough for a CPU forward in well under a second; the first-use check
       (``models/external.py``) builds it, else the default config.
-    - ``title``, ``description``: for listings (default the name, and the config's docstring's first line).
+    - ``title``, ``description``: words for listings.
     - ``params_affine_in``: a depth field the params are exactly affine in (sizing probes fewer builds);
       ``odd_depth``: the depth stays odd (U-ViT: in-blocks, a mid-block, out-blocks).
     """
@@ -88,22 +88,16 @@ class Family:
 
     def __post_init__(self) -> None:
         def default(name: str, value: Any) -> None:
-            if getattr(self, name) is INFER:
-                object.__setattr__(self, name, value)
+            # inferred for this family: also a default inferred for another (a family copied by dataclasses.replace)
+            if getattr(self, name) is INFER or isinstance(getattr(self, name), _Inferred):
+                object.__setattr__(self, name, _Inferred(*value))
 
-        default("input_shape", functools.partial(_fields_input_shape, self.name))
-        default("make_inputs", functools.partial(_default_inputs, self.input_shape))
-        default("denoise", _default_denoise)
-        default("condition", functools.partial(_num_classes_condition, self.name))
-        default("for_input", functools.partial(_fields_for_input, self.name))
-        default("title", self.name)
-        doc = (self.config_cls.__doc__ or "").strip().splitlines()
-        generated = not doc or doc[0].startswith(f"{getattr(self.config_cls, '__name__', '')}(")  # dataclass's own
-        default("description", "" if generated else doc[0])
-        if self.sizing is INFER:
-            object.__setattr__(self, "sizing", width_depth_rules(self))
-        if not self.title:
-            object.__setattr__(self, "title", self.name)
+        default("input_shape", (_fields_input_shape, self.name))
+        default("make_inputs", (_default_inputs, self.input_shape))
+        default("denoise", (_default_denoise,))
+        default("condition", (_num_classes_condition, self.name))
+        default("for_input", (_fields_for_input, self.name))
+        default("sizing", (width_depth_rules(self),))
 
     def build(self, config: Any) -> nn.Module:
         return config.build()
@@ -111,6 +105,10 @@ class Family:
     def step(self, config: Any) -> int:
         """The multiple this config's widths stay at."""
         return self.width_step if isinstance(self.width_step, int) else int(self.width_step(config))
+
+
+class _Inferred(functools.partial):  # type: ignore[type-arg]
+    """A default the contract filled in; a copy of the family (``dataclasses.replace``) infers it again."""
 
 
 def _missing(family: str, config: Any, fields: tuple[str, ...], give: str) -> None:

@@ -143,15 +143,15 @@ def attention_variants(levels: list[int], wanted: list[tuple[int, ...]]) -> list
 
 
 GENERIC_WIDTH_MAX = 4096  # widths a family without rules of its own is searched over: multiples of its step up to this
-GENERIC_DEPTHS = range(1, 49)
 
 
 def width_depth_rules(family: Any) -> Callable[..., list[Structure]]:
     """The shape rules of a family that gives none (a user's own): its default config, set to the input and the
     condition by the family's ``for_input`` and ``condition``, at every width (multiples of its step, up to 4096)
-    and depth (1 to 48; odd ones with ``odd_depth``). One structure, whose params and MACs sizing fits from probes;
-    the fit is checked on first use (``Structure.verify``), since nothing promises a user's network is quadratic in
-    width and affine in depth. Near-ties go to DiT's depth-to-width proportions."""
+    and the depths of DiT's and U-ViT's series for that width (:func:`depth_band`; odd ones with ``odd_depth``).
+    One structure, whose params and MACs sizing fits from probes; the fit is checked on first use
+    (``Structure.verify``), since nothing promises a user's network is quadratic in width and affine in depth.
+    Near-ties go to DiT's depth-to-width proportions."""
 
     def rules(shape: InputShape, cond: Any, patch: int | None = None) -> list[Structure]:
         try:
@@ -169,11 +169,14 @@ def width_depth_rules(family: Any) -> Callable[..., list[Structure]]:
 
         step = family.step(base)
         widths = tuple(w for w in range(step, GENERIC_WIDTH_MAX + 1, step) if w % family.step(make(w, 2)) == 0)
-        depths = [d for d in GENERIC_DEPTHS if d % 2 or not family.odd_depth]
         if len(widths) < 4:
             raise FamilyError(f"family {family.name}: width step {step} leaves {len(widths)} widths up to "
                               f"{GENERIC_WIDTH_MAX}; sizing needs at least 4 (a smaller width_step)")
-        return [Structure((family.name, "width-depth"), make, transformer_atypicality, widths, lambda w: depths,
-                          (widths[0], widths[1], widths[3]), (depths[1], depths[3]), verify=family.name)]
+        def depths(w: int) -> list[int]:
+            return [d for d in depth_band(w) if d % 2 or not family.odd_depth]
+
+        return [Structure((family.name, "width-depth"), make, transformer_atypicality, widths, depths,
+                          (widths[0], widths[1], widths[3]), (3, 5) if family.odd_depth else (2, 4),
+                          verify=family.name)]
 
     return rules

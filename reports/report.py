@@ -117,7 +117,9 @@ def _family_section(wide: pd.DataFrame, quality: str) -> tuple[Section | None, s
         sentences.append(f.sentence(quality, better))
     if not fams:
         return None, ""
-    text = " ".join(sentences) + _unlearned_conditions(df, fams)
+    ignored, said = _ignored_conditions(_backbones(wide))
+    text = (" ".join(sentences) + _unlearned_conditions(df, [f for f in fams if f.family not in ignored])
+            + "".join(" " + s for s in said))
     n_ok = sum(f.supports for f in fams)
     scaling = (f"{n_ok} of {len(fams)} families show {quality} improving with compute beyond their measurements' "
                f"noise{' (' + ', '.join(f.family for f in fams if f.supports) + ')' if 0 < n_ok < len(fams) else ''}.")
@@ -155,6 +157,27 @@ def _unlearned_conditions(df: pd.DataFrame, fams: list[Any]) -> str:
                 f"{100 * gain:.1f}%, against {100 * top:.1f}% for {top_family}; its sizes differ in how far training "
                 "got rather than in capacity, and a longer training budget is what would show its scaling.")
     return out
+
+
+def _ignored_conditions(df: pd.DataFrame) -> tuple[set[str], list[str]]:
+    """The families whose condition lowers the denoising loss beyond noise at none of their sizes (every condition
+    gain's 95% interval reaches zero, or with no interval every gain is at most zero), and a sentence for each: a
+    family that ignores its class or caption, or has not trained long enough to read it, is scored on samples that
+    are in effect unconditional. Said in the summary too: it may be a fault of the family."""
+    if "cond_gain" not in df:
+        return set(), []
+    lo = df["cond_gain ci_lo"] if "cond_gain ci_lo" in df else df["cond_gain"]
+    rows = df.assign(_lo=lo).dropna(subset=["cond_gain"])
+    ignored, out = set(), []
+    for fam, g in rows.groupby("family", sort=True):
+        if (g["_lo"].fillna(g["cond_gain"]) > 0).any():
+            continue
+        ignored.add(str(fam))
+        out.append(f"{fam} does not use its condition: at none of its {len(g)} size(s) does the condition lower "
+                   f"its denoising loss beyond noise (gain at most {100 * float(g['cond_gain'].max()):.2f}%). Either "
+                   "its network drops the label or caption (a fault of the family), or it has not trained long "
+                   "enough to read it; its samples are in effect unconditional.")
+    return ignored, out
 
 
 def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:
@@ -240,7 +263,7 @@ def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str)
     head = (f"Headline metric: {MetricKey.parse(quality).header()}, {verdict.direction(quality)} is better "
             f"({origin}{hint}). Intervals are 95%. " + (verdict.scale_note(quality) if quality != "paper_fid" else ""))
     found = verdict.at_matched_size(wide, quality, h2h) if quality != "paper_fid" else []
-    found += [verdict.per_compute(wide, quality), scaling]
+    found += [verdict.per_compute(wide, quality), scaling, *_ignored_conditions(_backbones(wide))[1]]
     out = [Section("Summary", head.strip(), bullets=[f for f in found if f])]
     if h2h is not None:
         out.append(Section("Head to head", "Each system against the best at its matched size. The difference's "

@@ -14,8 +14,8 @@ COLUMNS = ("family", "target", "by", "params", "gmacs", "rel_error", "shape")
 
 
 def shape_summary(config: dict) -> str:
-    keys = ("hidden_size", "embed_dim", "model_channels", "depth", "num_heads", "patch_size", "channel_mult",
-            "num_res_blocks", "attention_resolutions")
+    keys = ("hidden_size", "embed_dim", "model_channels", "width", "depth", "heads", "num_heads", "patch_size",
+            "channel_mult", "num_res_blocks", "attention_resolutions")
     return " ".join(f"{k}={config[k]}" for k in keys if k in config)
 
 

@@ -118,8 +118,6 @@ def _dry_run(args: argparse.Namespace) -> int:
     print(render(rows, tuple(columns)))
     if any(h is not None for h in hours):
         print(f"GPU-h: {assumed}; {sum(h or 0 for h in hours):,.0f} GPU-hours in all")
-    for fault in dict.fromkeys(c.refused for c in cases if c.refused):  # a family from outside at fault
-        print(f"cannot run: {fault}")
     print(f"{len(cases)} case(s) on {cases[0].config['device'] if cases else args.device}; "
           "nothing was run (--dry-run)")
     return 0
