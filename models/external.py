@@ -41,7 +41,7 @@ class Origin:
 
     module: str  # "pkg.mod:NAME"
     sha256: str  # of its source (:func:`source_sha256`): the identity, where the module path is only a name
-    search: str  # the folder put first on sys.path to import it; not part of the identity (machines differ)
+    search: str  # the folder put first on sys.path to import it ("" for none); not part of the identity
 
     def to_json(self) -> dict[str, str]:
         return {"module": self.module, "sha256": self.sha256, "search": self.search}
@@ -69,7 +69,7 @@ def find(name: str, search: str | Path | None = None) -> Family | None:
     ref = installed().get(name)
     if ref is None:
         return None
-    fam = load(ref, search)
+    fam = load(ref, "")  # installed: found where Python finds installed packages
     if fam.name != name:
         raise FamilyError(f"family {ref}: its entry point is named {name!r} but the family {fam.name!r}; give the "
                           f"entry point (group {ENTRY_POINTS}) the family's name")
@@ -77,23 +77,23 @@ def find(name: str, search: str | Path | None = None) -> Family | None:
 
 
 def load(ref: str, search: str | Path | None = None, sha256: str | None = None) -> Family:
-    """Import ``pkg.mod:NAME`` (``search``, default the working directory, first on ``sys.path``), check the family
-    and register it; again for the same module path: the family already registered. ``sha256``: the source the
-    suite was expanded with, which this one must be."""
+    """Import ``pkg.mod:NAME`` (``search``, default the working directory, first on ``sys.path``, as a script's folder
+    is; ``""``: nothing added), check the family and register it; again for the same module path: the family already
+    registered. ``sha256``: the source the suite was expanded with, which this one must be."""
     if ref in _BY_REFERENCE:
         fam = FAMILIES.get(_BY_REFERENCE[ref])
     else:
         if not is_reference(ref):
             raise ConfigError(f"{ref!r} is not a module path; write a family from outside as package.module:NAME")
         module_name, attr = ref.split(":")
-        folder = str(Path(search or os.getcwd()).resolve())
-        if folder not in sys.path:
+        folder = "" if search == "" else str(Path(search or os.getcwd()).resolve())
+        if folder and folder not in sys.path:
             sys.path.insert(0, folder)  # kept: the family's module may import more of its package later
         try:
             module = importlib.import_module(module_name)
         except Exception as e:  # noqa: BLE001 - the user's module: any error is its fault, said in one line
             raise FamilyError(f"family {ref}: importing {module_name} failed ({type(e).__name__}: "
-                              f"{_short(e)}); searched {folder} and PYTHONPATH") from None
+                              f"{_short(e)}); searched {folder or 'installed packages'} and PYTHONPATH") from None
         found = getattr(module, attr, None)
         if not isinstance(found, Family):
             raise FamilyError(f"family {ref}: {module_name}.{attr} is "

@@ -71,7 +71,7 @@ def make_package(root: Path) -> Path:
 def isolated():
     """The families a test imports are the process's: gone again after it (registry, origins, modules, path)."""
     from diffbench.models import external
-    from diffbench.models.family import FAMILIES
+    from diffbench.models.families import FAMILIES  # the built-in families registered first: they stay
 
     names, refs, path, modules = set(FAMILIES.names()), dict(external._BY_REFERENCE), list(sys.path), set(sys.modules)
     yield
