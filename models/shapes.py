@@ -154,6 +154,9 @@ def width_depth_rules(family: Any) -> Callable[..., list[Structure]]:
     Near-ties go to DiT's depth-to-width proportions."""
 
     def rules(shape: InputShape, cond: Any, patch: int | None = None) -> list[Structure]:
+        if cond.kind not in family.conditions:
+            raise FamilyError(f"family {family.name} takes {' or '.join(family.conditions)} conditioning, not "
+                              f"{cond.kind}; size it with one of those (--cond, a sweep's cond)")
         try:
             base = family.for_input(family.config_cls(), shape, patch)
             if family.condition is not None:

@@ -143,11 +143,13 @@ def test_a_family_at_fault_is_one_line_naming_it(isolated, tmp_path, cli, module
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_a_size_out_of_reach_names_the_nearest(isolated, tmp_path, cli):
+def test_a_size_out_of_reach_or_a_condition_it_does_not_take_is_one_line(isolated, tmp_path, cli):
     r = cli("match", "--families", "examples.patchformer:PATCHFORMER", "--params", "1K", "--input-shape", "1x8x8",
             "--tolerance", "0.1")
     assert r.returncode == 2 and "no patchformer config within 10% of 1K params" in r.stderr
     assert "the closest has" in r.stderr
+    r = cli("match", "--families", "examples.patchformer:PATCHFORMER", "--params", "0.7M", "--cond", "text")
+    assert r.returncode == 2 and "family patchformer takes class or none conditioning, not text" in r.stderr
 
 
 def test_counting_falls_back_to_a_real_build_when_meta_cannot_run_it(isolated, tmp_path):
