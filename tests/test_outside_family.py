@@ -96,6 +96,16 @@ def test_the_page_shows_the_example_file_and_the_file_is_under_60_lines():
     assert len(text.splitlines()) < 60
 
 
+def test_the_example_suite_finds_the_family_in_its_own_folder(isolated):
+    import diffbench
+
+    cases = diffbench.plan(str(ROOT / "examples" / "vs-dit.toml"), "cpu")
+    outside = [c for c in cases if c.config["model"]["family"] == "patchformer"]
+    assert len(cases) == 6 and len(outside) == 3
+    origin = outside[0].config["model"]["origin"]
+    assert origin["module"] == "patchformer:PATCHFORMER" and origin["search"] == str(ROOT / "examples")
+
+
 def test_the_built_in_families_satisfy_the_contract():
     from diffbench.models import external
     from diffbench.models.families import FAMILIES
