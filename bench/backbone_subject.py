@@ -141,7 +141,7 @@ class BackboneSubject:
         decode = _decoder(weights.get("autoencoder"), shape, self.spec.device)
         guide = self.spec.protocol.guide_channels if self.spec.protocol else None
         # a network that learned its variance (DiT, ADM) samples with it under DDPM, as their releases sample
-        learned = bool(getattr(self.config, "learn_sigma", False)) and s.scheduler == "ddpm"
+        learned = bool(getattr(self.config, "learn_sigma", False)) and s.scheduler in ("ddpm", "adm-ddpm", "dit-ddpm")
         self.sampling = {"learned_variance": learned, "guide_channels": guide or shape[0]}
         out, bar = [], progress(n, "sampling")
         batches = sample(model, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,

@@ -78,11 +78,11 @@ class Protocol:
 # The protocols of the papers, as data. Their files are the user's: a suite names them in [protocols.NAME].
 BUILTIN: dict[str, Protocol] = {
     "imagenet-class": Protocol(
-        "imagenet-class", "class", samples=50_000, classes=1000, sample_steps=250, scheduler="ddpm", guidance=1.5,
-        guide_channels=3, detector="inception-v3", mode="torch-fidelity",
-        source="DiT (Peebles & Xie 2023) Sec. 5 / ADM evaluation: 50K samples, 250 DDPM steps with the learned "
-               "variance, cfg 1.5 on the first 3 latent channels as DiT's sample.py does, against "
-               "VIRTUAL_imagenet256_labeled.npz"),
+        "imagenet-class", "class", samples=50_000, classes=1000, sample_steps=250, scheduler="dit-ddpm",
+        guidance=1.5, guide_channels=3, detector="inception-v3", mode="torch-fidelity",
+        source="DiT (Peebles & Xie 2023) Sec. 5 / ADM evaluation: 50K samples, DiT's own sampler (250 respaced DDPM "
+               "steps, 999 ... 0, with the learned variance, x0 not clipped), cfg 1.5 on the first 3 latent channels "
+               "as DiT's sample.py does, against VIRTUAL_imagenet256_labeled.npz"),
     "coco-30k": Protocol(
         "coco-30k", "captions", samples=30_000, sample_steps=50, guidance=7.5, detector="inception-v3",
         mode="torch-fidelity", clip="",
@@ -104,7 +104,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "clip_arch": (str, "an open_clip architecture name"),
     "sample_steps": (int, "a positive integer"),
     "guide_channels": (int, "a positive integer (guide only the first k channels)"),
-    "scheduler": (str, "own, ddpm, ddim, dpm-solver++ or euler"),
+    "scheduler": (str, "own, ddpm, ddim, dpm-solver++, euler, adm-ddpm, adm-ddim or dit-ddpm"),
     "guidance": ((int, float), "a non-negative number (1 = no guidance)"),
     "kid": (bool, "true or false"),
     "save_samples": (str, "a folder to write the samples to (PNGs, a sub-folder per case id)"),

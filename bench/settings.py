@@ -28,7 +28,8 @@ from diffbench.diffusion.config import AUTOENCODER_STEPS, Loop, TrainConfig
 # name, never a path
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
-SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler")  # own: a diffusers directory's own scheduler
+# own: a diffusers directory's own scheduler; adm-ddpm, adm-ddim, dit-ddpm: the papers' respaced samplers
+SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler", "adm-ddpm", "adm-ddim", "dit-ddpm")
 MODULE_MEASURES = ("counts", "speed", "memory")  # what benchmark_module measures a user's module for unless told
 DATASETS = ("digits", "shapes")  # embedded; any other value is a path (diffusion/sources.py)
 PREDICTIONS = ("epsilon", "v_prediction")

@@ -1,8 +1,10 @@
 """Diffusion processes and samplers from diffusers, behind one small interface.
 
 Training uses the DDPM forward process (linear betas, 1000 steps, as DDPM/ADM/DiT). Samplers
-are diffusers' DDPM, DDIM, DPM-Solver++ and Euler schedulers; epsilon or v prediction;
-models with a learned variance (2x output channels, DiT/ADM) contribute their first half.
+are diffusers' DDPM, DDIM, DPM-Solver++ and Euler schedulers (epsilon or v prediction), and the
+papers' own respaced ADM/DiT samplers (``diffusion/respaced.py``: adm-ddpm, adm-ddim, dit-ddpm);
+models with a learned variance (2x output channels, DiT/ADM) contribute their first half, or their
+variance to a DDPM sampler that reads it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from diffbench.core.errors import ConfigError
 from diffbench.core.registry import Registry
+from diffbench.diffusion.respaced import SAMPLERS, Respaced
 
 TRAIN_STEPS = 1000
 SCHEDULERS: Registry[Callable[..., Any]] = Registry("scheduler", "samplers from diffusers")
@@ -34,6 +37,8 @@ SCHEDULERS.add("ddim", lambda pred: _diffusers("DDIMScheduler")(**COMMON, predic
 SCHEDULERS.add("dpm-solver++", lambda pred: _diffusers("DPMSolverMultistepScheduler")(
     **COMMON, prediction_type=pred, algorithm_type="dpmsolver++"))
 SCHEDULERS.add("euler", lambda pred: _diffusers("EulerDiscreteScheduler")(**COMMON, prediction_type=pred))
+for _name, (_method, _clip) in SAMPLERS.items():  # the papers' own: ADM's and DiT's respaced process
+    SCHEDULERS.add(_name, lambda pred, m=_method, c=_clip: Respaced(m, c, pred))
 
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")  # sample: the clean x0 (unCLIP's prior)
@@ -54,7 +59,11 @@ def make_scheduler(name: str, prediction: str = "epsilon", thresholding: bool = 
         # the dict itself is silently dropped (Imagen's thresholding was off until this was found)
         sched = type(sched).from_config(sched.config, thresholding=True, dynamic_thresholding_ratio=0.995,
                                         sample_max_value=1.0)
-    if learned_variance:
+    if learned_variance and isinstance(sched, Respaced):
+        if sched.method != "ddpm":
+            raise ConfigError(f"a learned variance is sampled with a DDPM sampler; {name} does not read it")
+        sched.learned_variance = True
+    elif learned_variance:
         if name != "ddpm":
             raise ConfigError(f"a learned variance is sampled with ddpm; {name} does not read it")
         sched = type(sched).from_config(sched.config, variance_type="learned_range")

@@ -15,6 +15,7 @@ import torch
 
 from diffbench.core.errors import ConfigError
 from diffbench.diffusion.process import make_scheduler, split_learned_variance
+from diffbench.diffusion.respaced import SAMPLERS, Respaced
 
 
 def check_sampling(steps: int, guidance: float, batch_size: int = 1) -> None:
@@ -43,13 +44,21 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def reverse_process(step: Step, shape: tuple[int, ...], gens: list[torch.Generator], scheduler: str, steps: int,
                     prediction: str = "epsilon", thresholding: bool = False, device: str = "cpu",
-                    learned_variance: bool = False) -> torch.Tensor:
+                    learned_variance: bool = False, noise: Callable[[int], torch.Tensor] | None = None
+                    ) -> torch.Tensor:
     """The one sampling loop: per-sample noise, then ``steps`` scheduler steps of ``step(x_in, t) -> model output``
     (guidance inside ``step``). The latent and the scheduler live on ``device`` throughout (diffusers' schedulers
     take device tensors; per-step noise still comes from the CPU generators, so results do not depend on it)."""
     sched = make_scheduler(scheduler, prediction, thresholding, learned_variance)
     sched.set_timesteps(steps, device=device)
-    x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device) * sched.init_noise_sigma
+    if noise is not None:  # draw k of the loop (0: the initial noise), fed by a test to this loop and another
+        if not isinstance(sched, Respaced):
+            raise ConfigError(f"injected noise needs one of the papers' samplers ({', '.join(SAMPLERS)}), not "
+                              f"{scheduler}")
+        sched.noise_fn = noise
+        x = noise(0).to(device)
+    else:
+        x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device) * sched.init_noise_sigma
     for t in sched.timesteps:
         xin = sched.scale_model_input(x, t)
         tt = t.to(device=device, dtype=torch.float32).expand(len(gens))
@@ -93,11 +102,13 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor | None = None,
            scheduler: str = "ddim", steps: int = 50, guidance: float = 1.0, seed: int = 0, batch_size: int = 64,
            prediction: str = "epsilon", device: str = "cpu", start: int = 0, raw: bool = False,
-           learned_variance: bool = False, guide_channels: int | None = None) -> Iterator[torch.Tensor]:
+           learned_variance: bool = False, guide_channels: int | None = None,
+           noise: Callable[[int], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
     """Yield uint8 (B, C, H, W) batches of samples ``start`` .. ``start + n - 1`` of a ``Denoiser`` (``raw``: the
     float output of the reverse process, e.g. latents for an autoencoder to decode). ``learned_variance``: a model
     emitting 2C channels samples with its own variance (DDPM's ``learned_range``, as DiT and ADM sample);
-    ``guide_channels``: see :func:`guided`."""
+    ``guide_channels``: see :func:`guided`; ``noise``: the loop's draws injected (one batch; the papers' samplers
+    only), for a test that feeds another implementation the same."""
     check_sampling(steps, guidance, batch_size)
     model = model.to(device).eval()
 
@@ -110,5 +121,5 @@ def sample(model: Any, n: int, shape: tuple[int, int, int], conds: torch.Tensor 
         null = None if c is None else {"c": model.null(len(idx), device)}
         step = guided(fn, {"c": c}, null, guidance, None if learned_variance else shape[0], guide_channels)
         x = reverse_process(step, shape, generators(seed, idx), scheduler, steps, prediction, device=device,
-                            learned_variance=learned_variance)
+                            learned_variance=learned_variance, noise=noise)
         yield x if raw else to_uint8(x)
