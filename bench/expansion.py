@@ -128,6 +128,9 @@ def _directory_models(sweep: Sweep) -> list[DiffusersRef]:
                 raise ConfigError(f"{path}: a {info.class_name} takes no captions; protocol {p.name} is captions")
             if p.kind == "class" and info.cond != "class":
                 raise ConfigError(f"{path}: a {info.class_name} takes no class labels; protocol {p.name} is class")
+            if p.kind == "unconditional" and info.cond != "none":
+                raise ConfigError(f"{path}: a {info.class_name} is conditioned on {info.cond}; protocol {p.name} is "
+                                  "unconditional (use a class or captions protocol)")
             if p.kind == "class" and info.classes and p.classes > info.classes:
                 raise ConfigError(f"{path}: the pipeline knows {info.classes} classes; protocol {p.name} asks for "
                                   f"{p.classes}")

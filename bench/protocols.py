@@ -2,8 +2,10 @@
 
 A protocol names
 - its conditions: ``class`` (``samples`` images, equal per class: image k gets label k mod ``classes``, as
-  ADM/DiT's evaluation samples 50 per ImageNet class) or ``captions`` (a captions file, one per line, or a
-  JSONL with a ``caption``/``text`` field per line, COCO-30K style; the first ``samples`` are used, in order);
+  ADM/DiT's evaluation samples 50 per ImageNet class), ``captions`` (a captions file, one per line, or a
+  JSONL with a ``caption``/``text`` field per line, COCO-30K style; the first ``samples`` are used, in order),
+  or ``unconditional`` (``samples`` images of a system that takes no condition: DDPM, EDM and LDM's
+  unconditional models);
 - the sampler settings the paper scored with (a sweep that sets ``sample_steps``/``scheduler``/``guidance``
   itself overrides them);
 - the reference (an image folder, an ADM ``.npz`` batch, or a statistics ``.npz``) and the detector that scores
@@ -33,7 +35,7 @@ from diffbench.core.errors import BadInputError, ConfigError
 from diffbench.core.files import content_sha256
 from diffbench.metrics.detectors import DETECTORS
 
-KINDS = ("class", "captions")
+KINDS = ("class", "captions", "unconditional")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,17 @@ BUILTIN: dict[str, Protocol] = {
         source="DiT (Peebles & Xie 2023) Sec. 5 / ADM evaluation: 50K samples, DiT's own sampler (250 respaced DDPM "
                "steps, 999 ... 0, with the learned variance, x0 not clipped), cfg 1.5 on the first 3 latent channels "
                "as DiT's sample.py does, against VIRTUAL_imagenet256_labeled.npz"),
+    "cifar10-uncond": Protocol(
+        "cifar10-uncond", "unconditional", samples=50_000, sample_steps=1000, detector="inception-v3",
+        mode="torch-fidelity", kid=False,
+        source="DDPM (Ho et al. 2020, FID 3.17): 50K unconditional 32 px samples, 1000 ancestral steps, FID against "
+               "the 50K CIFAR-10 training images (EDM reports the same protocol with its own 18-step Heun sampler, "
+               "not built here)"),
+    "celebahq256-uncond": Protocol(
+        "celebahq256-uncond", "unconditional", samples=50_000, sample_steps=500, detector="inception-v3",
+        mode="torch-fidelity", kid=False,
+        source="LDM (Rombach et al. 2022) Table 1, LDM-4 on CelebA-HQ 256 (FID 5.11, 500 DDIM steps): 50K "
+               "unconditional samples, FID against the 30K CelebA-HQ images"),
     "coco-30k": Protocol(
         "coco-30k", "captions", samples=30_000, sample_steps=50, guidance=7.5, detector="inception-v3",
         mode="torch-fidelity", clip="",
@@ -91,7 +104,7 @@ BUILTIN: dict[str, Protocol] = {
 }
 
 KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "kind": (str, "class or captions"),
+    "kind": (str, "class, captions or unconditional"),
     "samples": (int, "a positive integer"),
     "classes": (int, "a positive integer"),
     "captions": (str, "a captions file (.txt, one per line, or .jsonl)"),
@@ -140,7 +153,8 @@ def parse(name: str, raw: Any, file: str) -> Protocol:
             raise ConfigError(f"{where}.{key}: expected {KEYS[key][1]}, got {value!r}")
     base = BUILTIN.get(name)
     if base is None and "kind" not in raw:
-        raise ConfigError(f"{where}: give kind = \"class\" or \"captions\" (or use a built-in protocol: "
+        raise ConfigError(f"{where}: give kind = \"class\", \"captions\" or \"unconditional\" (or use a built-in "
+                          "protocol: "
                           f"{', '.join(BUILTIN)})")
     proto = dataclasses.replace(base, **raw) if base is not None else Protocol(name=name, **{"samples": 0, **raw})
     return _checked(proto, where, Path(file).resolve().parent)
@@ -148,7 +162,7 @@ def parse(name: str, raw: Any, file: str) -> Protocol:
 
 def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
     if p.kind not in KINDS:
-        raise ConfigError(f"{where}.kind: expected class or captions, got {p.kind!r}")
+        raise ConfigError(f"{where}.kind: expected class, captions or unconditional, got {p.kind!r}")
     if p.samples < 1:
         raise ConfigError(f"{where}.samples: give the number of images to generate")
     if p.kind == "class" and p.classes < 1:
@@ -183,6 +197,13 @@ def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
             raise BadInputError(f"{where}.{role}: no file or folder at {path}")
         changes[role] = str(path)
         files[role] = content_sha256(path)
+    _check_conditions(p, where, changes)
+    return dataclasses.replace(p, **changes, files=files)
+
+
+def _check_conditions(p: Protocol, where: str, changes: dict[str, Any]) -> None:
+    """What each kind of protocol conditions on: a captions file with enough captions (and a CLIP, the embedded
+    one unless given), or none of the class keys for an unconditional protocol."""
     if p.kind == "captions":
         if not p.captions:
             raise ConfigError(f"{where}.captions: a captions protocol needs a captions file")
@@ -193,8 +214,10 @@ def _checked(p: Protocol, where: str, folder: Path) -> Protocol:
         if not p.clip:
             changes["clip"] = "embedded"
     elif p.captions or p.clip:
-        raise ConfigError(f"{where}: captions and clip apply to a captions protocol, not a class one")
-    return dataclasses.replace(p, **changes, files=files)
+        raise ConfigError(f"{where}: captions and clip apply to a captions protocol, not a {p.kind} one")
+    if p.kind == "unconditional" and (p.classes or p.guide_channels):
+        raise ConfigError(f"{where}: classes and guide_channels apply to a class protocol; an unconditional one "
+                          "samples without a condition")
 
 
 def read_captions(path: Path) -> list[str]:
@@ -229,4 +252,6 @@ def conditions(p: Protocol) -> tuple[list[int] | None, list[str] | None]:
     """(labels, captions) of the protocol's samples, image k's at index k."""
     if p.kind == "class":
         return [k % p.classes for k in range(p.samples)], None
+    if p.kind == "unconditional":
+        return None, None
     return None, read_captions(Path(p.captions))[:p.samples]

@@ -233,6 +233,10 @@ def _pretrained(raw: dict[str, Any], settings: Settings, explicit: set[str], pro
         raise ConfigError(f"{file}: {where}: scheduler own applies to diffusers directories; a checkpoint samples "
                           "with ddpm, ddim, dpm-solver++ or euler (set scheduler in the sweep or the protocol)")
     classes = raw.get("classes", Sweep.classes)
+    if protocol is not None and not directories and (protocol.kind == "unconditional") != (raw.get("cond") == "none"):
+        raise ConfigError(f"{file}: {where}: protocol {protocol.name} is {protocol.kind}; a checkpoint it scores is "
+                          + ("sized with cond = \"none\"" if protocol.kind == "unconditional" else
+                             "conditioned: use an unconditional protocol for cond = \"none\""))
     if protocol is not None and protocol.kind == "class" and not directories and protocol.classes > classes:
         raise ConfigError(f"{file}: {where}: protocol {protocol.name} samples {protocol.classes} classes; the sweep's "
                           f"backbone knows {classes} (classes = {classes})")
