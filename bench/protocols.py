@@ -86,13 +86,14 @@ BUILTIN: dict[str, Protocol] = {
                "steps, 999 ... 0, with the learned variance, x0 not clipped), cfg 1.5 on the first 3 latent channels "
                "as DiT's sample.py does, against VIRTUAL_imagenet256_labeled.npz"),
     "cifar10-uncond": Protocol(
-        "cifar10-uncond", "unconditional", samples=50_000, sample_steps=1000, detector="inception-v3",
+        "cifar10-uncond", "unconditional", samples=50_000, sample_steps=1000, guidance=1.0, detector="inception-v3",
         mode="torch-fidelity", kid=False,
         source="DDPM (Ho et al. 2020, FID 3.17): 50K unconditional 32 px samples, 1000 ancestral steps, FID against "
                "the 50K CIFAR-10 training images (EDM reports the same protocol with its own 18-step Heun sampler, "
                "not built here)"),
     "celebahq256-uncond": Protocol(
-        "celebahq256-uncond", "unconditional", samples=50_000, sample_steps=500, detector="inception-v3",
+        "celebahq256-uncond", "unconditional", samples=50_000, sample_steps=500, guidance=1.0,
+        detector="inception-v3",
         mode="torch-fidelity", kid=False,
         source="LDM (Rombach et al. 2022) Table 1, LDM-4 on CelebA-HQ 256 (FID 5.11, 500 DDIM steps): 50K "
                "unconditional samples, FID against the 30K CelebA-HQ images"),
