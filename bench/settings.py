@@ -190,7 +190,8 @@ class SamplingSettings:
 
     sample_steps: int = setting(20, pos_int, "a positive integer")
     scheduler: str = setting("ddim", choices(SCHEDULER_NAMES),
-                             "own (a diffusers directory's), ddpm, ddim, dpm-solver++ or euler")
+                             "own (a diffusers directory's), ddpm, ddim, dpm-solver++, euler, or the papers' "
+                             "adm-ddpm, adm-ddim, dit-ddpm")
     guidance: float = setting(1.0, number, "a non-negative number (1 = no guidance)")
 
 
