@@ -82,7 +82,7 @@ def isolated():
     external._BY_REFERENCE.update(refs)
     sys.path[:] = path
     for m in set(sys.modules) - modules:
-        if m.split(".")[0] in ("mynets", "examples"):
+        if m.split(".")[0] in ("mynets", "examples", "patchformer"):
             del sys.modules[m]
 
 
