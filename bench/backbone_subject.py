@@ -14,6 +14,7 @@ from diffbench.bench.subjects import Evaluation, Held, train_config
 from diffbench.core.errors import CaseUnsupported
 from diffbench.core.progress import progress
 from diffbench.diffusion.config import Loop
+from diffbench.diffusion.process import reads_variance
 from diffbench.diffusion.resolve import open_source
 from diffbench.diffusion.sampling import sample, to_uint8
 from diffbench.diffusion.sources import DataSource, TensorSource, Unconditioned
@@ -141,7 +142,7 @@ class BackboneSubject:
         decode = _decoder(weights.get("autoencoder"), shape, self.spec.device)
         guide = self.spec.protocol.guide_channels if self.spec.protocol else None
         # a network that learned its variance (DiT, ADM) samples with it under DDPM, as their releases sample
-        learned = bool(getattr(self.config, "learn_sigma", False)) and s.scheduler in ("ddpm", "adm-ddpm", "dit-ddpm")
+        learned = bool(getattr(self.config, "learn_sigma", False)) and reads_variance(s.scheduler)
         self.sampling = {"learned_variance": learned, "guide_channels": guide or shape[0]}
         out, bar = [], progress(n, "sampling")
         batches = sample(model, n, shape, held.conds, s.scheduler, s.sample_steps, s.guidance, self.spec.seed,

@@ -70,6 +70,12 @@ def make_scheduler(name: str, prediction: str = "epsilon", thresholding: bool = 
     return sched
 
 
+def reads_variance(name: str) -> bool:
+    """Whether the sampler ``name`` samples with a network's learned variance (the DDPM ones), as DiT's and ADM's
+    releases sample."""
+    return name == "ddpm" or SAMPLERS.get(name, ("", False))[0] == "ddpm"
+
+
 def training_scheduler(prediction: str = "epsilon") -> Any:
     return make_scheduler("ddpm", prediction)
 

@@ -18,9 +18,8 @@ comes from the samples' own generators, or from ``noise_fn`` where a test feeds 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from types import SimpleNamespace
+from collections.abc import Callable, Mapping
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ class Respaced:
     scheduler methods: ``set_timesteps``, ``timesteps``, ``scale_model_input``, ``step``)."""
 
     init_noise_sigma = 1.0
-    config: dict[str, Any] = {}  # no diffusers options (thresholding): make_scheduler refuses them
+    config: Mapping[str, Any] = MappingProxyType({})  # no diffusers options (thresholding): make_scheduler refuses them
 
     def __init__(self, method: str, clip_denoised: bool, prediction: str = "epsilon") -> None:
         if prediction != "epsilon":
@@ -92,10 +91,11 @@ class Respaced:
         ac = np.cumprod(1.0 - b)
         ac_prev = np.append(1.0, ac[:-1])
         post_var = b * (1.0 - ac_prev) / (1.0 - ac)
+        # clipped: step 0's posterior variance is 0, so its log takes step 1's (one step: no noise is ever added)
+        clipped = np.append(post_var[1], post_var[1:]) if len(b) > 1 else b
         self.tables = {
             "ac": ac, "ac_prev": ac_prev, "recip": np.sqrt(1.0 / ac), "recipm1": np.sqrt(1.0 / ac - 1),
-            "log_beta": np.log(b), "post_log_var": np.log(np.append(post_var[1], post_var[1:]) if len(b) > 1
-                                                          else np.array([math.log(b[0])])),
+            "log_beta": np.log(b), "post_log_var": np.log(clipped),
             "coef1": b * np.sqrt(ac_prev) / (1.0 - ac), "coef2": (1.0 - ac_prev) * np.sqrt(1.0 - b) / (1.0 - ac),
         }
         self.timesteps = torch.tensor(self.kept[::-1], dtype=torch.long, device=device)
@@ -124,7 +124,7 @@ class Respaced:
         x0 = self._at("recip", i, x) * x - self._at("recipm1", i, x) * eps
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
-        noise = self._noise(x, generator)
+        noise = self._noise(x, generator)  # drawn at every step, as the official loops draw it (DDIM's unused)
         if self.method == "ddim":  # eta 0: the deterministic update of DDIM's equation 12
             eps = (self._at("recip", i, x) * x - x0) / self._at("recipm1", i, x)
             return SimpleNamespace(prev_sample=x0 * torch.sqrt(self._at("ac_prev", i, x))
@@ -139,7 +139,9 @@ class Respaced:
         else:
             log_var = min_log + torch.zeros_like(x)  # fixed small: the posterior variance
         mean = self._at("coef1", i, x) * x0 + self._at("coef2", i, x) * x
-        return SimpleNamespace(prev_sample=mean + (float(i != 0)) * torch.exp(0.5 * log_var) * noise)
+        if i == 0:  # the last step adds no noise (the official code multiplies it by 0: the same for finite values)
+            return SimpleNamespace(prev_sample=mean)
+        return SimpleNamespace(prev_sample=mean + torch.exp(0.5 * log_var) * noise)
 
 
 SAMPLERS = {  # name -> (method, clip_denoised): the settings of each repository's sampling script

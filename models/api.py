@@ -19,6 +19,7 @@ from diffbench.core.errors import BadInputError, ConfigError, FamilyError, Unkno
 from diffbench.core.files import sha256_file
 from diffbench.core.safeload import load_weights, read_state_dict
 from diffbench.metrics.counting import count_flops, count_params, flops_to_gmacs
+from diffbench.models import external
 from diffbench.models.families import FAMILIES, Family, family_of
 from diffbench.models.presets import PRESETS
 
@@ -85,16 +86,22 @@ def count(spec: Any, name: str | None = None, **overrides: Any) -> ModelCounts:
         where, why = "meta", ""
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 - a network meta cannot run (a user's .item(), numpy): built for real
-        where, why = "cpu", f"meta failed: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
+    except Exception as e:  # noqa: BLE001 - a user's network meta cannot run (.item(), numpy): built for real
+        if family.name not in external.ORIGINS:  # a built-in family runs on meta: anything else is a bug
+            raise
+        where, why = "cpu", f"meta failed: {_one_line(e)}"
         try:
             params, flops = _counted(family, config, torch.device("cpu"))
         except Exception as e2:  # noqa: BLE001 - the family's own code, on the CPU too
-            raise FamilyError(f"family {family.name}: counting {type(config).__name__} failed on meta ({why[12:]}) "
-                              f"and on the CPU ({type(e2).__name__}: {' '.join(str(e2).split())[:160]})") from None
+            raise FamilyError(f"family {family.name}: counting {type(config).__name__} failed on meta ({_one_line(e)}) "
+                              f"and on the CPU ({_one_line(e2)})") from None
     label = name or (spec if isinstance(spec, str) else family.name)
     return ModelCounts(label, family.name, params.total, params.trainable, params.by_module, flops,
                        flops_to_gmacs(flops), config_dict(config), params.bytes, where, why)
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
 
 
 def _counted(family: Family, config: Any, device: torch.device) -> tuple[Any, int]:

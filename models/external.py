@@ -32,6 +32,7 @@ from diffbench.models.about import ENTRY_POINTS
 from diffbench.models.family import CONDITION_KINDS, FAMILIES, Family
 
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+CHECK_CLASSES = 10  # the first-use check builds class-conditional configs for this many classes
 _NAME = re.compile(r"[A-Za-z][\w.+-]*")  # labels use @ and /, spec strings : and ,
 
 
@@ -201,16 +202,19 @@ def forward_check(fam: Family, config: Any, kind: str, who: str) -> None:
     if got not in want:
         raise FamilyError(f"{who}: denoise returned shape {got} for an input of {want[0]}; it must return the "
                           f"input's shape (or {want[1]}, a learned variance)")
+    if out.device.type == "cpu" and not bool(torch.isfinite(out).all()):
+        raise FamilyError(f"{who}: denoise returned NaN or inf for its {'tiny ' if fam.tiny else ''}config with "
+                          f"{kind} conditioning; check its initialisation")
 
 
 def _denoised(fam: Family, config: Any, kind: str, device: torch.device) -> tuple[tuple[int, ...], Any]:
     """(input shape, output) of one denoising call at batch 2 on ``device``, the config set to take ``kind``."""
-    cfg = fam.condition(config, kind, 10, 5, 16) if fam.condition is not None else config
+    cfg = fam.condition(config, kind, CHECK_CLASSES, 5, 16) if fam.condition is not None else config
     with torch.device(device):
         model = cfg.build()
         inputs = fam.make_inputs(cfg, 2, device, torch.float32)
     if kind == "class" and "y" in inputs and device.type == "cpu":
-        inputs["y"] = torch.tensor([0, 10])  # a label and the null class (index num_classes)
+        inputs["y"] = torch.tensor([0, CHECK_CLASSES])  # a label and the null class (index num_classes)
     with torch.no_grad():
         return tuple(fam.input_shape(cfg)), fam.denoise(model, inputs)
 

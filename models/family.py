@@ -59,8 +59,8 @@ class Family:
     - ``for_input(config, (C, H, W), patch) -> config``: default sets ``in_channels``, ``input_size`` and, when asked
       and the config has one, ``patch_size``.
     - ``sizing(shape, Conditioning, patch) -> structures`` (``models/shapes.py``): default every multiple of the
-      width step up to 4096 at depths 1 to 48, the params checked quadratic in width and affine in depth on first
-      use. ``None``: sized inside pipelines only.
+      width step up to 4096 at DiT's and U-ViT's depths for each width (``shapes.width_depth_rules``), the params
+      and FLOPs checked quadratic in width and affine in depth on first use. ``None``: sized inside pipelines only.
     - ``tiny() -> config``: a config small enough for a CPU forward in well under a second; the first-use check
       (``models/external.py``) builds it, else the default config.
     - ``title``, ``description``: words for listings.

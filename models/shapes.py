@@ -140,8 +140,6 @@ def attention_variants(levels: list[int], wanted: list[tuple[int, ...]]) -> list
     return out
 
 
-
-
 GENERIC_WIDTH_MAX = 4096  # widths a family without rules of its own is searched over: multiples of its step up to this
 
 
@@ -165,7 +163,8 @@ def width_depth_rules(family: Any) -> Callable[..., list[Structure]]:
             raise
         except Exception as e:  # noqa: BLE001 - the family's own code: its fault, said in one line
             raise FamilyError(f"family {family.name}: its config for input {'x'.join(map(str, shape))} and "
-                              f"{cond.kind} conditioning could not be made: {type(e).__name__}: {e}") from None
+                              f"{cond.kind} conditioning could not be made: {type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
 
         def make(w: int, d: int) -> Any:
             return dataclasses.replace(base, **{family.width_field: w, family.depth_field: d})
@@ -175,6 +174,7 @@ def width_depth_rules(family: Any) -> Callable[..., list[Structure]]:
         if len(widths) < 4:
             raise FamilyError(f"family {family.name}: width step {step} leaves {len(widths)} widths up to "
                               f"{GENERIC_WIDTH_MAX}; sizing needs at least 4 (a smaller width_step)")
+
         def depths(w: int) -> list[int]:
             return [d for d in depth_band(w) if d % 2 or not family.odd_depth]
 

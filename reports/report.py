@@ -90,7 +90,7 @@ def _curves(run: RunData, quality: str) -> list[tuple[str, str, float, list[tupl
     return out
 
 
-def _family_section(wide: pd.DataFrame, quality: str) -> tuple[Section | None, str]:
+def _family_section(wide: pd.DataFrame, quality: str, ignored: dict[str, str]) -> tuple[Section | None, str]:
     """DiT's view within each family: does the quality metric improve with compute, beyond the noise of its own
     measurements? One exponent per family (its interval from the points' own uncertainty), monotonicity shown
     explicitly, and one exponent shared by all families with a fixed offset each."""
@@ -117,9 +117,8 @@ def _family_section(wide: pd.DataFrame, quality: str) -> tuple[Section | None, s
         sentences.append(f.sentence(quality, better))
     if not fams:
         return None, ""
-    ignored, said = _ignored_conditions(_backbones(wide))
     text = (" ".join(sentences) + _unlearned_conditions(df, [f for f in fams if f.family not in ignored])
-            + "".join(" " + s for s in said))
+            + "".join(" " + s for s in ignored.values()))
     n_ok = sum(f.supports for f in fams)
     scaling = (f"{n_ok} of {len(fams)} families show {quality} improving with compute beyond their measurements' "
                f"noise{' (' + ', '.join(f.family for f in fams if f.supports) + ')' if 0 < n_ok < len(fams) else ''}.")
@@ -159,25 +158,24 @@ def _unlearned_conditions(df: pd.DataFrame, fams: list[Any]) -> str:
     return out
 
 
-def _ignored_conditions(df: pd.DataFrame) -> tuple[set[str], list[str]]:
+def _ignored_conditions(df: pd.DataFrame) -> dict[str, str]:
     """The families whose condition lowers the denoising loss beyond noise at none of their sizes (every condition
     gain's 95% interval reaches zero, or with no interval every gain is at most zero), and a sentence for each: a
     family that ignores its class or caption, or has not trained long enough to read it, is scored on samples that
     are in effect unconditional. Said in the summary too: it may be a fault of the family."""
     if "cond_gain" not in df:
-        return set(), []
+        return {}
     lo = df["cond_gain ci_lo"] if "cond_gain ci_lo" in df else df["cond_gain"]
     rows = df.assign(_lo=lo).dropna(subset=["cond_gain"])
-    ignored, out = set(), []
+    out: dict[str, str] = {}
     for fam, g in rows.groupby("family", sort=True):
         if (g["_lo"].fillna(g["cond_gain"]) > 0).any():
             continue
-        ignored.add(str(fam))
-        out.append(f"{fam} does not use its condition: at none of its {len(g)} size(s) does the condition lower "
-                   f"its denoising loss beyond noise (gain at most {100 * float(g['cond_gain'].max()):.2f}%). Either "
-                   "its network drops the label or caption (a fault of the family), or it has not trained long "
-                   "enough to read it; its samples are in effect unconditional.")
-    return ignored, out
+        out[str(fam)] = (f"{fam} does not use its condition: at none of its {len(g)} size(s) does the condition "
+                         f"lower its denoising loss beyond noise (gain at most {100 * float(g['cond_gain'].max()):.2f}"
+                         "%). Either its network drops the label or caption (a fault of the family), or it has not "
+                         "trained long enough to read it; its samples are in effect unconditional.")
+    return out
 
 
 def _best_against_floor(wide: pd.DataFrame, quality: str) -> str:
@@ -251,7 +249,8 @@ def _grids(wide: pd.DataFrame) -> list[Section]:
     return out
 
 
-def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str) -> list[Section]:
+def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str,
+             ignored: dict[str, str]) -> list[Section]:
     """The answer first: the headline metric and why, who is best at matched size and per unit of compute, whether
     that is beyond noise (the head-to-head table), and whether quality improves with size."""
     if quality is None:
@@ -263,7 +262,7 @@ def _summary(wide: pd.DataFrame, quality: str | None, origin: str, scaling: str)
     head = (f"Headline metric: {MetricKey.parse(quality).header()}, {verdict.direction(quality)} is better "
             f"({origin}{hint}). Intervals are 95%. " + (verdict.scale_note(quality) if quality != "paper_fid" else ""))
     found = verdict.at_matched_size(wide, quality, h2h) if quality != "paper_fid" else []
-    found += [verdict.per_compute(wide, quality), scaling, *_ignored_conditions(_backbones(wide))[1]]
+    found += [verdict.per_compute(wide, quality), scaling, *ignored.values()]
     out = [Section("Summary", head.strip(), bullets=[f for f in found if f])]
     if h2h is not None:
         out.append(Section("Head to head", "Each system against the best at its matched size. The difference's "
@@ -283,18 +282,19 @@ def sections(run: RunData, out: Path, metric: str = "") -> list[Section]:
     imgs_dir.mkdir(parents=True, exist_ok=True)
     images: list[Path] = []
     backbones = _backbones(wide)  # per-network GMACs, latency and throughput: pipelines are not comparable
+    ignored = _ignored_conditions(backbones)  # families whose condition never helps: said twice, found once
     analysis: list[Section] = []
     scaling = ""
     if quality and "gmacs" in wide and backbones[quality].notna().sum() >= 3:
         fit, best = _fit_section(wide, quality, origin)
-        family, scaling = _family_section(wide, quality)
+        family, scaling = _family_section(wide, quality, ignored)
         analysis += [fit] + ([family] if family is not None else [])
         images += plots.quality_vs_gmacs(backbones, quality, imgs_dir, best)
         if "latency_ms" in wide:
             images += plots.pareto(backbones, quality, imgs_dir)
     else:
         analysis.append(Section("Scaling fit", "No quality metric with at least 3 models in this run: no fit."))
-    secs = _summary(wide, quality, origin, scaling)
+    secs = _summary(wide, quality, origin, scaling, ignored)
     if run.problems:
         secs.append(Section("Unreadable record lines (skipped)", "; ".join(run.problems)))
     secs += _comparison(wide, reasons, pipelines=False) + _comparison(wide, reasons, pipelines=True)

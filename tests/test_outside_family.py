@@ -42,6 +42,17 @@ BAD = {  # module -> source: the faults a family from outside can have (each inh
             depth = 2
         FAMILY = dataclasses.replace(PATCHFORMER, name="notdataclass", config_cls=Cfg)
         """,
+    "nanout": """
+        class Net(PatchFormer):
+            def forward(self, x, t, y=None):
+                return super().forward(x, t, y) * float("nan")
+        @dataclasses.dataclass(frozen=True)
+        class Cfg(PatchFormerConfig):
+            def build(self):
+                return Net(self)
+        FAMILY = dataclasses.replace(PATCHFORMER, name="nanout", config_cls=Cfg,
+                                     tiny=lambda: Cfg(in_channels=3, input_size=8, width=32, depth=2, num_classes=10))
+        """,
     "deaf": """
         class Net(PatchFormer):
             def forward(self, x, t, y=None):
@@ -144,6 +155,7 @@ def test_the_cli_takes_a_module_path_from_the_working_directory(isolated, cli):
     ("mynets.wrongshape:FAMILY", "denoise returned shape (2, 4, 4, 4) for an input of (2, 4, 32, 32)"),
     ("mynets.notdataclass:FAMILY", "its config_cls 'Cfg' is not a dataclass"),
     ("mynets.patchformer:NOPE", "mynets.patchformer.NOPE is missing, not a diffbench Family"),
+    ("mynets.nanout:FAMILY", "denoise returned NaN or inf for its tiny config with class conditioning"),
 ])
 def test_a_family_at_fault_is_one_line_naming_it(isolated, tmp_path, cli, module, fault):
     make_package(tmp_path)

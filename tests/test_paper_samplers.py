@@ -168,3 +168,16 @@ def test_the_imagenet_protocol_samples_with_dits_own_sampler():
 
     p = BUILTIN["imagenet-class"]
     assert (p.scheduler, p.sample_steps, p.guidance, p.guide_channels) == ("dit-ddpm", 250, 1.5, 3)
+
+
+@pytest.mark.parametrize("scheduler", ["dit-ddpm", "adm-ddpm"])
+def test_a_single_step_gives_finite_samples(scheduler):
+    """One respaced step has no step 1 to take the clipped posterior variance from, and adds no noise."""
+    from diffbench.bench.backbone_subject import PretrainedBackbone
+    from diffbench.diffusion.sampling import sample
+    from diffbench.models.families import FAMILIES
+
+    model = PretrainedBackbone(FAMILIES.get("dit"), tiny_dit(3), "class", 10)
+    [x] = sample(model, 2, (3, 8, 8), torch.tensor([1, 2]), scheduler, 1, 1.0, batch_size=2, raw=True,
+                 learned_variance=True)
+    assert bool(torch.isfinite(x).all())
