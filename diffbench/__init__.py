@@ -22,10 +22,10 @@ from typing import Any
 
 from diffbench.core.errors import UserError
 
-__all__ = ["Family", "Run", "UserError", "baseline", "benchmark_module", "build", "cache_entries", "clear_cache",
-           "clip_score", "compare", "count", "count_pipeline", "default_run_dir", "estimate", "fid", "latents",
-           "listings", "load_run", "match", "match_many", "plan", "report", "run", "sample", "stats", "train",
-           "__version__"]
+__all__ = ["Family", "Run", "UserError", "ab", "baseline", "benchmark_module", "build", "cache_entries",
+           "clear_cache", "clip_score", "compare", "count", "count_pipeline", "default_run_dir", "estimate", "fid",
+           "latents", "listings", "load_run", "match", "match_many", "plan", "report", "run", "sample", "stats",
+           "train", "__version__"]
 
 _API = set(__all__) - {"UserError", "__version__", "Family"}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffbench.api_ab import ab  # noqa: F401 - diffbench.ab too
 from diffbench.api_data import cache_entries, clear_cache, estimate, latents  # noqa: F401 - diffbench.* too
 from diffbench.bench.settings import DEFAULTS, MODULE_MEASURES, SampleJob, TrainJob
 from diffbench.core.arguments import checked

@@ -52,6 +52,7 @@ LAZY = {
     "diffbench/api.py": "one module, many entry points: each function loads its own machinery (the runner, the "
                         "pipelines and diffusers, torchmetrics, the reports) when it is called",
     "diffbench/api_data.py": "as diffbench/api.py: each data function loads the autoencoder and the datasets",
+    "diffbench/api_ab.py": "as diffbench/api.py: the A/B loads the suites, the checkouts and the reports",
     "bench/catalog.py": "each listing loads its own registry when it is listed",
     # every case is a fresh process: what it imports at start it pays once per case
     "metrics/quality.py": "torchmetrics (1.2 s, metrics/sharded.py) only for features sharded over torchrun's ranks",

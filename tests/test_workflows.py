@@ -37,8 +37,13 @@ def test_gpu_gate_runs_on_gpu_labels_and_fails_on_regression():
     doc = load("gpu-regression.yml")
     job = doc["jobs"]["gate"]
     assert "gpu" in job["runs-on"] and "self-hosted" in job["runs-on"]
-    runs = "\n".join(s.get("run", "") for s in job["steps"])
-    assert "diffbench run ci-gpu" in runs and "diffbench compare" in runs and "GITHUB_STEP_SUMMARY" in runs
+    steps = job["steps"]
+    gate = next(s for s in steps if "diffbench ab" in s.get("run", ""))  # the A/B in the job is the gate
+    assert gate["if"] == "github.event_name == 'pull_request'" and 'exit "$status"' in gate["run"]
+    assert '"$BASE_SHA" --suite ci-gpu --device cuda' in gate["run"] and "GITHUB_STEP_SUMMARY" in gate["run"]
+    assert steps[0]["with"]["fetch-depth"] == 0  # the base commit is in the clone
+    history = [s for s in steps if "diffbench run ci-gpu" in s.get("run", "") or "baseline" in s.get("run", "")]
+    assert len(history) == 2 and all(s["if"] == "github.event_name == 'push'" for s in history)
     assert set(doc["on"]) == {"push", "pull_request"}
 
 
@@ -46,8 +51,7 @@ def test_ci_gates_pull_requests_on_ci_cpu_and_caches_pip():
     doc = load("ci.yml")
     gate = doc["jobs"]["gate"]
     runs = "\n".join(s.get("run", "") for s in gate["steps"])
-    assert "diffbench run ci-cpu --out runs/base" in runs and "diffbench run ci-cpu --out runs/head" in runs
-    assert "diffbench compare runs/base runs/head" in runs and 'exit "$status"' in runs
+    assert 'diffbench ab "$BASE_SHA" --suite ci-cpu' in runs and 'exit "$status"' in runs
     for name in ("ci.yml", "gpu-regression.yml"):
         for job in load(name)["jobs"].values():
             for step in job["steps"]:
