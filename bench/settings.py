@@ -28,8 +28,10 @@ from diffbench.diffusion.config import AUTOENCODER_STEPS, Loop, TrainConfig
 # name, never a path
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MEASURES = ("counts", "speed", "memory", "energy", "train", "quality")
-# own: a diffusers directory's own scheduler; adm-ddpm, adm-ddim, dit-ddpm: the papers' respaced samplers
-SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler", "adm-ddpm", "adm-ddim", "dit-ddpm")
+# own: a diffusers directory's own scheduler; adm-ddpm, adm-ddim, dit-ddpm: the papers' respaced samplers;
+# uvit-dpm-solver: U-ViT's DPM-Solver settings
+SCHEDULER_NAMES = ("own", "ddpm", "ddim", "dpm-solver++", "euler", "adm-ddpm", "adm-ddim", "dit-ddpm",
+                   "uvit-dpm-solver")
 MODULE_MEASURES = ("counts", "speed", "memory")  # what benchmark_module measures a user's module for unless told
 DATASETS = ("digits", "shapes")  # embedded; any other value is a path (diffusion/sources.py)
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -191,7 +193,7 @@ class SamplingSettings:
     sample_steps: int = setting(20, pos_int, "a positive integer")
     scheduler: str = setting("ddim", choices(SCHEDULER_NAMES),
                              "own (a diffusers directory's), ddpm, ddim, dpm-solver++, euler, or the papers' "
-                             "adm-ddpm, adm-ddim, dit-ddpm")
+                             "adm-ddpm, adm-ddim, dit-ddpm, uvit-dpm-solver")
     guidance: float = setting(1.0, number, "a non-negative number (1 = no guidance)")
 
 

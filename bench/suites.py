@@ -231,8 +231,8 @@ def _pretrained(raw: dict[str, Any], settings: Settings, explicit: set[str], pro
             updates[key] = getattr(protocol, key)
     if not directories and updates.get("scheduler", settings.sampling.scheduler) == "own":
         raise ConfigError(f"{file}: {where}: scheduler own applies to diffusers directories; a checkpoint samples "
-                          "with ddpm, ddim, dpm-solver++, euler, adm-ddpm, adm-ddim or dit-ddpm (set scheduler in the "
-                          "sweep or the protocol)")
+                          "with ddpm, ddim, dpm-solver++, euler, adm-ddpm, adm-ddim, dit-ddpm or uvit-dpm-solver (set "
+                          "scheduler in the sweep or the protocol)")
     classes = raw.get("classes", Sweep.classes)
     if protocol is not None and not directories and (protocol.kind == "unconditional") != (raw.get("cond") == "none"):
         raise ConfigError(f"{file}: {where}: protocol {protocol.name} is {protocol.kind}; a checkpoint it scores is "

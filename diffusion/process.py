@@ -2,7 +2,8 @@
 
 Training uses the DDPM forward process (linear betas, 1000 steps, as DDPM/ADM/DiT). Samplers
 are diffusers' DDPM, DDIM, DPM-Solver++ and Euler schedulers (epsilon or v prediction), and the
-papers' own respaced ADM/DiT samplers (``diffusion/respaced.py``: adm-ddpm, adm-ddim, dit-ddpm);
+papers' own respaced ADM/DiT samplers (``diffusion/respaced.py``: adm-ddpm, adm-ddim, dit-ddpm) and U-ViT's
+DPM-Solver (``diffusion/dpm_solver.py``: uvit-dpm-solver);
 models with a learned variance (2x output channels, DiT/ADM) contribute their first half, or their
 variance to a DDPM sampler that reads it.
 """
@@ -16,6 +17,7 @@ import torch
 
 from diffbench.core.errors import ConfigError
 from diffbench.core.registry import Registry
+from diffbench.diffusion.dpm_solver import UViTDPMSolver
 from diffbench.diffusion.respaced import SAMPLERS, Respaced
 
 TRAIN_STEPS = 1000
@@ -39,6 +41,8 @@ SCHEDULERS.add("dpm-solver++", lambda pred: _diffusers("DPMSolverMultistepSchedu
 SCHEDULERS.add("euler", lambda pred: _diffusers("EulerDiscreteScheduler")(**COMMON, prediction_type=pred))
 for _name, (_method, _clip) in SAMPLERS.items():  # the papers' own: ADM's and DiT's respaced process
     SCHEDULERS.add(_name, lambda pred, m=_method, c=_clip: Respaced(m, c, pred))
+SCHEDULERS.add("uvit-dpm-solver", UViTDPMSolver)  # U-ViT's: DPM-Solver-fast, order 3, its schedule and time input
+PAPERS = (*SAMPLERS, "uvit-dpm-solver")  # the papers' own samplers: a test can inject their draws
 
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")  # sample: the clean x0 (unCLIP's prior)

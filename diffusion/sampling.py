@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from diffbench.core.errors import ConfigError
-from diffbench.diffusion.process import make_scheduler, split_learned_variance
-from diffbench.diffusion.respaced import SAMPLERS, Respaced
+from diffbench.diffusion.process import PAPERS, make_scheduler, split_learned_variance
 
 
 def check_sampling(steps: int, guidance: float, batch_size: int = 1) -> None:
@@ -52,8 +51,8 @@ def reverse_process(step: Step, shape: tuple[int, ...], gens: list[torch.Generat
     sched = make_scheduler(scheduler, prediction, thresholding, learned_variance)
     sched.set_timesteps(steps, device=device)
     if noise is not None:  # draw k of the loop (0: the initial noise), fed by a test to this loop and another
-        if not isinstance(sched, Respaced):
-            raise ConfigError(f"injected noise needs one of the papers' samplers ({', '.join(SAMPLERS)}), not "
+        if scheduler not in PAPERS:
+            raise ConfigError(f"injected noise needs one of the papers' samplers ({', '.join(PAPERS)}), not "
                               f"{scheduler}")
         sched.noise_fn = noise
         x = noise(0).to(device)

@@ -87,8 +87,8 @@ def run_train(args: argparse.Namespace) -> int:
           arg("--steps", type=positive_int, help="sampling steps per stage (default: the pipeline's)"),
           arg("--guidance", type=non_negative_float,
               help="classifier-free guidance scale, 1 = none (default: the pipeline's)"),
-          arg("--scheduler", help="ddpm, ddim, dpm-solver++, euler, or the papers' adm-ddpm, adm-ddim, dit-ddpm "
-                                  "(default: ddim; a diffusers directory's own)"),
+          arg("--scheduler", help="ddpm, ddim, dpm-solver++, euler, or the papers' adm-ddpm, adm-ddim, dit-ddpm, "
+                                  "uvit-dpm-solver (default: ddim; a diffusers directory's own)"),
           arg("--stage-weights", action="append", metavar="STAGE=DIR",
               help="load a diffusers-layout U-Net directory into a built-in pipeline's stage (repeatable)"),
           arg("--captions", nargs="+", metavar="TEXT", help="captions, cycled over the samples (text pipelines; "
