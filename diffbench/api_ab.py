@@ -30,10 +30,10 @@ def ab(base: str, head: str | None = None, suite: str | Path = "ci-cpu", out: st
        keep: bool = False) -> Any:
     """Run ``suite`` at the commit ``base`` and at ``head`` (default: this checkout, uncommitted changes included)
     in this one job, each side in its own checkout and environment, their repetitions interleaved in ABBA rounds,
-    then compare them as :func:`compare` does. ``rounds`` (default: the suite's largest ``repetitions``) repeats
-    every case; ``only`` and ``overrides`` as in :func:`run`, applied to both sides; ``keep`` keeps the worktrees
-    and environments made here. Returns an ``ABResult``: ``out`` (each side's rounds and merged records, ab.json,
-    compare.md), ``comparison`` and ``failed``."""
+    then compare them as :func:`compare` does. ``rounds`` (default: the suite's largest ``repetitions``): how many
+    times each case is measured a side, each time in a fresh process; ``only`` and ``overrides`` as in :func:`run`,
+    applied to both sides; ``keep`` keeps the worktrees and environments made here. Returns an ``ABResult``:
+    ``out`` (each side's rounds and merged records, ab.json, compare.md), ``comparison`` and ``failed``."""
     from diffbench import api
     from diffbench.bench import ab as abm
     from diffbench.bench import checkouts

@@ -81,8 +81,25 @@ def three_sizes(tmp_path, choice=None):
     return write_run(tmp_path / "run", recs, choice)
 
 
-@pytest.mark.parametrize("choice, arg, want", [(None, "", "fid (digits)"), ({"metric": "kid"}, "", "kid (digits)"),
-                                               ({"metric": "kid"}, "fid[digits]", "fid (digits)")])
+CHOICES = [(None, "", "fid (digits)"), ({"metric": "kid"}, "", "kid (digits)"),
+           ({"metric": "kid"}, "fid[digits]", "fid (digits)")]
+
+
+@pytest.mark.parametrize("choice, arg, want", CHOICES)
+def test_the_headline_column_is_the_callers_then_the_suites_then_the_first_preferred(tmp_path, choice, arg, want):
+    from diffbench.reports.load import load_run
+    from diffbench.reports.verdict import headline
+
+    wide = load_run(three_sizes(tmp_path, choice)).wide
+    column, origin = headline(wide, arg or (choice or {}).get("metric", ""))
+    assert MetricKey.parse(column).header() == want
+    assert origin == ("fixed by the suite" if arg or choice else "the first of fid, kid measured on 3 or more models")
+
+
+# the whole report for each choice (the column above, the origin as the report words it): the first in the default
+# run, the others slow (11 s each, the scaling fits and plots)
+@pytest.mark.parametrize("choice, arg, want", [CHOICES[0], *(pytest.param(*c, marks=pytest.mark.slow)
+                                                             for c in CHOICES[1:])])
 def test_the_headline_is_fixed_by_the_suite_or_the_caller_and_stable_otherwise(tmp_path, choice, arg, want):
     run = three_sizes(tmp_path, choice)
     build(run, tmp_path / "out", formats=("md",), metric=arg)

@@ -105,8 +105,8 @@ def run_baseline(args: argparse.Namespace) -> int:
           arg("--out", help="where both sides' rounds, ab.json and compare.md go (default: runs/ab-SUITE-TIMESTAMP)"),
           arg("--device", default="auto", help="auto, cpu or cuda[:N], the same for both sides (default: auto)"),
           arg("--rounds", type=number(int, minimum=1, below=101), metavar="N",
-              help="measure every case N times a side (default: the suite's largest repetitions, only the cases "
-                   "that ask for them)"),
+              help="measure every case N times a side, each in a fresh process (default: the suite's largest "
+                   "repetitions)"),
           arg("--only", metavar="GLOB", help="only cases whose name matches (comma-separated globs)"),
           arg("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
               help="override a suite setting on both sides, as in 'diffbench run' (repeatable)"),
