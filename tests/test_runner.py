@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from diffbench.bench.run_dir import PARTIAL, RECORDS, complete_cases
 from diffbench.core import records
 from tests.conftest import ROOT, call_cli
@@ -66,6 +68,11 @@ def test_faults_are_status_rows_and_the_sweep_goes_on(tmp_path: Path):
     assert {r.provenance["placement"]["launcher"] for r in got} == {"devices"}
 
 
+# 40 s: slow. The default run keeps what it proves in parts: a torn case moved aside and rerun
+# (test_resume_moves_a_partial_case_aside_and_reruns_it), a SIGKILLed training case resumed to the uninterrupted
+# curve (test_training_sampling, test_resume_training), killed latents resumed byte for byte (test_latents), and
+# two concurrent runs measuring each case once (test_hostile_runs)
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_exactly_the_uninterrupted_records(tmp_path: Path):
     suite = tmp_path / "t.toml"
     suite.write_text(SUITE)
