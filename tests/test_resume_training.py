@@ -83,6 +83,9 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+# 35 s: slow. The default run keeps one rank's SIGKILL resumed to the uninterrupted curve (test_training_sampling),
+# the signal's checkpoint-and-resume below, and two ranks equal to one (test_data_parallel)
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the case's process")
 def test_sigkill_mid_training_of_two_ranks_then_resume_gives_the_uninterrupted_curve(tmp_path):
     suite = _suite(tmp_path, world=2)
