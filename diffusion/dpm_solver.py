@@ -93,7 +93,6 @@ class UViTDPMSolver:
 
     init_noise_sigma = 1.0
     config: Mapping[str, Any] = MappingProxyType({})  # no diffusers options (thresholding): make_scheduler refuses them
-    method = "dpm-solver"
 
     def __init__(self, prediction: str = "epsilon", betas: torch.Tensor | None = None) -> None:
         if prediction != "epsilon":

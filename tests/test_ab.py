@@ -173,3 +173,18 @@ def test_ab_flags_a_head_whose_dit_is_twice_as_slow(tmp_path):
     assert base_prov["git_commit"] == base  # the base ran its own code
     worktrees = subprocess.run(["git", "-C", str(clone), "worktree", "list"], capture_output=True, text=True)
     assert len(worktrees.stdout.strip().splitlines()) == 1 and not (tmp_path / "ab" / "base" / "env").exists()
+
+
+class Exits(checkouts.Checkout):
+    """A side whose ``diffbench run`` only exits with a given status."""
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-c", f"import sys; print('said'); sys.exit({self.ref})"]
+
+
+def test_a_round_with_no_case_ok_is_compared_and_bad_input_stops_the_ab(tmp_path):
+    side = lambda code: Exits("head", code, "0" * 40, False, tmp_path, Path(sys.executable), dict(os.environ))  # noqa: E731
+    assert ab.run_round(side("1"), "s", tmp_path / "round-1", "cpu", [], None, tmp_path) >= 0  # its rows: broken
+    for code in ("2", "3"):
+        with pytest.raises(ConfigError, match=f"exited {code}: said"):
+            ab.run_round(side(code), "s", tmp_path / "round-2", "cpu", [], None, tmp_path)
